@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Installs and starts the real services archfarm's tests and its main job use, on a
+# Debian machine, as root: the Docker engine, QEMU binfmt emulation, and a registry on
+# loopback. Idempotent: a service that already answers is left alone.
+#
+#   ci/services.sh            install (if needed) and start everything
+#
+# Environment:
+#   ARCHFARM_REGISTRY_ADDR   where the registry listens (default 127.0.0.1:5000)
+#   ARCHFARM_STATE           where the registry and dockerd logs live (default /var/lib/archfarm-ci)
+set -euo pipefail
+
+registry_addr=${ARCHFARM_REGISTRY_ADDR:-127.0.0.1:5000}
+state=${ARCHFARM_STATE:-/var/lib/archfarm-ci}
+mkdir -p "$state"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds or the
+# deadline passes; a condition with a deadline, never a fixed sleep.
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "$what did not come up within ${seconds}s"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+install_packages() {
+  local wanted=(docker.io qemu-user-static binfmt-support docker-registry skopeo umoci curl ca-certificates make)
+  local missing=()
+  for p in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+start_binfmt() {
+  if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  # The packaged handlers carry the F (fix binary) flag, so they work inside containers.
+  update-binfmts --enable >/dev/null 2>&1 || true
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
+    update-binfmts --enable qemu-aarch64
+  fi
+  grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
+  log "binfmt: $(cd /proc/sys/fs/binfmt_misc && ls -d qemu-* | tr '\n' ' ')"
+}
+
+docker_answers() { curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping; }
+
+start_dockerd() {
+  if docker_answers; then
+    log "dockerd already answers"
+    return
+  fi
+  log "starting dockerd"
+  # cgroupfs driver: these machines have no systemd as PID 1.
+  nohup dockerd --exec-opt native.cgroupdriver=cgroupfs >"$state/dockerd.log" 2>&1 &
+  wait_for "dockerd (log: $state/dockerd.log)" 60 docker_answers
+}
+
+registry_answers() { curl -sf "http://$registry_addr/v2/"; }
+
+start_registry() {
+  if registry_answers; then
+    log "registry at $registry_addr already answers"
+    return
+  fi
+  mkdir -p "$state/registry"
+  cat >"$state/registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+EOF
+  log "starting docker-registry on $registry_addr"
+  nohup docker-registry serve "$state/registry.yml" >"$state/registry.log" 2>&1 &
+  wait_for "docker-registry (log: $state/registry.log)" 30 registry_answers
+}
+
+install_packages
+start_binfmt
+start_dockerd
+start_registry
+log "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null), registry http://$registry_addr"

@@ -1,0 +1,349 @@
+//! Configuration: an optional `archfarm.yaml` at the repository root, an embedded
+//! default (so nothing has to be written first), and environment overrides.
+//! Precedence, lowest first: embedded default, archfarm.yaml, environment, flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::platform::{ArchTable, Platform};
+
+/// The embedded default: publishes to the loopback registry that `ci/services.sh` starts.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+/// archfarm.yaml as written. Unknown fields are errors: a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    images_dir: Option<PathBuf>,
+    registry: Option<String>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    local_prefix: Option<String>,
+    platforms: Option<Vec<String>>,
+    jobs: Option<usize>,
+    store: Option<PathBuf>,
+    arch_dir: Option<PathBuf>,
+    #[serde(default)]
+    images: BTreeMap<String, RawImage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    platforms: Option<Vec<String>>,
+    #[serde(default)]
+    build_args: BTreeMap<String, String>,
+}
+
+/// Where images are published: `host[:port]/namespace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    pub host: String,
+    pub namespace: String,
+    /// Plain HTTP / unverified TLS allowed: loopback hosts, or listed as insecure.
+    pub insecure: bool,
+}
+
+impl RegistryRef {
+    /// Parses `host[:port][/namespace]`. The host must look like one (a dot, a port, or
+    /// `localhost`), as Docker requires, so `myname/images` is not mistaken for a host.
+    pub fn parse(text: &str, insecure_hosts: &[String]) -> Result<Self> {
+        let text = text.trim().trim_end_matches('/');
+        let text = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://")).unwrap_or(text);
+        let (host, namespace) = text.split_once('/').unwrap_or((text, ""));
+        let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+        if host.is_empty() || !looks_like_host {
+            return Err(Error::usage(format!(
+                "invalid registry '{text}': expected host[:port]/namespace, e.g. 127.0.0.1:5000/archfarm"
+            )));
+        }
+        if let Some(bad) = namespace.split('/').find(|c| !namespace.is_empty() && !valid_path_component(c)) {
+            return Err(Error::usage(format!(
+                "invalid registry '{text}': namespace component '{bad}' must be lowercase letters, digits and . _ -"
+            )));
+        }
+        let insecure = is_loopback(host) || insecure_hosts.iter().any(|h| h == host);
+        Ok(RegistryRef { host: host.to_string(), namespace: namespace.to_string(), insecure })
+    }
+
+    /// The repository path of an image: `namespace/image`.
+    pub fn repository(&self, image: &str) -> String {
+        if self.namespace.is_empty() {
+            image.to_string()
+        } else {
+            format!("{}/{image}", self.namespace)
+        }
+    }
+
+    /// A full reference: `host/namespace/image:tag`.
+    pub fn reference(&self, image: &str, tag: &str) -> String {
+        format!("{}/{}:{tag}", self.host, self.repository(image))
+    }
+}
+
+/// A path component of a repository name, per the distribution spec.
+pub fn valid_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+        && b[b.len() - 1].is_ascii_lowercase() | b[b.len() - 1].is_ascii_digit()
+        && b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(&x))
+}
+
+/// Loopback registries may use plain HTTP without being listed (as Docker allows).
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Per-image settings.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSettings {
+    /// Narrows the image's platforms; `None` keeps what its recipes give.
+    pub platforms: Option<Vec<Platform>>,
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The repository root: the folder holding archfarm.yaml (or the current folder).
+    pub root: PathBuf,
+    pub images_dir: PathBuf,
+    pub registry: RegistryRef,
+    pub local_prefix: String,
+    pub platforms: Vec<Platform>,
+    pub jobs: usize,
+    pub store: PathBuf,
+    pub arches: ArchTable,
+    pub images: BTreeMap<String, ImageSettings>,
+    /// Where the configuration came from, for messages.
+    pub source: String,
+}
+
+/// What the command line and environment can override.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub images_dir: Option<PathBuf>,
+    pub registry: Option<String>,
+    pub local_prefix: Option<String>,
+    pub store: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Fills in what the environment says, where the command line said nothing.
+    pub fn with_env(mut self) -> Self {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        self.registry = self.registry.or_else(|| env("ARCHFARM_REGISTRY"));
+        self.local_prefix = self.local_prefix.or_else(|| env("ARCHFARM_LOCAL_PREFIX"));
+        self.store = self.store.or_else(|| env("ARCHFARM_STORE").map(PathBuf::from));
+        self.config_file = self.config_file.or_else(|| env("ARCHFARM_CONFIG").map(PathBuf::from));
+        self
+    }
+}
+
+impl Config {
+    /// Loads the configuration for the repository at `root` (the current folder for the CLI).
+    pub fn load(root: &Path, overrides: &Overrides) -> Result<Config> {
+        let default: RawConfig = serde_yaml_ng::from_str(DEFAULT_CONFIG).expect("embedded default config is valid");
+        let (raw, source, root) = match &overrides.config_file {
+            Some(file) => {
+                let file_root = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(root);
+                (read_raw(file)?, file.display().to_string(), file_root.to_path_buf())
+            }
+            None => {
+                let file = root.join("archfarm.yaml");
+                if file.is_file() {
+                    (read_raw(&file)?, file.display().to_string(), root.to_path_buf())
+                } else {
+                    (RawConfig::default(), "embedded default configuration".to_string(), root.to_path_buf())
+                }
+            }
+        };
+        Self::resolve(default, raw, &source, &root, overrides)
+    }
+
+    fn resolve(default: RawConfig, raw: RawConfig, source: &str, root: &Path, o: &Overrides) -> Result<Config> {
+        let field_err = |field: &str, msg: String| Error::usage(format!("{source}: field '{field}': {msg}"));
+
+        let mut arches = ArchTable::builtin();
+        if let Some(dir) = &raw.arch_dir {
+            arches.merge_dir(&root.join(dir)).map_err(|e| field_err("arch_dir", e.message().to_string()))?;
+        }
+
+        let images_dir =
+            o.images_dir.clone().or(raw.images_dir).or(default.images_dir).expect("default has images_dir");
+        let images_dir = if images_dir.is_absolute() { images_dir } else { root.join(images_dir) };
+
+        let insecure: Vec<String> =
+            raw.insecure_registries.iter().chain(&default.insecure_registries).cloned().collect();
+        let registry = match &o.registry {
+            Some(r) => RegistryRef::parse(r, &insecure)
+                .map_err(|e| Error::usage(format!("ARCHFARM_REGISTRY/--registry: {}", e.message())))?,
+            None => {
+                let text = raw.registry.or(default.registry).expect("default has registry");
+                RegistryRef::parse(&text, &insecure).map_err(|e| field_err("registry", e.message().to_string()))?
+            }
+        };
+
+        let local_prefix =
+            o.local_prefix.clone().or(raw.local_prefix).or(default.local_prefix).expect("default has local_prefix");
+        let local_prefix = local_prefix.trim_end_matches('/').to_string();
+        if local_prefix.is_empty() || local_prefix.split('/').skip(1).any(|c| !valid_path_component(c)) {
+            return Err(field_err(
+                "local_prefix",
+                format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images)"),
+            ));
+        }
+
+        let parse_platforms = |field: &str, list: &[String]| -> Result<Vec<Platform>> {
+            let mut out = Vec::new();
+            for p in list {
+                let p = arches.parse_platform(p).map_err(|e| field_err(field, e.message().to_string()))?;
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+            if out.is_empty() {
+                return Err(field_err(field, "the list is empty; name at least one platform".into()));
+            }
+            Ok(out)
+        };
+        let platforms =
+            parse_platforms("platforms", &raw.platforms.or(default.platforms).expect("default has platforms"))?;
+
+        let jobs = raw.jobs.or(default.jobs).expect("default has jobs");
+        if jobs == 0 {
+            return Err(field_err("jobs", "must be at least 1".into()));
+        }
+
+        let store = match o.store.clone().or(raw.store) {
+            Some(p) if p.is_absolute() => p,
+            Some(p) => root.join(p),
+            None => default_store_dir(),
+        };
+
+        let mut images = BTreeMap::new();
+        for (name, img) in raw.images {
+            let field = format!("images.{name}.platforms");
+            let platforms = img.platforms.as_deref().map(|l| parse_platforms(&field, l)).transpose()?;
+            for arg in img.build_args.keys() {
+                if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(field_err(
+                        &format!("images.{name}.build_args"),
+                        format!("'{arg}' is not a valid build argument name"),
+                    ));
+                }
+            }
+            images.insert(name, ImageSettings { platforms, build_args: img.build_args });
+        }
+
+        Ok(Config {
+            root: root.to_path_buf(),
+            images_dir,
+            registry,
+            local_prefix,
+            platforms,
+            jobs,
+            store,
+            arches,
+            images,
+            source: source.to_string(),
+        })
+    }
+
+    /// The local engine name of an image: `<local prefix>/<image>`.
+    pub fn local_name(&self, image: &str) -> String {
+        format!("{}/{image}", self.local_prefix)
+    }
+
+    pub fn image_settings(&self, image: &str) -> ImageSettings {
+        self.images.get(image).cloned().unwrap_or_default()
+    }
+}
+
+fn read_raw(file: &Path) -> Result<RawConfig> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::usage(format!("cannot read configuration file {}: {e}", file.display())))?;
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| Error::usage(format!("{}: {e}", file.display())))
+}
+
+/// `$XDG_CACHE_HOME/archfarm`, else `~/.cache/archfarm`.
+fn default_store_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("archfarm");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/archfarm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, o: &Overrides) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("archfarm.yaml"), text).unwrap();
+        Config::load(dir.path(), o)
+    }
+
+    #[test]
+    fn embedded_default_needs_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(c.registry.host, "127.0.0.1:5000");
+        assert!(c.registry.insecure);
+        let p: Vec<_> = c.platforms.iter().map(|p| p.to_string()).collect();
+        assert_eq!(p, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(c.images_dir, dir.path().join("images"));
+        assert!(c.source.contains("embedded"));
+    }
+
+    #[test]
+    fn file_and_overrides_take_precedence() {
+        let o = Overrides { registry: Some("reg.example.com:443/team/x".into()), ..Default::default() };
+        let c = load_text("local_prefix: gvisor.dev/images\nplatforms: [aarch64]\nimages:\n  a/b: {platforms: [x86_64], build_args: {V: '1'}}\n", &o).unwrap();
+        assert_eq!(c.local_prefix, "gvisor.dev/images");
+        assert_eq!(c.registry.namespace, "team/x");
+        assert!(!c.registry.insecure, "a remote registry is verified TLS unless listed");
+        assert_eq!(c.platforms[0].to_string(), "linux/arm64");
+        assert_eq!(c.image_settings("a/b").platforms.unwrap()[0].to_string(), "linux/amd64");
+        assert_eq!(c.registry.reference("a/b", "t"), "reg.example.com:443/team/x/a/b:t");
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_file_and_field() {
+        let e = load_text("platfroms: [amd64]\n", &Overrides::default()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().contains("archfarm.yaml") && e.message().contains("platfroms"), "{}", e.message());
+        let e = load_text("platforms: [linux/mips99]\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'platforms'") && e.message().contains("mips99"), "{}", e.message());
+        let e = load_text("registry: notahost/ns\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'registry'"), "{}", e.message());
+        let e = load_text("jobs: 0\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'jobs'"), "{}", e.message());
+        let e = load_text("images:\n  x: {platfoms: [amd64]}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("platfoms"), "{}", e.message());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for h in ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["10.0.0.1:5000", "registry.example.com", "example.com:5000"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! archfarm: a cross-architecture container image build farm.
+//!
+//! The data flow (docs/ARCHITECTURE.md): configuration -> catalog -> content keys ->
+//! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
+
+pub mod config;
+pub mod error;
+pub mod platform;
+pub mod store;
+
+pub use error::{Error, Result};
