@@ -4,6 +4,7 @@
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod platform;
 pub mod store;
