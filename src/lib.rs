@@ -3,10 +3,21 @@
 //! The data flow (docs/ARCHITECTURE.md): configuration -> catalog -> content keys ->
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
+pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod context;
+pub mod docker_archive;
+pub mod dockerfile;
+pub mod engine;
 pub mod error;
+pub mod farm;
+pub mod key;
+pub mod plan;
 pub mod platform;
+pub mod registry;
+pub mod report;
+pub mod scan;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A no-change `archfarm build --push` over the bundled images, side by side with the
+# plain alternative a user has today, everything already in Docker's cache and the
+# registry: per image and platform `docker build` + `docker push`, then per image
+# `docker manifest create` + `docker manifest push`. Prints both times and the ratio.
+#
+#   benches/nochange.sh [ROUNDS]     (default 3; the median is reported)
+# Needs the services of ci/services.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-3}
+bin="$here/target/release/archfarm"
+(cd "$here" && cargo build --release --quiet)
+ns="bench-$$"
+reg="127.0.0.1:5000/$ns"
+export ARCHFARM_REGISTRY="$reg" ARCHFARM_STORE="/var/tmp/archfarm-bench-$$"
+trap 'rm -rf "$ARCHFARM_STORE"' EXIT
+cd "$here"
+
+# The shell way, the order a user would script it (parents first).
+shell_way() {
+  local img plat arch file t
+  # platform by platform: the local parent tag can hold one platform at a time
+  for plat in linux/amd64 linux/arm64; do
+    arch=${plat#linux/}
+    for img in base/busybox uname greeter; do
+      file=images/$img/Dockerfile
+      [ "$arch" = amd64 ] && [ -f images/$img/Dockerfile.x86_64 ] && file=images/$img/Dockerfile.x86_64
+      [ "$arch" = arm64 ] && [ -f images/$img/Dockerfile.aarch64 ] && file=images/$img/Dockerfile.aarch64
+      t="$reg/shell-$img:$arch"
+      DOCKER_BUILDKIT=0 docker build -q --platform "$plat" -f "$file" -t "$t" "images/$img" >/dev/null 2>&1
+      [ "$img" = base/busybox ] && docker tag "$t" "archfarm.local/images/base/busybox" >/dev/null
+      docker push -q "$t" >/dev/null
+    done
+  done
+  for img in base/busybox uname greeter; do
+    docker manifest rm "$reg/shell-$img:latest" >/dev/null 2>&1 || true
+    docker manifest create --insecure "$reg/shell-$img:latest" "$reg/shell-$img:amd64" "$reg/shell-$img:arm64" >/dev/null
+    docker manifest push --insecure "$reg/shell-$img:latest" >/dev/null
+  done
+}
+archfarm_way() { "$bin" build --push >/dev/null 2>&1; }
+
+t() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "warming both (first runs build and push)" >&2
+shell_way
+archfarm_way
+ts=$(for _ in $(seq "$rounds"); do t shell_way; done | median)
+ta=$(for _ in $(seq "$rounds"); do t archfarm_way; done | median)
+printf '%-60s %8.3f s\n' "docker build+push per platform, docker manifest create/push" "$ts"
+printf '%-60s %8.3f s  (%.1fx faster)\n' "archfarm build --push (no change)" "$ta" "$(echo "$ts / $ta" | bc -l)"

@@ -1,0 +1,433 @@
+//! The coordinator: runs a [`Plan`]'s jobs concurrently (bounded), each waiting only for
+//! its own parents on the same platform; looks every key up before building (store,
+//! then local engine, then registry); builds misses on the engine; records results in
+//! the store; publishes from the store; and stitches each image's canonical index only
+//! once every platform's manifest is in the registry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{watch, OnceCell, Semaphore};
+
+use crate::config::Config;
+use crate::dockerfile;
+use crate::engine::{BuildRequest, Engine};
+use crate::error::{Error, Result};
+use crate::plan::{Job, Plan};
+use crate::platform::Platform;
+use crate::registry::Registry;
+use crate::report::Progress;
+use crate::store::{Descriptor, Entry, Store};
+
+/// Labels archfarm puts on every image it builds; the key label is the engine memo.
+pub const LABEL_KEY: &str = "dev.archfarm.key";
+pub const LABEL_IMAGE: &str = "dev.archfarm.image";
+pub const LABEL_PLATFORM: &str = "dev.archfarm.platform";
+
+/// How long to wait for the engine's API to answer before giving up
+/// (ARCHFARM_ENGINE_TIMEOUT seconds overrides it).
+pub fn engine_deadline() -> Duration {
+    let secs = std::env::var("ARCHFARM_ENGINE_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
+    Duration::from_secs_f64(secs.unwrap_or(30.0))
+}
+
+/// The per-platform tag of a key: `<arch>[-<variant>]-<key>`.
+pub fn platform_tag(platform: &Platform, key: &str) -> String {
+    format!("{}-{key}", platform.tag_slug())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Built,
+    Cached,
+    Failed,
+}
+
+/// Where a cached result was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Store,
+    Engine,
+    Registry,
+    Build,
+}
+
+/// One job's result, as reported in `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub image: String,
+    pub platform: String,
+    pub key: String,
+    pub outcome: Outcome,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// The per-platform manifest digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The per-platform registry reference, when it is (or was made) present there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
+    /// The image ID in the local engine, for jobs that were loaded there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A canonical multi-arch tag written (or confirmed) in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagReport {
+    pub image: String,
+    pub tag: String,
+    pub digest: String,
+    pub platforms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkipReport {
+    pub image: String,
+    pub platform: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub jobs: Vec<JobReport>,
+    pub tags: Vec<TagReport>,
+    pub skipped: Vec<SkipReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Publish every platform and stitch the canonical tags.
+    pub push: bool,
+    /// Make these jobs' images exist in the local engine (for `load`).
+    pub materialize: Vec<(String, Platform)>,
+}
+
+/// What a finished job leaves for its dependents and the stitcher.
+#[derive(Debug, Clone)]
+pub struct Done {
+    image: String,
+    platform: Platform,
+    key: String,
+    /// The image ID in the local engine, when the job was asked to put it there.
+    engine_id: Option<String>,
+    /// The manifest in the local store, if it is there.
+    entry: Option<Entry>,
+    /// The manifest in the registry under the per-platform tag, if it is there.
+    remote: Option<Descriptor>,
+}
+
+type Slot = watch::Receiver<Option<std::result::Result<Arc<Done>, String>>>;
+
+/// Shared state of one run.
+pub struct Farm {
+    pub config: Config,
+    pub store: Store,
+    registry: Registry,
+    engine: OnceCell<std::result::Result<Engine, String>>,
+    progress: Progress,
+}
+
+impl Farm {
+    pub fn new(config: Config, progress: Progress) -> Result<Self> {
+        let store = Store::open(&config.store)?;
+        let registry = Registry::new(&config.registry)?;
+        Ok(Farm { config, store, registry, engine: OnceCell::new(), progress })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The local engine, connected on first use (and only then).
+    pub async fn engine(&self) -> Result<&Engine> {
+        let r = self
+            .engine
+            .get_or_init(|| async { Engine::connect(engine_deadline()).await.map_err(|e| e.message().to_string()) })
+            .await;
+        r.as_ref().map_err(|m| Error::failure(m.clone()))
+    }
+
+    /// Runs every job of `plan`; never returns early on a job failure: the report
+    /// names each failed (image, platform), and no canonical tag is written for an
+    /// image with a failed or missing platform.
+    pub async fn run(self: &Arc<Self>, plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
+        if opts.push {
+            self.registry.check().await?;
+        }
+        let limit = Arc::new(Semaphore::new(self.config.jobs));
+        let mut slots: BTreeMap<(String, Platform), Slot> = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for job in &plan.jobs {
+            let (tx, rx) = watch::channel(None);
+            let parents: Vec<(String, Slot)> = job
+                .parents
+                .iter()
+                .map(|p| (p.image.clone(), slots[&(p.image.clone(), job.platform.clone())].clone()))
+                .collect();
+            slots.insert((job.image.clone(), job.platform.clone()), rx);
+            let farm = Arc::clone(self);
+            let job = job.clone();
+            let limit = Arc::clone(&limit);
+            let materialize = opts.materialize.contains(&(job.image.clone(), job.platform.clone()));
+            let push = opts.push;
+            tasks.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let result = farm.run_job(&job, parents, &limit, push, materialize).await;
+                let seconds = start.elapsed().as_secs_f64();
+                let report = farm.job_report(&job, &result, seconds);
+                let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|e| e.message().to_string())));
+                report
+            }));
+        }
+        let mut jobs = Vec::new();
+        for t in tasks {
+            jobs.push(t.await.map_err(|e| Error::failure(format!("a build task panicked: {e}")))?);
+        }
+        let mut errors: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| j.error.as_ref().map(|e| format!("{} for {}: {e}", j.image, j.platform)))
+            .collect();
+
+        let mut tags = Vec::new();
+        if opts.push {
+            for image in &plan.images {
+                match self.stitch(image, &jobs).await {
+                    Ok(Some(t)) => tags.push(t),
+                    Ok(None) => errors.push(format!(
+                        "{}: canonical tag not written because a platform failed; no tag points at an incomplete image",
+                        image.name
+                    )),
+                    Err(e) => errors.push(format!("{}: {}", image.name, e.message())),
+                }
+            }
+        }
+        let skipped = plan
+            .skipped
+            .iter()
+            .map(|s| SkipReport { image: s.image.clone(), platform: s.platform.to_string(), reason: s.reason.clone() })
+            .collect();
+        Ok(BuildReport { jobs, tags, skipped, errors })
+    }
+
+    async fn run_job(
+        &self,
+        job: &Job,
+        parents: Vec<(String, Slot)>,
+        limit: &Semaphore,
+        push: bool,
+        materialize: bool,
+    ) -> Result<(Done, (Outcome, Source))> {
+        let mut parent_done = BTreeMap::new();
+        for (name, mut rx) in parents {
+            let v = rx.wait_for(|v| v.is_some()).await.map_err(|_| Error::failure("a parent job vanished"))?;
+            match v.as_ref().expect("waited for Some") {
+                Ok(d) => parent_done.insert(name, Arc::clone(d)),
+                Err(_) => return Err(Error::failure(format!("not built: its parent {name} failed"))),
+            };
+        }
+        let repo = self.config.registry.repository(&job.image);
+        let tag = platform_tag(&job.platform, &job.key);
+
+        let (mut done, how) = match self.lookup(job, &repo, &tag).await? {
+            Some(found) => found,
+            None => {
+                let _permit = limit.acquire().await.map_err(|_| Error::interrupted())?;
+                self.progress.started(&job.image, &job.platform);
+                let entry = self.build(job, &parent_done).await?;
+                (done_for(job, Some(entry), None), (Outcome::Built, Source::Build))
+            }
+        };
+        if push && done.remote.is_none() {
+            done.remote = match self.registry.manifest_head(&repo, &tag).await? {
+                Some(d) => Some(d),
+                None => {
+                    let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
+                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await?;
+                    Some(pushed.0)
+                }
+            };
+        }
+        if materialize {
+            done.engine_id = Some(self.ensure_in_engine(&done).await?);
+        }
+        Ok((done, how))
+    }
+
+    /// The memo: the store, then the engine (its image labelled with the key), then
+    /// the registry (the per-platform key tag). A registry that does not answer 200 or
+    /// 404 fails the job: never a silent rebuild over a published tag.
+    async fn lookup(&self, job: &Job, repo: &str, tag: &str) -> Result<Option<(Done, (Outcome, Source))>> {
+        if let Some(entry) = self.store.entry(&job.key)? {
+            return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Store))));
+        }
+        if let Ok(engine) = self.engine().await {
+            if let Some(id) = engine.find_by_label(&job.key).await? {
+                let imported = engine.export_to_store(&id, &self.store).await?;
+                let entry = self.record(job, imported.manifest, imported.config_digest)?;
+                return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Engine))));
+            }
+        }
+        if let Some(remote) = self.registry.manifest_head(repo, tag).await? {
+            return Ok(Some((done_for(job, None, Some(remote)), (Outcome::Cached, Source::Registry))));
+        }
+        Ok(None)
+    }
+
+    async fn build(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
+        let engine = self.engine().await.map_err(|e| e.context(format!("cannot build {} for {}", job.image, job.platform)))?;
+        let mut replacements = BTreeMap::new();
+        for p in &job.parents {
+            let id = self.ensure_in_engine(&parents[&p.image]).await?;
+            replacements.insert(p.reference.clone(), id);
+        }
+        let text = dockerfile::rewrite_from(&job.recipe_text, &replacements);
+        let labels = BTreeMap::from([
+            (LABEL_KEY.to_string(), job.key.clone()),
+            (LABEL_IMAGE.to_string(), job.image.clone()),
+            (LABEL_PLATFORM.to_string(), job.platform.to_string()),
+        ]);
+        let tags = [self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key))];
+        let log_path = self.store.log_path(&job.image, &job.platform, &job.key);
+        let id = engine
+            .build(BuildRequest {
+                context: &job.context,
+                dockerfile_path: &job.recipe,
+                dockerfile_text: Some(&text),
+                platform: &job.platform,
+                build_args: &job.build_args,
+                labels: &labels,
+                tags: &tags,
+                log_path: &log_path,
+            })
+            .await?;
+        let imported = engine.export_to_store(&id, &self.store).await?;
+        self.record(job, imported.manifest, imported.config_digest)
+    }
+
+    /// Makes a finished job's image exist in the local engine and returns its image ID:
+    /// already there (by key label), else loaded from the store, else fetched from the
+    /// registry into the store and loaded (one path for every source).
+    pub async fn ensure_in_engine(&self, done: &Done) -> Result<String> {
+        let engine = self.engine().await?;
+        if let Some(id) = engine.find_by_label(&done.key).await? {
+            return Ok(id);
+        }
+        let entry = match (&done.entry, self.store.entry(&done.key)?) {
+            (Some(e), _) | (None, Some(e)) => e.clone(),
+            (None, None) => {
+                let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
+                let repo = self.config.registry.repository(&done.image);
+                let d = self.registry.fetch_image(&self.store, &repo, &remote.digest, &done.platform).await?;
+                let blobs = self.store.manifest_blobs(&d.digest)?;
+                let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
+                let entry = Entry {
+                    key: done.key.clone(),
+                    image: done.image.clone(),
+                    platform: done.platform.clone(),
+                    manifest: d,
+                    config_digest,
+                };
+                self.store.put_entry(&entry)?;
+                entry
+            }
+        };
+        let tags = [self.config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
+        engine.load_from_store(&self.store, &entry.manifest, &tags).await
+    }
+
+    fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
+        let entry =
+            Entry { key: job.key.clone(), image: job.image.clone(), platform: job.platform.clone(), manifest, config_digest };
+        self.store.put_entry(&entry)?;
+        Ok(entry)
+    }
+
+    /// Writes the canonical index of `image` once every planned platform is in the
+    /// registry; `None` when a platform failed.
+    async fn stitch(&self, image: &crate::plan::ImagePlan, jobs: &[JobReport]) -> Result<Option<TagReport>> {
+        let mut children = Vec::new();
+        for (platform, key) in &image.platforms {
+            let Some(j) = jobs.iter().find(|j| j.image == image.name && &j.key == key) else { return Ok(None) };
+            if j.outcome == Outcome::Failed {
+                return Ok(None);
+            }
+            let repo = self.config.registry.repository(&image.name);
+            let d = self
+                .registry
+                .manifest_head(&repo, &platform_tag(platform, key))
+                .await?
+                .ok_or_else(|| Error::failure(format!("{} for {platform} is not in the registry after push", image.name)))?;
+            children.push((platform.clone(), d));
+        }
+        let repo = self.config.registry.repository(&image.name);
+        let index = self.registry.put_index(&repo, &image.index_key, &children).await?;
+        self.progress.note(&format!("stitched {} ({} platforms)", self.config.registry.reference(&image.name, &image.index_key), children.len()));
+        Ok(Some(TagReport {
+            image: image.name.clone(),
+            tag: self.config.registry.reference(&image.name, &image.index_key),
+            digest: index.digest,
+            platforms: children.iter().map(|(p, _)| p.to_string()).collect(),
+        }))
+    }
+
+    fn job_report(&self, job: &Job, result: &Result<(Done, (Outcome, Source))>, seconds: f64) -> JobReport {
+        let log = self.store.log_path(&job.image, &job.platform, &job.key);
+        let mut r = JobReport {
+            image: job.image.clone(),
+            platform: job.platform.to_string(),
+            key: job.key.clone(),
+            outcome: Outcome::Failed,
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            source: None,
+            digest: None,
+            pushed: None,
+            image_id: None,
+            log: log.is_file().then(|| log.display().to_string()),
+            error: None,
+        };
+        match result {
+            Ok((done, (outcome, source))) => {
+                r.outcome = *outcome;
+                r.source = Some(*source);
+                r.digest = done.entry.as_ref().map(|e| e.manifest.digest.clone()).or(done.remote.as_ref().map(|d| d.digest.clone()));
+                r.image_id = done.engine_id.clone();
+                r.pushed = done
+                    .remote
+                    .as_ref()
+                    .map(|_| self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key)));
+                self.progress.finished(&job.image, &job.platform, *outcome, *source, seconds);
+            }
+            Err(e) => {
+                r.error = Some(e.message().to_string());
+                self.progress.failed(&job.image, &job.platform, e.message());
+            }
+        }
+        r
+    }
+}
+
+fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done {
+    Done { image: job.image.clone(), platform: job.platform.clone(), key: job.key.clone(), engine_id: None, entry, remote }
+}

@@ -1,0 +1,371 @@
+//! The planner: from the catalog and configuration to a list of jobs, one per
+//! (image, platform), each with its content key, in an order where parents come first.
+//!
+//! Planning is two-phase so it needs no engine unless it must: [`prepare`] reads recipes,
+//! scans folders and checks the FROM graph; the caller resolves the external bases it
+//! names (pinned digests need nothing; unpinned ones ask the local engine), and
+//! [`Draft::finish`] computes the keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::catalog::{Catalog, Image};
+use crate::config::Config;
+use crate::context::Context;
+use crate::dockerfile;
+use crate::error::{Error, Result};
+use crate::key::{self, KeyInput};
+use crate::platform::Platform;
+use crate::scan::{self, StatCache};
+
+/// One (image, platform) to build or find.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub image: String,
+    pub platform: Platform,
+    pub key: String,
+    /// The recipe file used for this platform (`Dockerfile.aarch64` beats `Dockerfile`).
+    pub recipe: String,
+    pub recipe_text: String,
+    /// Exactly the files hashed into the key; also the engine's build context.
+    pub context: Context,
+    pub build_args: BTreeMap<String, String>,
+    /// Farm images this one builds FROM (same platform), with the reference used.
+    pub parents: Vec<Parent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub image: String,
+    /// The reference as written in the recipe (after ARG substitution).
+    pub reference: String,
+}
+
+/// An (image, platform) left out, and why.
+#[derive(Debug, Clone)]
+pub struct Skip {
+    pub image: String,
+    pub platform: Platform,
+    pub reason: String,
+}
+
+/// One image's planned platforms and the index key over their keys.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    pub name: String,
+    pub platforms: Vec<(Platform, String)>,
+    pub index_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Topological order: every job comes after the jobs of its parents.
+    pub jobs: Vec<Job>,
+    pub skipped: Vec<Skip>,
+    pub images: Vec<ImagePlan>,
+}
+
+impl Plan {
+    pub fn job(&self, image: &str, platform: &Platform) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.image == image && &j.platform == platform)
+    }
+}
+
+/// Which platforms to plan for.
+#[derive(Debug, Clone)]
+pub enum PlatformChoice {
+    /// Each image's default platforms: the configured ones, narrowed per image.
+    Defaults,
+    /// Exactly these (an image without one of them skips it with a note).
+    Requested(Vec<Platform>),
+}
+
+struct DraftJob {
+    image: String,
+    platform: Platform,
+    recipe: String,
+    recipe_text: String,
+    context: Context,
+    build_args: BTreeMap<String, String>,
+    parents: Vec<Parent>,
+    /// External base references (not farm images, not scratch).
+    bases: Vec<String>,
+}
+
+/// A plan whose keys are not yet computed.
+pub struct Draft {
+    jobs: Vec<DraftJob>,
+    skipped: Vec<Skip>,
+    order: Vec<String>,
+}
+
+/// Reads recipes and folders of `selection` (all images when empty) and their farm
+/// parents, checks the FROM graph, and decides each image's platforms.
+pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice: &PlatformChoice) -> Result<Draft> {
+    for name in selection {
+        if !catalog.images.contains_key(name) {
+            return Err(unknown_image(catalog, name));
+        }
+    }
+    let cache_dir = config.store.join("statcache");
+    let scanned = std::cell::RefCell::new(BTreeMap::<String, Context>::new());
+    let scan_image = |image: &Image| -> Result<Context> {
+        if let Some(c) = scanned.borrow().get(&image.name) {
+            return Ok(c.clone());
+        }
+        let cache = StatCache::for_folder(&cache_dir, &image.dir);
+        let ctx = scan::scan(&image.dir, Some(&cache)).map_err(|e| e.context(format!("image {}", image.name)))?;
+        cache.save();
+        scanned.borrow_mut().insert(image.name.clone(), ctx.clone());
+        Ok(ctx)
+    };
+
+    // Parse every recipe of every image once: (image, platform) -> (recipe, text, parents, bases).
+    let mut recipes: BTreeMap<(String, Platform), (String, String, Vec<Parent>, Vec<String>)> = BTreeMap::new();
+    for image in catalog.images.values() {
+        let settings = config.image_settings(&image.name);
+        for platform in image.available_platforms(&config.arches) {
+            let Some(recipe) = image.recipe_for(&platform) else { continue };
+            let path = image.dir.join(recipe);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
+            let refs = dockerfile::from_refs(&text, &settings.build_args)
+                .map_err(|e| e.context(format!("image {} ({})", image.name, path.display())))?;
+            let mut parents = Vec::new();
+            let mut bases = Vec::new();
+            for r in refs {
+                match dockerfile::farm_parent(&r.image, &config.local_prefix) {
+                    Some(name) if catalog.images.contains_key(name) => {
+                        parents.push(Parent { image: name.to_string(), reference: r.image.clone() })
+                    }
+                    Some(name) => {
+                        return Err(Error::usage(format!(
+                            "{}:{}: FROM {} names farm image '{name}', which is not under {}; add the folder or fix the name",
+                            path.display(),
+                            r.line,
+                            r.image,
+                            config.images_dir.display()
+                        )))
+                    }
+                    None => bases.push(r.image.clone()),
+                }
+            }
+            recipes.insert((image.name.clone(), platform), (recipe.to_string(), text, parents, bases));
+        }
+    }
+
+    check_cycles(&recipes)?;
+
+    // The closure of the selection over farm parents, in topological order.
+    let roots: Vec<String> =
+        if selection.is_empty() { catalog.images.keys().cloned().collect() } else { selection.to_vec() };
+    let order = topological(&roots, &recipes);
+
+    let wanted_platforms = |image: &str| -> Vec<Platform> {
+        let narrow = config.image_settings(image).platforms;
+        match choice {
+            PlatformChoice::Requested(list) => list.clone(),
+            PlatformChoice::Defaults => narrow.unwrap_or_else(|| config.platforms.clone()),
+        }
+    };
+
+    let mut jobs: Vec<DraftJob> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut planned: BTreeSet<(String, Platform)> = BTreeSet::new();
+    for name in &order {
+        let image = &catalog.images[name];
+        let settings = config.image_settings(name);
+        for platform in wanted_platforms(name) {
+            let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
+            let Some((recipe, text, parents, bases)) = recipes.get(&(name.clone(), platform.clone())) else {
+                skipped.push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config))));
+                continue;
+            };
+            if let (PlatformChoice::Requested(_), Some(narrow)) = (choice, &settings.platforms) {
+                if !narrow.contains(&platform) {
+                    skipped.push(skip(format!("{} limits it to {}", config.source, list(narrow))));
+                    continue;
+                }
+            }
+            if let Some(p) = parents.iter().find(|p| !planned.contains(&(p.image.clone(), platform.clone()))) {
+                skipped.push(skip(format!("it builds FROM {}, which is not available for {platform}", p.image)));
+                continue;
+            }
+            let ctx = scan_image(image)?.for_recipe(recipe, &image.recipe_files());
+            planned.insert((name.clone(), platform.clone()));
+            jobs.push(DraftJob {
+                image: name.clone(),
+                platform: platform.clone(),
+                recipe: recipe.clone(),
+                recipe_text: text.clone(),
+                context: ctx,
+                build_args: settings.build_args.clone(),
+                parents: parents.clone(),
+                bases: bases.clone(),
+            });
+        }
+    }
+    Ok(Draft { jobs, skipped, order })
+}
+
+impl Draft {
+    /// The external base images the keys depend on, with the platform each is needed for.
+    pub fn external_bases(&self) -> BTreeSet<(String, Platform)> {
+        self.jobs.iter().flat_map(|j| j.bases.iter().map(|b| (b.clone(), j.platform.clone()))).collect()
+    }
+
+    /// Computes every key, parents first. `resolved` maps each external base (and
+    /// platform) to the digest or image ID it stands for.
+    pub fn finish(self, resolved: &BTreeMap<(String, Platform), String>) -> Result<Plan> {
+        let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        for d in self.jobs {
+            let parents: BTreeMap<String, String> = d
+                .parents
+                .iter()
+                .map(|p| (p.image.clone(), keys[&(p.image.clone(), d.platform.clone())].clone()))
+                .collect();
+            let mut bases = BTreeMap::new();
+            for b in &d.bases {
+                let digest = resolved.get(&(b.clone(), d.platform.clone())).ok_or_else(|| {
+                    Error::failure(format!("image {} for {}: base image {b} was not resolved", d.image, d.platform))
+                })?;
+                bases.insert(b.clone(), digest.clone());
+            }
+            let key = key::content_key(&KeyInput {
+                platform: &d.platform,
+                recipe: &d.recipe,
+                entries: &d.context.entries,
+                build_args: &d.build_args,
+                parents: &parents,
+                bases: &bases,
+            });
+            keys.insert((d.image.clone(), d.platform.clone()), key.clone());
+            jobs.push(Job {
+                image: d.image,
+                platform: d.platform,
+                key,
+                recipe: d.recipe,
+                recipe_text: d.recipe_text,
+                context: d.context,
+                build_args: d.build_args,
+                parents: d.parents,
+            });
+        }
+        let images = self
+            .order
+            .iter()
+            .filter_map(|name| {
+                let platforms: Vec<(Platform, String)> =
+                    jobs.iter().filter(|j| &j.image == name).map(|j| (j.platform.clone(), j.key.clone())).collect();
+                (!platforms.is_empty()).then(|| ImagePlan {
+                    name: name.clone(),
+                    index_key: key::index_key(&platforms),
+                    platforms,
+                })
+            })
+            .collect();
+        Ok(Plan { jobs, skipped: self.skipped, images })
+    }
+}
+
+/// Resolves an external base that is pinned by digest (`name@sha256:…`) without any engine.
+pub fn pinned_digest(reference: &str) -> Option<&str> {
+    reference.rsplit_once('@').map(|(_, d)| d).filter(|d| d.starts_with("sha256:"))
+}
+
+type Recipes = BTreeMap<(String, Platform), (String, String, Vec<Parent>, Vec<String>)>;
+
+/// A FROM cycle on any platform is an error naming the whole cycle.
+fn check_cycles(recipes: &Recipes) -> Result<()> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    fn visit(node: &(String, Platform), recipes: &Recipes, marks: &mut BTreeMap<(String, Platform), Mark>, stack: &mut Vec<String>) -> Result<()> {
+        match marks.get(node) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Active) => {
+                let start = stack.iter().position(|n| n == &node.0).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(node.0.clone());
+                return Err(Error::usage(format!(
+                    "FROM cycle for {}: {}; an image cannot be built FROM itself, directly or through others",
+                    node.1,
+                    cycle.join(" -> ")
+                )));
+            }
+            None => {}
+        }
+        marks.insert(node.clone(), Mark::Active);
+        stack.push(node.0.clone());
+        if let Some((_, _, parents, _)) = recipes.get(node) {
+            for p in parents {
+                visit(&(p.image.clone(), node.1.clone()), recipes, marks, stack)?;
+            }
+        }
+        stack.pop();
+        marks.insert(node.clone(), Mark::Done);
+        Ok(())
+    }
+    let mut marks = BTreeMap::new();
+    for node in recipes.keys() {
+        visit(node, recipes, &mut marks, &mut Vec::new())?;
+    }
+    Ok(())
+}
+
+/// Images reachable from `roots` over farm parents (any platform), parents first,
+/// ties broken by name so the order is stable.
+fn topological(roots: &[String], recipes: &Recipes) -> Vec<String> {
+    let mut parents_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for ((image, _), (_, _, parents, _)) in recipes {
+        parents_of.entry(image).or_default().extend(parents.iter().map(|p| p.image.as_str()));
+    }
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit<'a>(n: &'a str, parents_of: &BTreeMap<&'a str, BTreeSet<&'a str>>, seen: &mut BTreeSet<&'a str>, order: &mut Vec<String>) {
+        if !seen.insert(n) {
+            return;
+        }
+        for p in parents_of.get(n).into_iter().flatten() {
+            visit(p, parents_of, seen, order);
+        }
+        order.push(n.to_string());
+    }
+    let mut sorted_roots: Vec<&String> = roots.iter().collect();
+    sorted_roots.sort();
+    for r in sorted_roots {
+        visit(r, &parents_of, &mut seen, &mut order);
+    }
+    order
+}
+
+fn available_list(image: &Image, config: &Config) -> String {
+    list(&image.available_platforms(&config.arches))
+}
+
+fn list(platforms: &[Platform]) -> String {
+    let v: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn unknown_image(catalog: &Catalog, name: &str) -> Error {
+    let close: Vec<&str> = catalog
+        .images
+        .keys()
+        .filter(|n| n.contains(name) || name.contains(n.as_str()) || n.replace('/', "_") == name)
+        .map(String::as_str)
+        .take(5)
+        .collect();
+    let hint = if close.is_empty() {
+        "run `archfarm list` to see them".to_string()
+    } else {
+        format!("did you mean {}?", close.join(", "))
+    };
+    Error::usage(format!("unknown image '{name}': no folder with a recipe under the images folder; {hint}"))
+}
