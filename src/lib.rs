@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod platform;
+pub mod registry;
 pub mod store;
 
 pub use error::{Error, Result};
