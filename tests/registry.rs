@@ -336,3 +336,24 @@ async fn docker_v2_children_are_stitched_into_a_manifest_list() {
     let got = reg.fetch_image(&fresh, &repo, "index-k", &platform("amd64")).await.unwrap();
     assert_eq!(got, children[0].1);
 }
+
+#[tokio::test]
+async fn a_large_layer_streams_up_and_down_intact() {
+    let Some((reg, _)) = registry().await else { return };
+    let (_dir, store) = new_store();
+    let repo = unique_repo("large");
+    let (gz, diff_id) = layer(6 << 20); // random, so it stays ~6 MiB compressed: many chunks
+    let l = store.put_blob(OCI_LAYER_GZIP, &gz).unwrap();
+    let config = serde_json::json!({"architecture": "riscv64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
+    let c = store.put_blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": c, "layers": [l]});
+    let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (_, stats) = reg.push_image_with_stats(&store, &repo, "riscv64-k", &m).await.unwrap();
+    assert_eq!(stats.bytes_uploaded, l.size + c.size);
+
+    let (_fresh_dir, fresh) = new_store();
+    let got = reg.fetch_image(&fresh, &repo, "riscv64-k", &platform("riscv64")).await.unwrap();
+    assert_eq!(got, m);
+    assert_eq!(fresh.read_blob(&l.digest).unwrap(), gz);
+    assert_eq!(std::fs::read_dir(fresh.root().join("tmp")).unwrap().count(), 0, "no temporary file left");
+}
