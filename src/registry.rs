@@ -1,0 +1,967 @@
+//! A client for one OCI distribution (Docker Registry HTTP API v2) host: the memo lookup
+//! (`manifest_head`), the publisher (`push_image`), the stitcher (`put_index`) and the
+//! fetcher that brings an image from the registry into the local store (`fetch_image`).
+//!
+//! Rules this module keeps:
+//! - A registry answer other than "found" or "not found" (401/403, 5xx, a timeout, a refused
+//!   connection) is an error, never a miss: a published tag is never silently rebuilt and
+//!   overwritten because the registry hiccupped.
+//! - A multi-arch tag is written only after every child manifest is in the repository.
+//! - Blobs are streamed (bounded memory) and verified against their digests both ways.
+//! - Small requests have a total deadline; blob transfers have an idle deadline instead, so a
+//!   large but progressing upload or download is never cut off.
+//! - No credentials are handled yet; nothing secret can reach a message.
+//!
+//! Observed behaviour of docker-registry 2.8 (Debian's distribution v2), which shaped this:
+//! - It answers **404 MANIFEST_UNKNOWN for a manifest that exists** when the request's
+//!   `Accept` does not list its type ("OCI manifest found, but accept header does not support
+//!   OCI manifests"; the same for OCI indexes; a HEAD has no body to tell the two apart). A
+//!   narrow `Accept` would turn a published tag into a "miss" and trigger the very rebuild
+//!   and overwrite the memo must prevent, so every manifest request sends all four types.
+//! - The upload `Location` is absolute and already carries a `_state` query; the digest is
+//!   appended as another query parameter.
+//! - It refuses (400 MANIFEST_BLOB_UNKNOWN) an index whose children are not in the
+//!   repository; `put_index` checks first anyway, to name the missing platforms and to not
+//!   depend on that.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use oci_spec::image::{Arch, DescriptorBuilder, Digest, ImageIndexBuilder, MediaType, Os, PlatformBuilder};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+use crate::config::{valid_path_component, RegistryRef};
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+
+/// How long establishing a TCP (and TLS) connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The total deadline of a small request (API check, HEADs, manifests).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a blob transfer may go without progress before it is abandoned.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many blobs are transferred at once per image.
+pub const BLOB_CONCURRENCY: usize = 4;
+/// Manifests larger than this are refused (they are read into memory).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// Every manifest type archfarm reads, for `Accept`.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+const SERVICES_HINT: &str = "is it running? `ci/services.sh` starts one on 127.0.0.1:5000";
+
+/// What a push transferred and what it found already there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushStats {
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_skipped: usize,
+}
+
+/// What a fetch transferred and what the store already had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    pub blobs_downloaded: usize,
+    pub bytes_downloaded: u64,
+    pub blobs_present: usize,
+}
+
+/// An async client for one registry host. Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    client: reqwest::Client,
+    /// `http://host` or `https://host`.
+    base: Url,
+    host: String,
+}
+
+/// The parts of an image manifest (OCI or Docker v2) this module needs.
+#[derive(Deserialize)]
+struct ManifestDoc {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// The parts of an index (OCI index or Docker manifest list) this module needs.
+#[derive(Deserialize)]
+struct IndexDoc {
+    manifests: Vec<IndexChild>,
+}
+
+#[derive(Deserialize)]
+struct IndexChild {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    size: u64,
+    platform: Option<ChildPlatform>,
+}
+
+#[derive(Deserialize)]
+struct ChildPlatform {
+    architecture: String,
+    os: String,
+    variant: Option<String>,
+}
+
+/// The platform fields of an image config.
+#[derive(Deserialize)]
+struct ConfigPlatform {
+    architecture: Option<String>,
+    os: Option<String>,
+    variant: Option<String>,
+}
+
+impl Registry {
+    /// A client for `r.host`: `https://` with verified TLS, or plain `http://` when the
+    /// registry is insecure (loopback or listed in `insecure_registries`).
+    pub fn new(r: &RegistryRef) -> Result<Registry> {
+        let scheme = if r.insecure { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{}/", r.host))
+            .ok()
+            .filter(|u| u.path() == "/" && u.query().is_none() && u.username().is_empty() && u.password().is_none())
+            .ok_or_else(|| {
+                Error::usage(format!("invalid registry host '{}': expected host[:port], e.g. 127.0.0.1:5000", r.host))
+            })?;
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("archfarm/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(30))
+            .https_only(!r.insecure)
+            .build()
+            .map_err(|e| Error::failure(format!("registry {}: cannot create HTTP client: {}", r.host, chain(&e))))?;
+        Ok(Registry { client, base, host: r.host.clone() })
+    }
+
+    /// The `host[:port]` this client talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the registry answers the v2 API (`GET /v2/`).
+    pub async fn check(&self) -> Result<()> {
+        {
+            let url = self.url("/v2/")?;
+            let resp = self.send(self.client.get(url.clone()).timeout(REQUEST_TIMEOUT), "GET /v2/").await?;
+            match resp.status() {
+                StatusCode::OK => Ok(()),
+                StatusCode::UNAUTHORIZED => Err(Error::failure(format!(
+                    "registry {} wants credentials (GET /v2/ answered HTTP 401); archfarm does not support registry \
+                     authentication yet: use a registry that allows anonymous push (e.g. the loopback one \
+                     `ci/services.sh` starts)",
+                    self.host
+                ))),
+                s => Err(Error::failure(format!(
+                    "registry {} does not speak the registry v2 API: GET {url} answered HTTP {s}",
+                    self.host
+                ))),
+            }
+        }
+    }
+
+    /// Looks up `repo:reference` without downloading it. `Ok(None)` only for a clear
+    /// "not found" (404); every other failure is an error.
+    pub async fn manifest_head(&self, repo: &str, reference: &str) -> Result<Option<Descriptor>> {
+        check_repo(repo)?;
+        check_reference(reference)?;
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        let what = format!("HEAD manifest {repo}:{reference}");
+        let req = self.client.head(url).header(ACCEPT, MANIFEST_ACCEPT).timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req, &what).await.map_err(not_a_miss)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != StatusCode::OK {
+            return Err(not_a_miss(self.status_error(&what, status, None)));
+        }
+        let headers = resp.headers();
+        let media_type = header_str(headers, CONTENT_TYPE.as_str()).map(strip_params);
+        let digest = header_str(headers, DOCKER_CONTENT_DIGEST);
+        let size = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|s| s.parse::<u64>().ok());
+        match (media_type, digest, size) {
+            (Some(media_type), Some(digest), Some(size))
+                if digest_hex(&digest).is_ok() && is_manifest_type(&media_type) =>
+            {
+                if reference.starts_with("sha256:") && digest != reference {
+                    return Err(self.digest_error(&what, reference, &digest));
+                }
+                Ok(Some(Descriptor { media_type, digest, size }))
+            }
+            // Not enough in the headers to describe it: fetch it and hash it ourselves.
+            _ => self.get_manifest(repo, reference).await.map(|(d, _)| Some(d)).map_err(not_a_miss),
+        }
+    }
+
+    /// Pushes the image whose manifest is `manifest` (in `store`) as `repo:tag`; blobs
+    /// already in the repository are skipped. Returns the manifest descriptor.
+    pub async fn push_image(&self, store: &Store, repo: &str, tag: &str, manifest: &Descriptor) -> Result<Descriptor> {
+        let (desc, stats) = self.push_image_with_stats(store, repo, tag, manifest).await?;
+        tracing::info!(
+            registry = %self.host, repo, tag,
+            blobs_uploaded = stats.blobs_uploaded, bytes_uploaded = stats.bytes_uploaded,
+            blobs_skipped = stats.blobs_skipped, "pushed image"
+        );
+        Ok(desc)
+    }
+
+    /// [`Registry::push_image`], also saying what was uploaded and what was skipped.
+    pub async fn push_image_with_stats(
+        &self,
+        store: &Store,
+        repo: &str,
+        tag: &str,
+        manifest: &Descriptor,
+    ) -> Result<(Descriptor, PushStats)> {
+        check_repo(repo)?;
+        check_reference(tag)?;
+        if !is_image_manifest_type(&manifest.media_type) {
+            return Err(Error::failure(format!(
+                "cannot push {repo}:{tag}: {} has media type {}, not an image manifest",
+                manifest.digest, manifest.media_type
+            )));
+        }
+        let bytes = store.read_blob(&manifest.digest)?;
+        let doc: ManifestDoc = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::failure(format!(
+                "cannot push {repo}:{tag}: manifest {} in the store is invalid: {e}",
+                manifest.digest
+            ))
+        })?;
+        let mut seen = BTreeSet::new();
+        let blobs: Vec<Descriptor> =
+            std::iter::once(doc.config).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect();
+        let results: Vec<Option<u64>> =
+            futures::stream::iter(collect_futures(blobs.iter().map(|b| self.push_blob(store, repo, b))))
+                .buffer_unordered(BLOB_CONCURRENCY)
+                .try_collect()
+                .await?;
+        let mut stats = PushStats::default();
+        for r in results {
+            match r {
+                Some(n) => {
+                    stats.blobs_uploaded += 1;
+                    stats.bytes_uploaded += n;
+                }
+                None => stats.blobs_skipped += 1,
+            }
+        }
+        let desc = self.put_manifest(repo, tag, &manifest.media_type, Bytes::from(bytes)).await?;
+        if desc.digest != manifest.digest {
+            return Err(self.digest_error(&format!("PUT manifest {repo}:{tag}"), &manifest.digest, &desc.digest));
+        }
+        Ok((desc, stats))
+    }
+
+    /// Writes the multi-arch tag `repo:tag` over `children` (per-platform manifests already
+    /// in `repo`). If any child is missing, fails naming its platforms and writes nothing.
+    /// The result is a Docker manifest list when every child is a Docker v2 manifest, an OCI
+    /// image index otherwise; children are sorted by platform, so the same children always
+    /// give the same bytes and digest.
+    pub async fn put_index(&self, repo: &str, tag: &str, children: &[(Platform, Descriptor)]) -> Result<Descriptor> {
+        check_repo(repo)?;
+        check_reference(tag)?;
+        let (media_type, bytes) = index_bytes(children).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
+
+        let found: Vec<Option<Descriptor>> =
+            futures::stream::iter(collect_futures(children.iter().map(|(_, d)| self.manifest_head(repo, &d.digest))))
+                .buffered(BLOB_CONCURRENCY)
+                .try_collect()
+                .await?;
+        let missing: Vec<String> = children
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|((p, d), _)| format!("{p} ({})", d.digest))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::failure(format!(
+                "not writing {}/{repo}:{tag}: the manifest for {} is not in the registry; build and push every \
+                 platform first (nothing was written, so the tag never points at an incomplete image)",
+                self.host,
+                missing.join(", ")
+            )));
+        }
+        self.put_manifest(repo, tag, &media_type, bytes).await
+    }
+
+    /// Brings `repo:reference` for `platform` into `store`: selects the platform's child of
+    /// an index, downloads the config and the layers the store lacks (verified), then stores
+    /// the manifest. Returns the per-platform manifest descriptor.
+    pub async fn fetch_image(
+        &self,
+        store: &Store,
+        repo: &str,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Descriptor> {
+        self.fetch_image_with_stats(store, repo, reference, platform).await.map(|(d, _)| d)
+    }
+
+    /// [`Registry::fetch_image`], also saying what was downloaded.
+    pub async fn fetch_image_with_stats(
+        &self,
+        store: &Store,
+        repo: &str,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(Descriptor, FetchStats)> {
+        check_repo(repo)?;
+        check_reference(reference)?;
+        let name = format!("{}/{repo}:{reference}", self.host);
+        let (mut desc, mut bytes) = self.get_manifest(repo, reference).await?;
+        if is_index_type(&desc.media_type) {
+            let index: IndexDoc = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::failure(format!("{name}: invalid index {}: {e}", desc.digest)))?;
+            let child = select_child(&index, platform).map_err(|have| {
+                Error::failure(format!("{name} has no image for {platform}; it has: {}", have.join(", ")))
+            })?;
+            let (cdesc, cbytes) = self.get_manifest(repo, &child.digest).await?;
+            if cdesc.size != child.size || cdesc.media_type != child.media_type {
+                return Err(Error::failure(format!(
+                    "{name}: the {platform} manifest is {} ({} bytes), the index says {} ({} bytes)",
+                    cdesc.media_type, cdesc.size, child.media_type, child.size
+                )));
+            }
+            (desc, bytes) = (cdesc, cbytes);
+        }
+        if !is_image_manifest_type(&desc.media_type) {
+            return Err(Error::failure(format!(
+                "{name}: manifest {} has unsupported media type {}",
+                desc.digest, desc.media_type
+            )));
+        }
+        let doc: ManifestDoc = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::failure(format!("{name}: invalid manifest {}: {e}", desc.digest)))?;
+        if let Some(mt) = &doc.media_type {
+            if mt != &desc.media_type {
+                return Err(Error::failure(format!(
+                    "{name}: manifest {} says it is {mt} but the registry served it as {}",
+                    desc.digest, desc.media_type
+                )));
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        let blobs: Vec<Descriptor> =
+            std::iter::once(doc.config.clone()).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect();
+        let mut stats = FetchStats::default();
+        let mut wanted = Vec::new();
+        for b in blobs {
+            digest_hex(&b.digest).map_err(|e| e.context(&name))?;
+            if store.has_blob(&b.digest) {
+                stats.blobs_present += 1;
+            } else {
+                wanted.push(b);
+            }
+        }
+        let sizes: Vec<u64> =
+            futures::stream::iter(collect_futures(wanted.iter().map(|b| self.fetch_blob(store, repo, b))))
+                .buffer_unordered(BLOB_CONCURRENCY)
+                .try_collect()
+                .await?;
+        stats.blobs_downloaded = sizes.len();
+        stats.bytes_downloaded = sizes.iter().sum();
+
+        // The image must really be for the platform asked for.
+        let config: ConfigPlatform = serde_json::from_slice(&store.read_blob(&doc.config.digest)?)
+            .map_err(|e| Error::failure(format!("{name}: invalid image config {}: {e}", doc.config.digest)))?;
+        if let (Some(arch), Some(os)) = (&config.architecture, &config.os) {
+            let have = Platform { os: os.clone(), architecture: arch.clone(), variant: config.variant.clone() };
+            if !platform_matches(platform, &have) {
+                return Err(Error::failure(format!("{name} is an image for {have}, not {platform}")));
+            }
+        }
+
+        // The manifest last: a manifest in the store implies its blobs are there.
+        let stored = store.put_blob(&desc.media_type, &bytes)?;
+        debug_assert_eq!(stored.digest, desc.digest);
+        Ok((desc, stats))
+    }
+
+    // ---- manifests ----
+
+    /// GETs a manifest (any accepted type), verifying its digest. Bounded in size.
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Descriptor, Bytes)> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        let what = format!("GET manifest {repo}:{reference}");
+        let req = self.client.get(url).header(ACCEPT, MANIFEST_ACCEPT).timeout(REQUEST_TIMEOUT);
+        let mut resp = self.send(req, &what).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::failure(format!(
+                "{}/{repo}:{reference} does not exist (GET manifest answered HTTP 404)",
+                self.host
+            )));
+        }
+        if status != StatusCode::OK {
+            let body = resp.text().await.ok();
+            return Err(self.status_error(&what, status, body.as_deref()));
+        }
+        let header_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).map(strip_params);
+        let header_digest = header_str(resp.headers(), DOCKER_CONTENT_DIGEST);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(&what, &e))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_MANIFEST_BYTES {
+                return Err(Error::failure(format!(
+                    "registry {}: {what}: manifest larger than {MAX_MANIFEST_BYTES} bytes; refusing it",
+                    self.host
+                )));
+            }
+        }
+        let digest = digest_of(&body);
+        if reference.starts_with("sha256:") && reference != digest {
+            return Err(self.digest_error(&what, reference, &digest));
+        }
+        if let Some(h) = header_digest.filter(|h| h.starts_with("sha256:")) {
+            if h != digest {
+                return Err(self.digest_error(&what, &h, &digest));
+            }
+        }
+        // Content-Type first; registries that send a generic type get the document's own.
+        let media_type = match header_type.filter(|t| is_manifest_type(t)) {
+            Some(t) => t,
+            None => {
+                #[derive(Deserialize)]
+                struct Typed {
+                    #[serde(rename = "mediaType")]
+                    media_type: Option<String>,
+                }
+                serde_json::from_slice::<Typed>(&body).ok().and_then(|t| t.media_type).ok_or_else(|| {
+                    Error::failure(format!(
+                        "registry {}: {what}: cannot tell the manifest's media type (no usable Content-Type \
+                         and no mediaType field)",
+                        self.host
+                    ))
+                })?
+            }
+        };
+        let size = body.len() as u64;
+        Ok((Descriptor { media_type, digest, size }, Bytes::from(body)))
+    }
+
+    /// PUTs manifest bytes exactly as given under `reference`; checks the registry's digest.
+    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> Result<Descriptor> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        let what = format!("PUT manifest {repo}:{reference}");
+        let digest = digest_of(&bytes);
+        let size = bytes.len() as u64;
+        let req = self.client.put(url).header(CONTENT_TYPE, media_type).body(bytes).timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req, &what).await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            let body = resp.text().await.ok();
+            return Err(self.status_error(&what, status, body.as_deref()));
+        }
+        if let Some(theirs) = header_str(resp.headers(), DOCKER_CONTENT_DIGEST) {
+            if theirs != digest {
+                return Err(self.digest_error(&what, &digest, &theirs));
+            }
+        }
+        Ok(Descriptor { media_type: media_type.to_string(), digest, size })
+    }
+
+    // ---- blobs ----
+
+    /// Uploads one blob unless the repository has it. `Some(bytes)` if uploaded.
+    async fn push_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<Option<u64>> {
+        digest_hex(&blob.digest)?;
+        if self.blob_exists(repo, &blob.digest).await? {
+            return Ok(None);
+        }
+        let path = store.blob_path(&blob.digest)?;
+        let file = store.open_blob(&blob.digest)?;
+        let len = file.metadata().map_err(|e| Error::io("reading size of blob", &path, e))?.len();
+        if len != blob.size {
+            return Err(Error::failure(format!(
+                "blob {} in the store is {len} bytes but the manifest says {}; the store is corrupt, delete {}",
+                blob.digest,
+                blob.size,
+                path.display()
+            )));
+        }
+
+        // Start an upload session.
+        let what = format!("POST blob upload {repo} ({})", blob.digest);
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        let resp = self.send(self.client.post(url.clone()).timeout(REQUEST_TIMEOUT), &what).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let status = resp.status();
+            let body = resp.text().await.ok();
+            return Err(self.status_error(&what, status, body.as_deref()));
+        }
+        let location = header_str(resp.headers(), LOCATION.as_str())
+            .ok_or_else(|| Error::failure(format!("registry {}: {what}: answer has no Location header", self.host)))?;
+        let put_url = upload_url(&url, &location, &blob.digest).map_err(|e| {
+            Error::failure(format!("registry {}: {what}: invalid upload Location '{location}': {e}", self.host))
+        })?;
+
+        // Finish it with the whole blob, streamed from the store.
+        let what = format!("PUT blob {repo} ({})", blob.digest);
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        let tick = progress.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10)
+            .inspect(move |_| *tick.lock().unwrap() = Instant::now());
+        let req = self
+            .client
+            .put(put_url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        let resp = match idle_deadline(self.send(req, &what), &progress, IDLE_TIMEOUT).await {
+            Some(r) => r?,
+            None => return Err(self.idle_error(&what)),
+        };
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let body = resp.text().await.ok();
+            return Err(self.status_error(&what, status, body.as_deref()));
+        }
+        if let Some(theirs) = header_str(resp.headers(), DOCKER_CONTENT_DIGEST) {
+            if theirs != blob.digest {
+                return Err(self.digest_error(&what, &blob.digest, &theirs));
+            }
+        }
+        Ok(Some(len))
+    }
+
+    async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let what = format!("HEAD blob {repo} ({digest})");
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
+        let resp = self.send(self.client.head(url).timeout(REQUEST_TIMEOUT), &what).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.status_error(&what, s, None)),
+        }
+    }
+
+    /// Downloads one blob into the store, verified; returns its size.
+    async fn fetch_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<u64> {
+        let what = format!("GET blob {repo} ({})", blob.digest);
+        let url = self.url(&format!("/v2/{repo}/blobs/{}", blob.digest))?;
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        let mut resp = match idle_deadline(self.send(self.client.get(url), &what), &progress, IDLE_TIMEOUT).await {
+            Some(r) => r?,
+            None => return Err(self.idle_error(&what)),
+        };
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            return Err(self.status_error(&what, status, None));
+        }
+        // The file writes happen on a blocking thread, fed through a small bounded channel.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let writer = store.blob_writer()?;
+        let media_type = blob.media_type.clone();
+        let expected = blob.digest.clone();
+        let root = store.root().to_path_buf();
+        let write = tokio::task::spawn_blocking(move || -> Result<Descriptor> {
+            use std::io::Write;
+            let mut w = writer;
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk).map_err(|e| Error::io("writing blob to", &root, e))?;
+            }
+            w.commit(&media_type, Some(&expected))
+        });
+        let mut received: u64 = 0;
+        let read: Result<()> = async {
+            loop {
+                let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()).await {
+                    Err(_) => return Err(self.idle_error(&what)),
+                    Ok(r) => r.map_err(|e| self.transport_error(&what, &e))?,
+                };
+                let Some(chunk) = chunk else { return Ok(()) };
+                received += chunk.len() as u64;
+                if received > blob.size {
+                    return Err(Error::failure(format!(
+                        "registry {}: {what}: more than the {} bytes the manifest says",
+                        self.host, blob.size
+                    )));
+                }
+                if tx.send(chunk).await.is_err() {
+                    return Ok(()); // the writer failed; its error is reported below
+                }
+            }
+        }
+        .await;
+        drop(tx);
+        let written = write.await.map_err(|e| Error::failure(format!("blob writer task failed: {e}")))?;
+        read?;
+        let desc = written.map_err(|e| e.context(format!("registry {}: {what}", self.host)))?;
+        if desc.size != blob.size {
+            // Unreachable with a matching sha256, but a cheap belt and braces.
+            return Err(Error::failure(format!("registry {}: {what}: size {} != {}", self.host, desc.size, blob.size)));
+        }
+        Ok(desc.size)
+    }
+
+    // ---- plumbing ----
+
+    fn url(&self, path: &str) -> Result<Url> {
+        self.base
+            .join(path)
+            .map_err(|e| Error::usage(format!("registry {}: cannot form a URL for '{path}': {e}", self.host)))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| self.transport_error(what, &e))
+    }
+
+    fn transport_error(&self, what: &str, e: &reqwest::Error) -> Error {
+        let why = if e.is_timeout() {
+            "timed out".to_string()
+        } else if e.is_connect() {
+            format!("cannot connect ({}); {SERVICES_HINT}", root_cause(e))
+        } else {
+            chain(e)
+        };
+        Error::failure(format!("registry {} ({}): {what}: {why}", self.host, self.base.as_str().trim_end_matches('/')))
+    }
+
+    fn status_error(&self, what: &str, status: StatusCode, body: Option<&str>) -> Error {
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => {
+                "; the registry wants credentials, which archfarm does not support yet (use a registry that allows \
+                 anonymous push, e.g. the loopback one `ci/services.sh` starts)"
+            }
+            StatusCode::FORBIDDEN => "; the registry refuses access to this repository",
+            s if s.is_server_error() => "; the registry is failing, try again later or check its log",
+            _ => "",
+        };
+        let detail = body
+            .map(|b| b.trim())
+            .filter(|b| !b.is_empty())
+            .map(|b| format!(" ({})", b.chars().take(300).collect::<String>()))
+            .unwrap_or_default();
+        Error::failure(format!("registry {}: {what} answered HTTP {status}{detail}{hint}", self.host))
+    }
+
+    fn digest_error(&self, what: &str, expected: &str, got: &str) -> Error {
+        Error::failure(format!("registry {}: {what}: digest mismatch: expected {expected}, got {got}", self.host))
+    }
+
+    fn idle_error(&self, what: &str) -> Error {
+        Error::failure(format!(
+            "registry {}: {what}: no progress for {} s; the connection stalled",
+            self.host,
+            IDLE_TIMEOUT.as_secs()
+        ))
+    }
+}
+
+/// Marks a memo-lookup error: it must never be mistaken for a miss.
+fn not_a_miss(e: Error) -> Error {
+    Error::failure(format!(
+        "{}; treated as an error, not a miss, so a published tag is never silently rebuilt and overwritten",
+        e.message()
+    ))
+}
+
+/// Collects futures into a Vec before streaming them: a lazy `iter().map(closure)` inside
+/// the stream makes the caller's future fail the `Send` check (a higher-ranked lifetime
+/// limitation of the compiler), and these futures must be spawnable.
+fn collect_futures<F>(futures: impl Iterator<Item = F>) -> Vec<F> {
+    futures.collect()
+}
+
+/// Runs `fut` until it finishes or `progress` has not moved for `idle`.
+async fn idle_deadline<F: std::future::Future>(fut: F, progress: &Mutex<Instant>, idle: Duration) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let deadline = *progress.lock().unwrap() + idle;
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if progress.lock().unwrap().elapsed() >= idle {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Where to PUT the blob: the upload `Location` (absolute, or relative to the POST URL,
+/// possibly already carrying a query such as registry 2.8's `_state`) plus `digest=`.
+fn upload_url(post_url: &Url, location: &str, digest: &str) -> std::result::Result<Url, String> {
+    let mut url = post_url.join(location).map_err(|e| e.to_string())?;
+    url.query_pairs_mut().append_pair("digest", digest);
+    Ok(url)
+}
+
+/// The index (or manifest list) over `children`, as `(media type, bytes)`.
+fn index_bytes(children: &[(Platform, Descriptor)]) -> Result<(String, Bytes)> {
+    if children.is_empty() {
+        return Err(Error::usage("an index needs at least one platform"));
+    }
+    let mut sorted: Vec<&(Platform, Descriptor)> = children.iter().collect();
+    sorted.sort_by_key(|(p, d)| (p.to_string(), d.digest.clone()));
+    for pair in sorted.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(Error::usage(format!("platform {} is given twice", pair[0].0)));
+        }
+    }
+    for (p, d) in &sorted {
+        if !is_image_manifest_type(&d.media_type) {
+            return Err(Error::usage(format!(
+                "the {p} child {} has media type {}, not an image manifest",
+                d.digest, d.media_type
+            )));
+        }
+        digest_hex(&d.digest)?;
+    }
+    let docker = sorted.iter().all(|(_, d)| d.media_type == DOCKER_MANIFEST);
+    let index_type = if docker { DOCKER_LIST } else { OCI_INDEX };
+    let bad = |e: oci_spec::OciSpecError| Error::failure(format!("building the index: {e}"));
+    let mut manifests = Vec::new();
+    for (p, d) in sorted {
+        let mut platform =
+            PlatformBuilder::default().architecture(Arch::from(p.architecture.as_str())).os(Os::from(p.os.as_str()));
+        if let Some(v) = &p.variant {
+            platform = platform.variant(v.clone());
+        }
+        let digest = Digest::from_str(&d.digest).map_err(bad)?;
+        manifests.push(
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(d.media_type.as_str()))
+                .digest(digest)
+                .size(d.size)
+                .platform(platform.build().map_err(bad)?)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(index_type))
+        .manifests(manifests)
+        .build()
+        .map_err(bad)?;
+    // Field order is fixed by the struct and no map field is set: the bytes are deterministic.
+    let bytes = serde_json::to_vec(&index).map_err(|e| Error::failure(format!("serializing the index: {e}")))?;
+    Ok((index_type.to_string(), Bytes::from(bytes)))
+}
+
+/// The child of `index` for `want`; otherwise the platforms it has.
+fn select_child<'a>(index: &'a IndexDoc, want: &Platform) -> std::result::Result<&'a IndexChild, Vec<String>> {
+    let platforms: Vec<(Platform, &IndexChild)> = index
+        .manifests
+        .iter()
+        .filter_map(|c| {
+            let p = c.platform.as_ref()?;
+            Some((Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }, c))
+        })
+        .collect();
+    let exact = platforms.iter().find(|(p, _)| p == want);
+    let loose = || platforms.iter().find(|(p, _)| platform_matches(want, p));
+    match exact.or_else(loose) {
+        Some((_, c)) => Ok(c),
+        None => Err(platforms.iter().map(|(p, _)| p.to_string()).collect()),
+    }
+}
+
+/// `have` satisfies `want`: same os and architecture, same variant, except that a missing
+/// variant matches the architecture's default (`arm64` is `arm64/v8`).
+fn platform_matches(want: &Platform, have: &Platform) -> bool {
+    if want.os != have.os || want.architecture != have.architecture {
+        return false;
+    }
+    match (&want.variant, &have.variant) {
+        (a, b) if a == b => true,
+        (None, Some(v)) | (Some(v), None) => want.architecture == "arm64" && v == "v8",
+        _ => false,
+    }
+}
+
+fn check_repo(repo: &str) -> Result<()> {
+    if repo.is_empty() || repo.len() > 255 || !repo.split('/').all(valid_path_component) {
+        return Err(Error::usage(format!(
+            "invalid repository name '{repo}': expected lowercase path components like namespace/image"
+        )));
+    }
+    Ok(())
+}
+
+fn check_reference(reference: &str) -> Result<()> {
+    if reference.starts_with("sha256:") {
+        return digest_hex(reference).map(|_| ()).map_err(|e| Error::usage(e.message().to_string()));
+    }
+    let b = reference.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if !ok {
+        return Err(Error::usage(format!(
+            "invalid tag '{reference}': up to 128 letters, digits, _ . - (not starting with . or -), or a sha256: digest"
+        )));
+    }
+    Ok(())
+}
+
+fn is_image_manifest_type(t: &str) -> bool {
+    t == OCI_MANIFEST || t == DOCKER_MANIFEST
+}
+
+fn is_index_type(t: &str) -> bool {
+    t == OCI_INDEX || t == DOCKER_LIST
+}
+
+fn is_manifest_type(t: &str) -> bool {
+    is_image_manifest_type(t) || is_index_type(t)
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+fn strip_params(t: String) -> String {
+    t.split(';').next().unwrap_or_default().trim().to_string()
+}
+
+/// An error with its causes, `a: b: c` (reqwest's own message omits them).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// The innermost cause (e.g. "Connection refused (os error 111)").
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(arch: &str, variant: Option<&str>) -> Platform {
+        Platform { os: "linux".into(), architecture: arch.into(), variant: variant.map(String::from) }
+    }
+
+    fn d(n: u8) -> Descriptor {
+        Descriptor { media_type: OCI_MANIFEST.into(), digest: digest_of(&[n]), size: 10 + n as u64 }
+    }
+
+    /// The futures can be spawned on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(r: &Registry, s: &Store, p: &Platform, d: &Descriptor) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(r.check());
+        is_send(r.manifest_head("a", "b"));
+        is_send(r.push_image(s, "a", "b", d));
+        is_send(r.put_index("a", "b", &[]));
+        is_send(r.fetch_image(s, "a", "b", p));
+    }
+
+    #[test]
+    fn index_is_sorted_and_deterministic() {
+        let a = [(p("arm64", None), d(1)), (p("amd64", None), d(2)), (p("arm", Some("v7")), d(3))];
+        let b = [a[2].clone(), a[0].clone(), a[1].clone()];
+        let (ta, ba) = index_bytes(&a).unwrap();
+        let (_, bb) = index_bytes(&b).unwrap();
+        assert_eq!(ta, OCI_INDEX);
+        assert_eq!(ba, bb);
+        let v: serde_json::Value = serde_json::from_slice(&ba).unwrap();
+        assert_eq!(v["schemaVersion"], 2);
+        assert_eq!(v["mediaType"], OCI_INDEX);
+        let plats: Vec<String> = v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let p = &m["platform"];
+                format!(
+                    "{}/{}{}",
+                    p["os"].as_str().unwrap(),
+                    p["architecture"].as_str().unwrap(),
+                    p.get("variant").and_then(|v| v.as_str()).map(|v| format!("/{v}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(plats, ["linux/amd64", "linux/arm/v7", "linux/arm64"]);
+        assert_eq!(v["manifests"][0]["digest"], d(2).digest);
+    }
+
+    #[test]
+    fn docker_children_give_a_manifest_list() {
+        let mut c = d(1);
+        c.media_type = DOCKER_MANIFEST.into();
+        let (t, b) = index_bytes(&[(p("amd64", None), c)]).unwrap();
+        assert_eq!(t, DOCKER_LIST);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["mediaType"], DOCKER_LIST);
+        assert_eq!(v["manifests"][0]["mediaType"], DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn duplicate_platforms_and_empty_index_are_refused() {
+        assert!(index_bytes(&[]).is_err());
+        assert!(index_bytes(&[(p("amd64", None), d(1)), (p("amd64", None), d(2))]).is_err());
+    }
+
+    #[test]
+    fn references_and_repositories_are_checked() {
+        for ok in ["latest", "amd64-abc", "v1.2.3", &digest_of(b"x")] {
+            check_reference(ok).unwrap();
+        }
+        for bad in ["", "-x", "a/b", "a:b", "sha256:zz", &"a".repeat(129), "a?b"] {
+            assert!(check_reference(bad).is_err(), "{bad}");
+        }
+        check_repo("archfarm/basic/busybox").unwrap();
+        for bad in ["", "Upper/x", "a//b", "a/../b", "/a"] {
+            assert!(check_repo(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_locations_relative_absolute_and_with_a_query() {
+        let post = Url::parse("http://127.0.0.1:5000/v2/ns/img/blobs/uploads/").unwrap();
+        let dg = digest_of(b"x");
+        let u = upload_url(&post, "/v2/ns/img/blobs/uploads/u1", &dg).unwrap();
+        assert_eq!(
+            u.as_str(),
+            format!("http://127.0.0.1:5000/v2/ns/img/blobs/uploads/u1?digest=sha256%3A{}", &dg[7..])
+        );
+        let u = upload_url(&post, "http://other:5000/v2/ns/img/blobs/uploads/u2?_state=ab%3D", &dg).unwrap();
+        assert_eq!(u.host_str(), Some("other"));
+        let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+        assert_eq!(q, [("_state".to_string(), "ab=".to_string()), ("digest".to_string(), dg.clone())]);
+        let u = upload_url(&post, "u3", &dg).unwrap();
+        assert_eq!(u.path(), "/v2/ns/img/blobs/uploads/u3");
+    }
+
+    #[test]
+    fn platform_matching() {
+        assert!(platform_matches(&p("arm64", None), &p("arm64", Some("v8"))));
+        assert!(!platform_matches(&p("arm", Some("v7")), &p("arm", Some("v6"))));
+        assert!(!platform_matches(&p("arm", None), &p("arm", Some("v7"))));
+        assert!(!platform_matches(&p("amd64", None), &p("arm64", None)));
+    }
+}
