@@ -6,6 +6,7 @@
 pub mod config;
 pub mod context;
 pub mod docker_archive;
+pub mod engine;
 pub mod error;
 pub mod platform;
 pub mod store;
