@@ -281,3 +281,30 @@ fn hostile_archives_are_refused() {
         assert!(err.message().contains("unsafe entry path"), "{}", err.message());
     }
 }
+
+/// An engine that refuses the request before reading the context (here: an invalid tag,
+/// HTTP 500 up front) must not leave the context writer blocked on a full channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_refusal_before_the_context_is_read_does_not_hang() {
+    let Some(engine) = engine().await else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![0x5au8; 8 << 20];
+    let ctx = context(tmp.path(), &[("Dockerfile", b"FROM scratch\nCOPY big /big\n"), ("big", &big)]);
+    let bogus = platform("amd64");
+    let log = tmp.path().join("refused.log");
+    let empty = BTreeMap::new();
+    let bad_tag = ["Not A Valid Tag!".to_string()];
+    let build = engine.build(BuildRequest {
+        context: &ctx,
+        dockerfile_path: "Dockerfile",
+        dockerfile_text: None,
+        platform: &bogus,
+        build_args: &empty,
+        labels: &empty,
+        log_path: &log,
+        tags: &bad_tag,
+    });
+    let err = tokio::time::timeout(Duration::from_secs(60), build).await.expect("build returned").unwrap_err();
+    assert!(err.message().contains("invalid reference format"), "{}", err.message());
+    assert_eq!(err.exit_code(), 1);
+}
