@@ -90,8 +90,8 @@ enum Member {
     Layer(Result<StoredLayer, String>),
 }
 
-/// Imports every image of a `docker save` archive into `store`. `name` names the archive
-/// in errors.
+/// Imports every image of a `docker save` archive into `store` (see [`import_named`] to
+/// name the archive in errors).
 pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
     import_named(store, archive, "docker archive")
 }
