@@ -1,0 +1,534 @@
+//! `docker save` archives ("docker-archive") to and from the local OCI store.
+//!
+//! [`import`] reads an archive in one streaming pass: small JSON files (manifest.json,
+//! configs) are kept in memory, anything large is treated as a candidate layer and is
+//! decompressed, hashed (diff_id) and recompressed into the store as it streams, so a
+//! multi-gigabyte save never sits in memory or in a spool file. Once manifest.json is
+//! known, each named layer's diff_id is checked against its config's `rootfs.diff_ids`
+//! and an OCI image manifest is written. Both Docker 20.10's layout (`<id>/layer.tar`,
+//! `<id>.json`) and newer Dockers' OCI-style layout (`blobs/sha256/<hex>`) are handled,
+//! because only the paths that manifest.json names are used.
+//!
+//! Layers are stored gzip-compressed with a fixed header (no name, mtime 0) and a fixed
+//! level, so importing the same image twice gives the same manifest digest. The config
+//! is stored byte for byte, so its digest stays the engine's image ID.
+//!
+//! [`export`] writes the reverse: a docker-archive that `docker load` accepts.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::{digest_hex, digest_of, Descriptor, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+
+/// manifest.json larger than this is refused; configs larger than this cannot be read.
+pub const MAX_JSON: u64 = 16 << 20;
+/// Files up to this size are kept in memory until manifest.json says what they are.
+const SMALL: usize = 1 << 20;
+/// The gzip level layers are stored with (fixed: it is part of the layer digests).
+pub const GZIP_LEVEL: u32 = 6;
+
+/// One image found in an archive and now in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedImage {
+    /// The OCI image manifest written to the store.
+    pub manifest: Descriptor,
+    /// `sha256:<hex>` of the config: the engine's image ID.
+    pub config_digest: String,
+    pub repo_tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ArchiveManifest {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default, deserialize_with = "null_as_empty")]
+    repo_tags: Vec<String>,
+    #[serde(rename = "Layers", default, deserialize_with = "null_as_empty")]
+    layers: Vec<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct ConfigRootfs {
+    rootfs: Rootfs,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// The OCI image manifest, in a fixed field order (serialization is deterministic).
+#[derive(Serialize, Deserialize)]
+struct OciManifest {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// A layer already in the store, from an archive file.
+#[derive(Clone)]
+struct StoredLayer {
+    diff_id: String,
+    blob: Descriptor,
+}
+
+/// What became of one regular file of the archive.
+enum Member {
+    Memory(Vec<u8>),
+    Layer(Result<StoredLayer, String>),
+}
+
+/// Imports every image of a `docker save` archive into `store` (see [`import_named`] to
+/// name the archive in errors).
+pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
+    import_named(store, archive, "docker archive")
+}
+
+/// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages.
+pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec<ImportedImage>> {
+    let bad = |what: String| Error::failure(format!("{name}: {what}; refusing the archive"));
+    let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {e}"));
+
+    let mut members: BTreeMap<String, Member> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
+    let mut tar = tar::Archive::new(archive);
+    for entry in tar.entries().map_err(io_err)? {
+        let mut entry = entry.map_err(io_err)?;
+        let raw = entry.path_bytes().into_owned();
+        let path =
+            clean_path(&raw).ok_or_else(|| bad(format!("unsafe entry path '{}'", String::from_utf8_lossy(&raw))))?;
+        let kind = entry.header().entry_type();
+        if path.is_empty() {
+            continue;
+        }
+        if members.contains_key(&path) || links.contains_key(&path) {
+            return Err(bad(format!("duplicate entry '{path}'")));
+        }
+        match kind {
+            tar::EntryType::Directory => {}
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                if path == "manifest.json" && entry.header().size().unwrap_or(u64::MAX) > MAX_JSON {
+                    return Err(bad(format!("manifest.json is larger than {} MiB", MAX_JSON >> 20)));
+                }
+                let member = read_member(store, &mut entry, &path).map_err(io_err)?;
+                members.insert(path, member);
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let resolved = if kind == tar::EntryType::Symlink {
+                    let parent = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    resolve_link(parent, &target)
+                } else {
+                    clean_path(&target)
+                };
+                let resolved = resolved.ok_or_else(|| {
+                    bad(format!("link '{path}' points outside the archive ('{}')", String::from_utf8_lossy(&target)))
+                })?;
+                links.insert(path, resolved);
+            }
+            other => return Err(bad(format!("unexpected entry type {other:?} for '{path}'"))),
+        }
+    }
+
+    let lookup = |path: &str| -> Option<&Member> {
+        let clean = clean_path(path.as_bytes())?;
+        let mut p = clean.as_str();
+        for _ in 0..16 {
+            match links.get(p) {
+                Some(t) => p = t,
+                None => break,
+            }
+        }
+        members.get(p)
+    };
+
+    let manifest_text = match members.get("manifest.json") {
+        Some(Member::Memory(b)) => b,
+        Some(Member::Layer(_)) => return Err(bad(format!("manifest.json is larger than {} MiB", MAX_JSON >> 20))),
+        None => return Err(bad("no manifest.json (is this a `docker save` archive?)".into())),
+    };
+    let manifests: Vec<ArchiveManifest> =
+        serde_json::from_slice(manifest_text).map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
+
+    let mut out = Vec::new();
+    for m in manifests {
+        let config = match lookup(&m.config) {
+            Some(Member::Memory(b)) => b,
+            Some(Member::Layer(_)) => return Err(bad(format!("config '{}' is too large", m.config))),
+            None => return Err(bad(format!("manifest.json names '{}', which is not in the archive", m.config))),
+        };
+        let rootfs: ConfigRootfs = serde_json::from_slice(config)
+            .map_err(|e| bad(format!("config '{}' is not an image config: {e}", m.config)))?;
+        if rootfs.rootfs.diff_ids.len() != m.layers.len() {
+            return Err(bad(format!(
+                "config '{}' lists {} layers but manifest.json lists {}",
+                m.config,
+                rootfs.rootfs.diff_ids.len(),
+                m.layers.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        for (path, want) in m.layers.iter().zip(&rootfs.rootfs.diff_ids) {
+            let layer = match lookup(path) {
+                Some(Member::Layer(Ok(l))) => l.clone(),
+                Some(Member::Layer(Err(e))) => return Err(bad(format!("layer '{path}': {e}"))),
+                Some(Member::Memory(bytes)) => store_layer(store, &mut &bytes[..], path)
+                    .map_err(|e| Error::failure(format!("{name}: storing layer '{path}': {e}")))?
+                    .map_err(|e| bad(format!("layer '{path}': {e}")))?,
+                None => return Err(bad(format!("manifest.json names '{path}', which is not in the archive"))),
+            };
+            if &layer.diff_id != want {
+                return Err(bad(format!("layer '{path}' has diff_id {} but its config says {want}", layer.diff_id)));
+            }
+            layers.push(layer.blob);
+        }
+        let config_desc = store.put_blob(OCI_CONFIG, config)?;
+        let manifest = OciManifest {
+            schema_version: 2,
+            media_type: OCI_MANIFEST.to_string(),
+            config: config_desc.clone(),
+            layers,
+        };
+        let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
+        let manifest = store.put_blob(OCI_MANIFEST, &bytes)?;
+        out.push(ImportedImage { manifest, config_digest: config_desc.digest, repo_tags: m.repo_tags });
+    }
+    Ok(out)
+}
+
+/// Reads one regular file: small (or JSON-looking, up to [`MAX_JSON`]) into memory,
+/// anything else streamed into the store as a candidate layer.
+fn read_member(store: &Store, entry: &mut impl Read, path: &str) -> io::Result<Member> {
+    let mut prefix = Vec::new();
+    (&mut *entry).take(SMALL as u64 + 1).read_to_end(&mut prefix)?;
+    if prefix.len() <= SMALL {
+        return Ok(Member::Memory(prefix));
+    }
+    if prefix.first() == Some(&b'{') {
+        (&mut *entry).take(MAX_JSON + 1 - prefix.len() as u64).read_to_end(&mut prefix)?;
+        if prefix.len() as u64 <= MAX_JSON {
+            return Ok(Member::Memory(prefix));
+        }
+    }
+    let mut reader = io::Cursor::new(prefix).chain(entry);
+    let layer = store_layer(store, &mut reader, path).map_err(|e| io::Error::other(e.message().to_string()))?;
+    Ok(Member::Layer(layer))
+}
+
+/// Stores one layer (plain tar or gzip) gzip-compressed; returns its diff_id and blob,
+/// or (inner Err) why the content is not a usable layer. Outer Err: store I/O failed.
+/// If `path` is `blobs/sha256/<hex>`, the raw bytes must hash to `<hex>`.
+fn store_layer(store: &Store, input: &mut dyn Read, path: &str) -> Result<Result<StoredLayer, String>> {
+    let mut raw = HashingReader { inner: input, hasher: Sha256::new() };
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        let n = raw.read(&mut magic[got..]).map_err(|e| Error::failure(format!("reading layer '{path}': {e}")))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let head = io::Cursor::new(magic[..got].to_vec());
+    let gzip = got == 2 && magic == [0x1f, 0x8b];
+    let mut decompressed: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(head.chain(&mut raw)))
+    } else {
+        Box::new(head.chain(&mut raw))
+    };
+    let writer = store.blob_writer()?;
+    let mut enc = HashingWriter { inner: gzip_writer(writer), hasher: Sha256::new() };
+    if let Err(e) = io::copy(&mut decompressed, &mut enc) {
+        return Ok(Err(if gzip { format!("invalid gzip data: {e}") } else { e.to_string() }));
+    }
+    drop(decompressed);
+    let diff_id = format!("sha256:{}", hex::encode(enc.hasher.finalize()));
+    let blob_writer = enc.inner.finish().map_err(|e| Error::failure(format!("compressing layer '{path}': {e}")))?;
+    // Drain anything after the gzip stream so the raw digest covers the whole file.
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::failure(format!("reading layer '{path}': {e}")))?;
+    let raw_digest = format!("sha256:{}", hex::encode(raw.hasher.finalize()));
+    if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+        if raw_digest != format!("sha256:{hex}") {
+            return Ok(Err(format!("content has digest {raw_digest}, not the one its name says")));
+        }
+    }
+    let blob = blob_writer.commit(OCI_LAYER_GZIP, None)?;
+    Ok(Ok(StoredLayer { diff_id, blob }))
+}
+
+/// A deterministic gzip stream: no file name, mtime 0, unknown OS, fixed level.
+pub fn gzip_writer<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
+    flate2::GzBuilder::new().mtime(0).operating_system(255).write(w, flate2::Compression::new(GZIP_LEVEL))
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A relative, normalised archive path: no leading `/`, no `..`, `.` and empty parts
+/// dropped. None if the path is absolute, climbs out, or is not UTF-8.
+fn clean_path(raw: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(raw).ok()?;
+    if s.starts_with('/') || s.contains('\0') || s.contains('\\') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Resolves a symlink target relative to `dir`; None if it leaves the archive.
+fn resolve_link(dir: &str, target: &[u8]) -> Option<String> {
+    let t = std::str::from_utf8(target).ok()?;
+    if t.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in t.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Writes the image `manifest` (an OCI or Docker v2 manifest in `store`) as a
+/// docker-archive that `docker load` accepts: manifest.json, `<config hex>.json` and one
+/// file per layer (`blobs/sha256/<hex>`, gzip as stored; `docker load` decompresses).
+pub fn export(store: &Store, manifest: &Descriptor, repo_tags: &[String], out: impl Write) -> Result<()> {
+    let m: OciManifest = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
+        .map_err(|e| Error::failure(format!("manifest {} in the store is not valid: {e}", manifest.digest)))?;
+    let config_hex = digest_hex(&m.config.digest)?.to_string();
+    let config = store.read_blob(&m.config.digest)?;
+    if digest_of(&config) != m.config.digest {
+        return Err(Error::failure(format!("config blob {} in the store is corrupt; delete it", m.config.digest)));
+    }
+    let mut layer_paths = Vec::new();
+    for l in &m.layers {
+        layer_paths.push(format!("blobs/sha256/{}", digest_hex(&l.digest)?));
+    }
+    let archive_manifest = vec![ArchiveManifest {
+        config: format!("{config_hex}.json"),
+        repo_tags: repo_tags.to_vec(),
+        layers: layer_paths.clone(),
+    }];
+    let manifest_json = serde_json::to_vec(&archive_manifest).expect("manifests serialize");
+
+    let werr = |e: io::Error| Error::failure(format!("writing docker archive of {}: {e}", m.config.digest));
+    let mut tar = tar::Builder::new(out);
+    append_bytes(&mut tar, &format!("{config_hex}.json"), &config).map_err(werr)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (l, path) in m.layers.iter().zip(&layer_paths) {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let file = store.open_blob(&l.digest)?;
+        let len = file.metadata().map_err(werr)?.len();
+        let mut h = file_header(len, 0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        let mut reader = HashingReader { inner: file, hasher: Sha256::new() };
+        tar.append_data(&mut h, path, &mut reader).map_err(werr)?;
+        if format!("sha256:{}", hex::encode(reader.hasher.finalize())) != l.digest {
+            return Err(Error::failure(format!("layer blob {} in the store is corrupt; delete it", l.digest)));
+        }
+    }
+    append_bytes(&mut tar, "manifest.json", &manifest_json).map_err(werr)?;
+    tar.into_inner().map_err(werr)?.flush().map_err(werr)?;
+    Ok(())
+}
+
+fn file_header(size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut h = file_header(bytes.len() as u64, 0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, name, content).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn sha(b: &[u8]) -> String {
+        digest_of(b)
+    }
+
+    /// A save in the OCI-style layout of newer Dockers, with one gzip and one plain layer.
+    fn oci_style_archive() -> (Vec<u8>, String) {
+        let l1 = layer_tar("a", b"hello");
+        let l2 = layer_tar("b", &vec![7u8; 3 << 20]);
+        let mut gz = gzip_writer(Vec::new());
+        gz.write_all(&l1).unwrap();
+        let l1gz = gz.finish().unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "arm64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha(&l1), sha(&l2)]}
+        }))
+        .unwrap();
+        let chex = digest_hex(&sha(&config)).unwrap().to_string();
+        let p1 = format!("blobs/sha256/{}", digest_hex(&sha(&l1gz)).unwrap());
+        let p2 = format!("blobs/sha256/{}", digest_hex(&sha(&l2)).unwrap());
+        let manifest = serde_json::json!([{
+            "Config": format!("blobs/sha256/{chex}"), "RepoTags": ["x:y"], "Layers": [p1, p2]
+        }]);
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, "oci-layout", b"{}").unwrap();
+        append_bytes(&mut b, &p1, &l1gz).unwrap();
+        append_bytes(&mut b, &p2, &l2).unwrap();
+        append_bytes(&mut b, &format!("blobs/sha256/{chex}"), &config).unwrap();
+        append_bytes(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        (b.into_inner().unwrap(), format!("sha256:{chex}"))
+    }
+
+    #[test]
+    fn oci_style_layout_imports_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (archive, config) = oci_style_archive();
+        let images = import(&store, &archive[..]).unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].config_digest, config);
+        assert_eq!(images[0].repo_tags, ["x:y"]);
+        let again = import(&store, &archive[..]).unwrap();
+        assert_eq!(again[0].manifest, images[0].manifest);
+
+        // export, then import the export: same manifest (layers were already canonical gzip).
+        let mut out = Vec::new();
+        export(&store, &images[0].manifest, &["x:z".into()], &mut out).unwrap();
+        let back = import(&store, &out[..]).unwrap();
+        assert_eq!(back[0].manifest, images[0].manifest);
+        assert_eq!(back[0].repo_tags, ["x:z"]);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for evil in ["../evil", "a/../../evil"] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = file_header(1, 0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            // set the raw name bytes: the tar crate's setters refuse `..` themselves.
+            h.as_old_mut().name[..evil.len()].copy_from_slice(evil.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+            let bytes = b.into_inner().unwrap();
+            let err = import_named(&store, &bytes[..], "evil.tar").unwrap_err();
+            assert!(err.message().contains("evil.tar") && err.message().contains("unsafe"), "{}", err.message());
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = file_header(1, 0o644);
+        h.as_old_mut().name[..9].copy_from_slice(b"/etc/evil");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(import(&store, &bytes[..]).unwrap_err().message().contains("unsafe"));
+    }
+
+    #[test]
+    fn missing_members_and_wrong_diff_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let l = layer_tar("a", b"x");
+        let config =
+            serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [sha(b"other")]}}))
+                .unwrap();
+        let manifest = |layer: &str| {
+            serde_json::to_vec(&serde_json::json!([{"Config": "c.json", "RepoTags": null, "Layers": [layer]}])).unwrap()
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, "c.json", &config).unwrap();
+        append_bytes(&mut b, "l/layer.tar", &l).unwrap();
+        append_bytes(&mut b, "manifest.json", &manifest("nope/layer.tar")).unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(import(&store, &bytes[..]).unwrap_err().message().contains("not in the archive"));
+
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, "c.json", &config).unwrap();
+        append_bytes(&mut b, "l/layer.tar", &l).unwrap();
+        append_bytes(&mut b, "manifest.json", &manifest("l/layer.tar")).unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(import(&store, &bytes[..]).unwrap_err().message().contains("diff_id"));
+    }
+
+    #[test]
+    fn links_inside_the_archive_resolve_and_escaping_ones_are_refused() {
+        assert_eq!(resolve_link("b", b"../a/layer.tar").as_deref(), Some("a/layer.tar"));
+        assert_eq!(resolve_link("b", b"../../x"), None);
+        assert_eq!(clean_path(b"./a//b/"), Some("a/b".into()));
+        assert_eq!(clean_path(b"a/../b"), None);
+    }
+
+    #[test]
+    fn oversized_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let big = vec![b' '; (MAX_JSON + 1) as usize];
+        append_bytes(&mut b, "manifest.json", &big).unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(import(&store, &bytes[..]).unwrap_err().message().contains("larger than 16 MiB"));
+    }
+}
