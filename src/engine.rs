@@ -132,14 +132,22 @@ impl Engine {
 
     /// The platform of image `id`; None if the engine does not have it.
     pub async fn image_platform(&self, id: &str) -> Result<Option<Platform>> {
-        match self.docker.inspect_image(id).await {
-            Ok(i) => Ok(Some(Platform {
-                os: i.os.unwrap_or_else(|| "linux".into()),
-                architecture: i.architecture.unwrap_or_default(),
-                variant: i.variant.filter(|v| !v.is_empty()),
-            })),
+        Ok(self.resolve_image(id).await?.map(|(_, p)| p))
+    }
+
+    /// The image ID and platform the engine holds under `reference` (a name, tag or ID).
+    pub async fn resolve_image(&self, reference: &str) -> Result<Option<(String, Platform)>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => {
+                let platform = Platform {
+                    os: i.os.unwrap_or_else(|| "linux".into()),
+                    architecture: i.architecture.unwrap_or_default(),
+                    variant: i.variant.filter(|v| !v.is_empty()),
+                };
+                Ok(Some((i.id.unwrap_or_default(), platform)))
+            }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-            Err(e) => Err(self.err(format!("inspecting image {id}"), e)),
+            Err(e) => Err(self.err(format!("inspecting image {reference}"), e)),
         }
     }
 

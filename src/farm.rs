@@ -264,8 +264,7 @@ impl Farm {
                 Some(d) => Some(d),
                 None => {
                     let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
-                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await?;
-                    Some(pushed.0)
+                    Some(self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await?)
                 }
             };
         }
