@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod context;
+pub mod dockerfile;
 pub mod error;
 pub mod platform;
 pub mod store;
