@@ -9,6 +9,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod error;
 pub mod platform;
+pub mod scan;
 pub mod store;
 
 pub use error::{Error, Result};
