@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod dockerfile;
 pub mod error;
+pub mod key;
 pub mod platform;
 pub mod scan;
 pub mod store;
