@@ -105,7 +105,9 @@ pub async fn run(cli: Cli) -> Result<bool> {
             let report = farm.run(&plan, &BuildOptions { push, materialize: vec![] }).await?;
             finish_report(&farm, &report, json)
         }
-        Command::Load { image, platform, json } => load(config, &catalog, progress, &image, platform.as_deref(), json).await,
+        Command::Load { image, platform, json } => {
+            load(config, &catalog, progress, &image, platform.as_deref(), json).await
+        }
     }
 }
 
@@ -155,13 +157,17 @@ async fn make_plan(farm: &Farm, catalog: &Catalog, names: &[String], choice: &Pl
 
 async fn resolve_unpinned(farm: &Farm, base: &str, platform: &Platform) -> Result<String> {
     let hint = format!("pin it by digest in the recipe (FROM {base}@sha256:...) or load it for {platform} first");
-    let engine = farm
-        .engine()
-        .await
-        .map_err(|e| Error::usage(format!("base image {base} is not pinned and the engine cannot resolve it ({}); {hint}", e.message())))?;
+    let engine = farm.engine().await.map_err(|e| {
+        Error::usage(format!(
+            "base image {base} is not pinned and the engine cannot resolve it ({}); {hint}",
+            e.message()
+        ))
+    })?;
     match engine.resolve_image(base).await? {
         Some((id, p)) if &p == platform => Ok(id),
-        Some((_, p)) => Err(Error::usage(format!("base image {base}: the local engine holds it for {p}, not {platform}; {hint}"))),
+        Some((_, p)) => {
+            Err(Error::usage(format!("base image {base}: the local engine holds it for {p}, not {platform}; {hint}")))
+        }
         None => Err(Error::usage(format!("base image {base} is not in the local engine; {hint}"))),
     }
 }
@@ -193,7 +199,9 @@ async fn hash(config: &Config, catalog: &Catalog, image: &str, platform: Option<
     let platform = single_platform(config, platform)?;
     let name = resolve_name(catalog, image)?;
     let farm = Farm::new(config.clone(), Progress::new(false))?;
-    let plan = make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()])).await?;
+    let plan =
+        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
+            .await?;
     match plan.job(&name, &platform) {
         Some(job) => {
             println!("{}", job.key);
@@ -254,7 +262,11 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
                 }
                 let repo = farm.config.registry.repository(&job.image);
                 let remote = if registry_up {
-                    farm.registry().manifest_head(&repo, &platform_tag(&job.platform, &job.key)).await.ok().map(|d| d.is_some())
+                    farm.registry()
+                        .manifest_head(&repo, &platform_tag(&job.platform, &job.key))
+                        .await
+                        .ok()
+                        .map(|d| d.is_some())
                 } else {
                     None
                 };
@@ -293,7 +305,11 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
     let skipped = plan
         .skipped
         .iter()
-        .map(|s| crate::farm::SkipReport { image: s.image.clone(), platform: s.platform.to_string(), reason: s.reason.clone() })
+        .map(|s| crate::farm::SkipReport {
+            image: s.image.clone(),
+            platform: s.platform.to_string(),
+            reason: s.reason.clone(),
+        })
         .collect();
     let listing = Listing { images, skipped, registry_error };
     if json {
@@ -322,7 +338,9 @@ async fn load(
     let platform = single_platform(&config, platform)?;
     let name = resolve_name(catalog, image)?;
     let farm = Arc::new(Farm::new(config, progress)?);
-    let plan = make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()])).await?;
+    let plan =
+        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
+            .await?;
     let Some(job) = plan.job(&name, &platform) else {
         let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
         println!("{name} is not available for {platform}: {reason}");

@@ -295,7 +295,8 @@ impl Farm {
     }
 
     async fn build(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
-        let engine = self.engine().await.map_err(|e| e.context(format!("cannot build {} for {}", job.image, job.platform)))?;
+        let engine =
+            self.engine().await.map_err(|e| e.context(format!("cannot build {} for {}", job.image, job.platform)))?;
         let mut replacements = BTreeMap::new();
         for p in &job.parents {
             let id = self.ensure_in_engine(&parents[&p.image]).await?;
@@ -333,9 +334,13 @@ impl Farm {
         if let Some(id) = engine.find_by_label(&done.key).await? {
             return Ok(id);
         }
-        let entry = match (&done.entry, self.store.entry(&done.key)?) {
-            (Some(e), _) | (None, Some(e)) => e.clone(),
-            (None, None) => {
+        let known = match &done.entry {
+            Some(e) => Some(e.clone()),
+            None => self.store.entry(&done.key)?,
+        };
+        let entry = match known {
+            Some(e) => e,
+            None => {
                 let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
                 let repo = self.config.registry.repository(&done.image);
                 let d = self.registry.fetch_image(&self.store, &repo, &remote.digest, &done.platform).await?;
@@ -357,8 +362,13 @@ impl Farm {
     }
 
     fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
-        let entry =
-            Entry { key: job.key.clone(), image: job.image.clone(), platform: job.platform.clone(), manifest, config_digest };
+        let entry = Entry {
+            key: job.key.clone(),
+            image: job.image.clone(),
+            platform: job.platform.clone(),
+            manifest,
+            config_digest,
+        };
         self.store.put_entry(&entry)?;
         Ok(entry)
     }
@@ -373,16 +383,18 @@ impl Farm {
                 return Ok(None);
             }
             let repo = self.config.registry.repository(&image.name);
-            let d = self
-                .registry
-                .manifest_head(&repo, &platform_tag(platform, key))
-                .await?
-                .ok_or_else(|| Error::failure(format!("{} for {platform} is not in the registry after push", image.name)))?;
+            let d = self.registry.manifest_head(&repo, &platform_tag(platform, key)).await?.ok_or_else(|| {
+                Error::failure(format!("{} for {platform} is not in the registry after push", image.name))
+            })?;
             children.push((platform.clone(), d));
         }
         let repo = self.config.registry.repository(&image.name);
         let index = self.registry.put_index(&repo, &image.index_key, &children).await?;
-        self.progress.note(&format!("stitched {} ({} platforms)", self.config.registry.reference(&image.name, &image.index_key), children.len()));
+        self.progress.note(&format!(
+            "stitched {} ({} platforms)",
+            self.config.registry.reference(&image.name, &image.index_key),
+            children.len()
+        ));
         Ok(Some(TagReport {
             image: image.name.clone(),
             tag: self.config.registry.reference(&image.name, &image.index_key),
@@ -410,7 +422,11 @@ impl Farm {
             Ok((done, (outcome, source))) => {
                 r.outcome = *outcome;
                 r.source = Some(*source);
-                r.digest = done.entry.as_ref().map(|e| e.manifest.digest.clone()).or(done.remote.as_ref().map(|d| d.digest.clone()));
+                r.digest = done
+                    .entry
+                    .as_ref()
+                    .map(|e| e.manifest.digest.clone())
+                    .or(done.remote.as_ref().map(|d| d.digest.clone()));
                 r.image_id = done.engine_id.clone();
                 r.pushed = done
                     .remote
@@ -428,5 +444,12 @@ impl Farm {
 }
 
 fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done {
-    Done { image: job.image.clone(), platform: job.platform.clone(), key: job.key.clone(), engine_id: None, entry, remote }
+    Done {
+        image: job.image.clone(),
+        platform: job.platform.clone(),
+        key: job.key.clone(),
+        engine_id: None,
+        entry,
+        remote,
+    }
 }

@@ -114,7 +114,10 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         }
         let cache = StatCache::for_folder(&cache_dir, &image.dir);
         let ctx = scan::scan(&image.dir, Some(&cache)).map_err(|e| e.context(format!("image {}", image.name)))?;
-        cache.save();
+        // A cache that cannot be saved (a read-only store) only costs time on the next run.
+        if let Err(e) = cache.save() {
+            tracing::debug!("stat cache for {} not saved: {}", image.name, e.message());
+        }
         scanned.borrow_mut().insert(image.name.clone(), ctx.clone());
         Ok(ctx)
     };
@@ -282,7 +285,12 @@ fn check_cycles(recipes: &Recipes) -> Result<()> {
         Active,
         Done,
     }
-    fn visit(node: &(String, Platform), recipes: &Recipes, marks: &mut BTreeMap<(String, Platform), Mark>, stack: &mut Vec<String>) -> Result<()> {
+    fn visit(
+        node: &(String, Platform),
+        recipes: &Recipes,
+        marks: &mut BTreeMap<(String, Platform), Mark>,
+        stack: &mut Vec<String>,
+    ) -> Result<()> {
         match marks.get(node) {
             Some(Mark::Done) => return Ok(()),
             Some(Mark::Active) => {
@@ -324,7 +332,12 @@ fn topological(roots: &[String], recipes: &Recipes) -> Vec<String> {
     }
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
-    fn visit<'a>(n: &'a str, parents_of: &BTreeMap<&'a str, BTreeSet<&'a str>>, seen: &mut BTreeSet<&'a str>, order: &mut Vec<String>) {
+    fn visit<'a>(
+        n: &'a str,
+        parents_of: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        seen: &mut BTreeSet<&'a str>,
+        order: &mut Vec<String>,
+    ) {
         if !seen.insert(n) {
             return;
         }

@@ -12,12 +12,19 @@ fn load_pulls_from_the_registry_when_the_key_is_there() {
     }
     let repo = Repo::new("ld");
     let built = repo.json(&["build", "uname", "--push", "--json"]);
-    let arm = built["jobs"].as_array().unwrap().iter().find(|j| j["image"] == "uname" && j["platform"] == "linux/arm64").unwrap().clone();
+    let arm = built["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["image"] == "uname" && j["platform"] == "linux/arm64")
+        .unwrap()
+        .clone();
     let key = arm["key"].as_str().unwrap().to_string();
 
     // Forget everything locally: the engine images for these keys and the store.
     for j in built["jobs"].as_array().unwrap() {
-        let ids = docker(&["images", "-q", "--filter", &format!("label=dev.archfarm.key={}", j["key"].as_str().unwrap())]);
+        let ids =
+            docker(&["images", "-q", "--filter", &format!("label=dev.archfarm.key={}", j["key"].as_str().unwrap())]);
         for id in stdout(&ids).lines() {
             docker(&["rmi", "-f", id]);
         }
@@ -81,7 +88,8 @@ fn bad_configuration_and_usage_exit_2_naming_what_is_wrong() {
     assert_usage_error(&repo.run(&["build", "--bogus-flag"]), &["--bogus-flag"]);
 
     // A FROM cycle.
-    std::fs::write(repo.images().join("base/busybox/Dockerfile.x86_64"), "FROM archfarm.local/images/greeter\n").unwrap();
+    std::fs::write(repo.images().join("base/busybox/Dockerfile.x86_64"), "FROM archfarm.local/images/greeter\n")
+        .unwrap();
     assert_usage_error(&repo.run(&["build"]), &["cycle", "greeter", "base/busybox"]);
 
     // FROM an unknown farm image.
