@@ -57,7 +57,8 @@ pub enum Command {
     /// Build what is missing; with --push also publish and stitch the canonical tags.
     Build {
         /// Images to build (default: all); their farm parents come along.
-        images: Vec<String>,
+        #[arg(value_name = "IMAGE")]
+        names: Vec<String>,
         /// Platforms, comma-separated (default: the configured ones).
         #[arg(long, value_name = "P[,P...]")]
         platform: Option<String>,
@@ -94,8 +95,8 @@ pub async fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::List { json } => list(config, &catalog, progress, json).await,
         Command::Hash { image, platform } => hash(&config, &catalog, &image, platform.as_deref()).await,
-        Command::Build { images, platform, push, json } => {
-            let names = resolve_names(&catalog, &images)?;
+        Command::Build { names, platform, push, json } => {
+            let names = resolve_names(&catalog, &names)?;
             let choice = match platform {
                 Some(p) => PlatformChoice::Requested(config.arches.parse_platform_list(&p)?),
                 None => PlatformChoice::Defaults,
@@ -369,4 +370,15 @@ async fn load(
         println!("{local}:latest");
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -122,8 +122,8 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         Ok(ctx)
     };
 
-    // Parse every recipe of every image once: (image, platform) -> (recipe, text, parents, bases).
-    let mut recipes: BTreeMap<(String, Platform), (String, String, Vec<Parent>, Vec<String>)> = BTreeMap::new();
+    // Parse every recipe of every image once.
+    let mut recipes = Recipes::new();
     for image in catalog.images.values() {
         let settings = config.image_settings(&image.name);
         for platform in image.available_platforms(&config.arches) {
@@ -152,7 +152,10 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
                     None => bases.push(r.image.clone()),
                 }
             }
-            recipes.insert((image.name.clone(), platform), (recipe.to_string(), text, parents, bases));
+            recipes.insert(
+                (image.name.clone(), platform),
+                ParsedRecipe { file: recipe.to_string(), text, parents, bases },
+            );
         }
     }
 
@@ -179,7 +182,9 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         let settings = config.image_settings(name);
         for platform in wanted_platforms(name) {
             let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
-            let Some((recipe, text, parents, bases)) = recipes.get(&(name.clone(), platform.clone())) else {
+            let Some(ParsedRecipe { file: recipe, text, parents, bases }) =
+                recipes.get(&(name.clone(), platform.clone()))
+            else {
                 skipped.push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config))));
                 continue;
             };
@@ -276,7 +281,15 @@ pub fn pinned_digest(reference: &str) -> Option<&str> {
     reference.rsplit_once('@').map(|(_, d)| d).filter(|d| d.starts_with("sha256:"))
 }
 
-type Recipes = BTreeMap<(String, Platform), (String, String, Vec<Parent>, Vec<String>)>;
+/// One recipe as read for one platform: its file, text, farm parents and external bases.
+struct ParsedRecipe {
+    file: String,
+    text: String,
+    parents: Vec<Parent>,
+    bases: Vec<String>,
+}
+
+type Recipes = BTreeMap<(String, Platform), ParsedRecipe>;
 
 /// A FROM cycle on any platform is an error naming the whole cycle.
 fn check_cycles(recipes: &Recipes) -> Result<()> {
@@ -307,8 +320,8 @@ fn check_cycles(recipes: &Recipes) -> Result<()> {
         }
         marks.insert(node.clone(), Mark::Active);
         stack.push(node.0.clone());
-        if let Some((_, _, parents, _)) = recipes.get(node) {
-            for p in parents {
+        if let Some(recipe) = recipes.get(node) {
+            for p in &recipe.parents {
                 visit(&(p.image.clone(), node.1.clone()), recipes, marks, stack)?;
             }
         }
@@ -327,8 +340,8 @@ fn check_cycles(recipes: &Recipes) -> Result<()> {
 /// ties broken by name so the order is stable.
 fn topological(roots: &[String], recipes: &Recipes) -> Vec<String> {
     let mut parents_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for ((image, _), (_, _, parents, _)) in recipes {
-        parents_of.entry(image).or_default().extend(parents.iter().map(|p| p.image.as_str()));
+    for ((image, _), recipe) in recipes {
+        parents_of.entry(image).or_default().extend(recipe.parents.iter().map(|p| p.image.as_str()));
     }
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
