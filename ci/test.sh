@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/services.sh
 export CI=${CI:-true}
-cargo test --locked --all-targets -- --test-threads 4
+cargo test --locked --no-fail-fast --all-targets -- --test-threads 4

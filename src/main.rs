@@ -11,6 +11,7 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -28,7 +29,7 @@ fn main() {
                     e.exit_code()
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = stop_signal() => {
                 // Every store write is atomic and tags are written last, so stopping here
                 // leaves no half-written entry and no tag over an incomplete image.
                 eprintln!("interrupted");
@@ -37,4 +38,29 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Diagnostics on stderr: warnings by default, archfarm's debug lines with -v;
+/// ARCHFARM_LOG (an env-filter directive such as `archfarm=trace`) overrides both.
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose { "archfarm=debug,warn" } else { "warn" };
+    let filter = EnvFilter::try_from_env("ARCHFARM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
 }

@@ -90,7 +90,8 @@ fn a_change_to_a_parent_rebuilds_its_children_for_every_platform() {
     let repo = Repo::new("pc");
     let first = repo.json(&["build", "uname", "--json"]);
     assert_eq!(first["jobs"].as_array().unwrap().len(), 4, "uname and its parent, 2 platforms: {first:#}");
-    std::fs::write(repo.images().join("base/busybox/nonce.txt"), "changed").unwrap();
+    // A change unique to this run, so no image left by another run can match it.
+    std::fs::write(repo.images().join("base/busybox/nonce.txt"), format!("{}-changed", repo.namespace)).unwrap();
     let second = repo.json(&["build", "uname", "--json"]);
     for j in second["jobs"].as_array().unwrap() {
         assert_eq!(j["outcome"], "built", "{j:#}");
