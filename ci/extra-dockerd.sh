@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Starts extra Docker engines on loopback TCP that act as remote builders for the fleet
 # tests and the fan-out benchmark: each with its own --data-root, --exec-root, --pidfile
-# and no networking of its own (--bridge=none --iptables=false --ip-masq=false).
+# and a private bridge without iptables rules (--iptables=false --ip-masq=false).
+#
+# Not --bridge=none: a dockerd started with it deletes the host's docker0 interface on
+# start-up (moby's removeDefaultBridgeInterface), which breaks every RUN step of the
+# main engine on the same host ("could not find bridge docker0"). Each extra engine
+# gets its own bridge, afbr<PORT>, on 10.213.<PORT % 250>.1/24 instead.
 # Idempotent: an engine whose API already answers is left alone. Needs root and the
 # docker.io package (ci/services.sh installs it).
 #
@@ -43,14 +48,20 @@ start() {
   if [ -f "$dir/dockerd.pid" ] && ! kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null; then
     rm -f "$dir/dockerd.pid"
   fi
-  log "starting dockerd on 127.0.0.1:$port (state: $dir)"
+  local bridge="afbr$port"
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add name "$bridge" type bridge
+    ip addr add "10.213.$((port % 250)).1/24" dev "$bridge"
+    ip link set "$bridge" up
+  fi
+  log "starting dockerd on 127.0.0.1:$port (state: $dir, bridge: $bridge)"
   # Its own containerd socket lives under the exec root, so engines never share one.
   nohup dockerd \
     --data-root "$dir/data" \
     --exec-root "$dir/exec" \
     --pidfile "$dir/dockerd.pid" \
     -H "tcp://127.0.0.1:$port" \
-    --bridge=none --iptables=false --ip-masq=false \
+    --bridge="$bridge" --iptables=false --ip-masq=false \
     --exec-opt native.cgroupdriver=cgroupfs \
     >"$dir/dockerd.log" 2>&1 &
   wait_for "$port" 60
@@ -59,7 +70,10 @@ start() {
 stop() {
   local port=$1
   local pidfile="$state/dockerd-$port/dockerd.pid"
-  [ -f "$pidfile" ] || return 0
+  if [ ! -f "$pidfile" ]; then
+    ip link del "afbr$port" 2>/dev/null || true
+    return 0
+  fi
   local pid
   pid=$(cat "$pidfile")
   kill "$pid" 2>/dev/null || true
@@ -68,6 +82,7 @@ stop() {
     ((SECONDS < deadline)) || { log "dockerd $pid on :$port did not stop"; return 1; }
     sleep 0.2
   done
+  ip link del "afbr$port" 2>/dev/null || true
 }
 
 if [ "${1:-}" = "--stop" ]; then

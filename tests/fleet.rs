@@ -154,8 +154,12 @@ fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
     // A throwaway engine of this test's own, listed first so it gets the first jobs.
     let port = "2378";
     let victim = format!("tcp://127.0.0.1:{port}");
+    let docker0 = || Command::new("ip").args(["link", "show", "docker0"]).output().is_ok_and(|o| o.status.success());
+    let had_docker0 = docker0();
     let st = Command::new("bash").arg(script("extra-dockerd.sh")).arg(port).status().unwrap();
     assert!(st.success(), "could not start the throwaway engine");
+    // Starting an extra engine must not take the main engine's bridge away.
+    assert_eq!(docker0(), had_docker0, "starting an extra dockerd removed docker0");
     let state = std::env::var("ARCHFARM_STATE").unwrap_or_else(|_| "/var/lib/archfarm-ci".into());
     let pid: i32 =
         std::fs::read_to_string(format!("{state}/dockerd-{port}/dockerd.pid")).unwrap().trim().parse().unwrap();
