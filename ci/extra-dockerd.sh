@@ -15,13 +15,23 @@
 #   ci/extra-dockerd.sh --stop PORT  stop the engine on PORT (by its pidfile)
 #
 # Environment:
-#   ARCHFARM_STATE   where each engine's folders and log live (default /var/lib/archfarm-ci)
+#   ARCHFARM_STATE         where each engine's folders and log live (default /var/lib/archfarm-ci)
+#   ARCHFARM_DOCKERD_TLS   a folder with ca.pem, cert.pem, key.pem: the engines then
+#                          serve TLS and verify clients against ca.pem (--tlsverify)
 set -euo pipefail
 
 state=${ARCHFARM_STATE:-/var/lib/archfarm-ci}
 log() { printf 'extra-dockerd: %s\n' "$*" >&2; }
 
-answers() { curl -sf --max-time 2 "http://127.0.0.1:$1/_ping" >/dev/null 2>&1; }
+tls=${ARCHFARM_DOCKERD_TLS:-}
+answers() {
+  if [ -n "$tls" ]; then
+    curl -sf --max-time 2 --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
+      "https://127.0.0.1:$1/_ping" >/dev/null 2>&1
+  else
+    curl -sf --max-time 2 "http://127.0.0.1:$1/_ping" >/dev/null 2>&1
+  fi
+}
 
 # wait_for PORT SECONDS: polls the engine's API until it answers or the deadline passes.
 wait_for() {
@@ -56,7 +66,9 @@ start() {
   fi
   log "starting dockerd on 127.0.0.1:$port (state: $dir, bridge: $bridge)"
   # Its own containerd socket lives under the exec root, so engines never share one.
-  nohup dockerd \
+  local tls_flags=()
+  [ -z "$tls" ] || tls_flags=(--tlsverify --tlscacert "$tls/ca.pem" --tlscert "$tls/cert.pem" --tlskey "$tls/key.pem")
+  nohup dockerd "${tls_flags[@]}" \
     --data-root "$dir/data" \
     --exec-root "$dir/exec" \
     --pidfile "$dir/dockerd.pid" \

@@ -363,3 +363,146 @@ fn builders_lists_health_versions_and_platforms() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("archfarm.yaml") && stderr(&out).contains("job"), "{}", stderr(&out));
 }
+
+/// `openssl` in `dir`, panicking with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A CA (`<ca>.pem`) and a certificate signed by it (`<name>-cert.pem`, `<name>-key.pem`)
+/// for 127.0.0.1 with the given extended key usage.
+fn make_ca(dir: &Path, ca: &str) {
+    let key = format!("{ca}-key.pem");
+    let pem = format!("{ca}.pem");
+    let subj = format!("/CN={ca}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subj,
+        ],
+    );
+}
+
+fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
+    let (key, csr, cert, ext) =
+        (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}-cert.pem"), format!("{name}.ext"));
+    std::fs::write(dir.join(&ext), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+#[test]
+fn tls_builders_are_verified_against_their_ca_with_a_client_certificate() {
+    if !services_up("fleet_tls") {
+        return;
+    }
+    let repo = Repo::new("tls");
+    let certs = repo.path().join("tls");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_ca(&certs, "ca");
+    make_ca(&certs, "other-ca");
+    make_cert(&certs, "ca", "server", "serverAuth,clientAuth");
+    make_cert(&certs, "ca", "client", "clientAuth");
+    make_cert(&certs, "other-ca", "stranger", "clientAuth");
+    // The engine's folder: what ci/extra-dockerd.sh expects.
+    let engine_tls = certs.join("engine");
+    std::fs::create_dir_all(&engine_tls).unwrap();
+    for (from, to) in [("ca.pem", "ca.pem"), ("server-cert.pem", "cert.pem"), ("server-key.pem", "key.pem")] {
+        std::fs::copy(certs.join(from), engine_tls.join(to)).unwrap();
+    }
+    let port = "2379";
+    let st = Command::new("bash")
+        .arg(script("extra-dockerd.sh"))
+        .arg(port)
+        .env("ARCHFARM_DOCKERD_TLS", &engine_tls)
+        .status()
+        .unwrap();
+    assert!(st.success(), "could not start the TLS engine");
+
+    let tls = |ca: &str, who: &str| format!("{{ca: tls/{ca}.pem, cert: tls/{who}-cert.pem, key: tls/{who}-key.pem}}");
+    write_config(
+        &repo,
+        &format!(
+            "builders:\n  - {{name: secure, endpoint: 'tcp://127.0.0.1:{port}', tls: {}}}\n  - {{name: plain, endpoint: 'tcp://127.0.0.1:{port}'}}\n  - {{name: wrong-ca, endpoint: 'tcp://127.0.0.1:{port}', tls: {}}}\n  - {{name: stranger, endpoint: 'tcp://127.0.0.1:{port}', tls: {}}}\n",
+            tls("ca", "client"),
+            tls("other-ca", "client"),
+            tls("ca", "stranger"),
+        ),
+    );
+    let out = repo.command(&["builders", "--json"]).env("ARCHFARM_BUILDER_TIMEOUT", "3").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let health: Vec<(String, bool)> = v["builders"]
+        .as_array()
+        .map(|b| b.iter().map(|b| (b["name"].as_str().unwrap().to_string(), b["healthy"] == true)).collect())
+        .unwrap_or_default();
+
+    // Build on the verified builder alone.
+    write_config(
+        &repo,
+        &format!("builders:\n  - {{name: secure, endpoint: 'tcp://127.0.0.1:{port}', tls: {}}}\n", tls("ca", "client")),
+    );
+    let built = repo.run(&["build", "base/busybox", "--platform", "linux/amd64", "--json"]);
+    let _ = Command::new("bash").arg(script("extra-dockerd.sh")).args(["--stop", port]).status();
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        health,
+        [("secure".into(), true), ("plain".into(), false), ("wrong-ca".into(), false), ("stranger".into(), false)],
+        "{v:#}"
+    );
+    assert!(v["builders"][0]["version"].as_str().unwrap().starts_with("20.10"), "{v:#}");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let report: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
+    assert_eq!(report["jobs"][0]["builder"], "secure", "{report:#}");
+}
