@@ -506,3 +506,93 @@ fn tls_builders_are_verified_against_their_ca_with_a_client_certificate() {
     let report: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
     assert_eq!(report["jobs"][0]["builder"], "secure", "{report:#}");
 }
+
+/// Kills and reaps a child process on drop.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ssh_builders_are_reached_through_docker_system_dial_stdio() {
+    if !services_up("fleet_ssh") {
+        return;
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        // Optional: the fleet's ssh bridge needs an sshd to talk to (apt-get install openssh-server).
+        eprintln!("SKIP fleet_ssh: no /usr/sbin/sshd");
+        return;
+    }
+    let repo = Repo::new("ssh");
+    let d = repo.path().join("ssh");
+    std::fs::create_dir_all(&d).unwrap();
+    for key in ["host_key", "id"] {
+        let st =
+            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(d.join(key)).status().unwrap();
+        assert!(st.success());
+    }
+    std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let port = 2222;
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\nAuthorizedKeysFile {0}/authorized_keys\nPidFile {0}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let _sshd = Reaped(
+        Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .arg("-E")
+            .arg(d.join("sshd.log"))
+            .spawn()
+            .unwrap(),
+    );
+    // The client: ssh on PATH, with this test's key and no host-key prompt.
+    std::fs::write(
+        d.join("ssh_config"),
+        format!("Host *\n  IdentityFile {}/id\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n", d.display()),
+    )
+    .unwrap();
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("ssh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec /usr/bin/ssh -F {}/ssh_config \"$@\"\n", d.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let listening = wait_until(20, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(listening, "sshd did not listen: {}", std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default());
+
+    write_config(&repo, &format!("builders:\n  - {{name: over-ssh, endpoint: 'ssh://root@127.0.0.1:{port}'}}\n"));
+    let out = repo.command(&["builders", "--json"]).env("PATH", &path).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["builders"][0]["healthy"], true, "{v:#}");
+    assert!(v["builders"][0]["version"].as_str().unwrap().starts_with("20.10"), "{v:#}");
+    let report = {
+        let out = repo
+            .command(&["build", "base/busybox", "--platform", "linux/amd64", "--json"])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(report["jobs"][0]["builder"], "over-ssh", "{report:#}");
+    assert_eq!(report["jobs"][0]["outcome"], "built", "{report:#}");
+    // An unreachable ssh builder is unhealthy, with ssh's own words.
+    write_config(&repo, "builders:\n  - {name: nowhere, endpoint: 'ssh://root@127.0.0.1:9'}\n");
+    let out =
+        repo.command(&["builders", "--json"]).env("PATH", &path).env("ARCHFARM_BUILDER_TIMEOUT", "3").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["builders"][0]["healthy"], false, "{v:#}");
+    assert!(v["builders"][0]["error"].as_str().unwrap().contains("ssh said"), "{v:#}");
+}
