@@ -648,6 +648,28 @@ async fn bridge_one(conn: tokio::net::UnixStream, args: &[String], said: &Mutex<
     let _ = child.wait().await;
 }
 
+/// Returns once `engine` has failed to answer a ping within `deadline` twice in a row
+/// (checked every `deadline`); the build it guards is then dropped, which closes its
+/// connection, and the engine cancels it if it ever wakes up.
+async fn watchdog(engine: &Engine, deadline: Duration) -> Error {
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(deadline).await;
+        if engine.answers(deadline).await {
+            misses = 0;
+        } else {
+            misses += 1;
+            if misses == 2 {
+                return Error::failure(format!(
+                    "the engine at {} stopped answering (no ping within {:.0}s, twice)",
+                    engine.endpoint(),
+                    deadline.as_secs_f64()
+                ));
+            }
+        }
+    }
+}
+
 impl Farm {
     /// Builds `job` on the fleet: places it, puts its parents on that builder, builds,
     /// and records the result in the store. An engine or connection failure marks a
@@ -663,10 +685,7 @@ impl Farm {
         let mut history = String::new();
         let mut started = false;
         loop {
-            let lease = fleet
-                .acquire(&job.platform, &tried)
-                .await
-                .map_err(|e| e.context(format!("{} for {}", job.image, job.platform)))?;
+            let lease = fleet.acquire(&job.platform, &tried).await?;
             let builder = &fleet.builders[lease.index];
             if !started {
                 self.progress().started(&job.image, &job.platform);
@@ -675,7 +694,11 @@ impl Farm {
             tracing::debug!("{} {}: {}", job.image, job.platform, lease.reason);
             let preamble = format!("{history}# archfarm: {}\n", lease.reason);
             let attempt = match builder.engine().await {
-                Ok(engine) => self.build_on(engine, job, parents, &preamble).await,
+                // A hung engine never ends the build stream: the watchdog does.
+                Ok(engine) => tokio::select! {
+                    r = self.build_on(engine, job, parents, &preamble) => r,
+                    e = watchdog(engine, builder.deadline) => Err(BuildFailure::Engine(e)),
+                },
                 Err(e) => Err(BuildFailure::Engine(e)),
             };
             let e = match attempt {

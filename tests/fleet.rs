@@ -113,6 +113,13 @@ fn jobs_spread_across_builders_and_declared_natives_get_their_platform() {
     used.sort();
     used.dedup();
     assert_eq!(used, ["box-a", "box-b"], "{report:#}");
+    // Neither runs arm64 natively; both emulate it with this machine's QEMU handlers.
+    let report = repo.json(&["build", "--platform", "linux/arm64", "--json"]);
+    for j in jobs(&report) {
+        assert_eq!(j["route"], "emulated", "{j:#}");
+        let log = std::fs::read_to_string(j["log"].as_str().unwrap()).unwrap();
+        assert!(log.lines().next().unwrap().contains("no healthy builder runs linux/arm64 natively"), "{log}");
+    }
 
     // One builder declares arm64 native: every arm64 job goes there, natively; amd64
     // jobs go to the builder whose engine reports amd64. Parents come from the store.
@@ -148,11 +155,22 @@ fn jobs_spread_across_builders_and_declared_natives_get_their_platform() {
 
 #[test]
 fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
-    if !fleet_up("fleet_kill") {
-        return;
+    if fleet_up("fleet_kill") {
+        builder_fault_mid_build("2378", nix::sys::signal::Signal::SIGKILL, "it stopped answering");
     }
-    // A throwaway engine of this test's own, listed first so it gets the first jobs.
-    let port = "2378";
+}
+
+#[test]
+fn a_builder_that_hangs_mid_build_loses_its_job_and_the_run_completes() {
+    if fleet_up("fleet_hang") {
+        builder_fault_mid_build("2380", nix::sys::signal::Signal::SIGSTOP, "stopped answering (no ping");
+    }
+}
+
+/// Starts a throwaway engine on `port`, lists it first (so it gets the first jobs),
+/// sends its dockerd `signal` while it runs a slow RUN step, and checks that the run
+/// completes on the other builder with every platform.
+fn builder_fault_mid_build(port: &str, signal: nix::sys::signal::Signal, why: &str) {
     let victim = format!("tcp://127.0.0.1:{port}");
     let docker0 = || Command::new("ip").args(["link", "show", "docker0"]).output().is_ok_and(|o| o.status.success());
     let had_docker0 = docker0();
@@ -164,7 +182,7 @@ fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
     let pid: i32 =
         std::fs::read_to_string(format!("{state}/dockerd-{port}/dockerd.pid")).unwrap().trim().parse().unwrap();
 
-    let repo = Repo::new("fk");
+    let repo = Repo::new(&format!("f{port}"));
     let marker = format!("slow-{}", repo.namespace);
     add_slow_image(&repo, &marker, 15);
     write_config(
@@ -175,6 +193,7 @@ fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
     );
     let child = repo
         .command(&["build", "slow", "--push", "--json"])
+        .env("ARCHFARM_BUILDER_TIMEOUT", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -182,10 +201,11 @@ fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
     // The victim is running a slow RUN step: kill its engine.
     let caught = wait_until(120, || running_with(&victim, &marker) > 0);
     if caught {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
     }
     let out = child.wait_with_output().unwrap();
     // Bring the throwaway engine back and stop it cleanly (its containerd and shims too).
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
     let _ = Command::new("bash").arg(script("extra-dockerd.sh")).arg(port).status();
     let _ = Command::new("bash").arg(script("extra-dockerd.sh")).args(["--stop", port]).status();
     assert!(caught, "the victim never ran the slow step:\n{}", stderr(&out));
@@ -201,6 +221,7 @@ fn a_builder_killed_mid_build_loses_its_job_and_the_run_completes() {
         let log = std::fs::read_to_string(j["log"].as_str().unwrap()).unwrap();
         if log.contains("builder victim failed") {
             retried += 1;
+            assert!(log.contains(why) || stderr(&out).contains(why), "{log}\n{}", stderr(&out));
             assert!(log.starts_with("# archfarm: routed to builder victim"), "{log}");
         }
     }
@@ -595,4 +616,50 @@ fn ssh_builders_are_reached_through_docker_system_dial_stdio() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["builders"][0]["healthy"], false, "{v:#}");
     assert!(v["builders"][0]["error"].as_str().unwrap().contains("ssh said"), "{v:#}");
+}
+
+#[test]
+fn a_failing_recipe_is_not_retried_and_unplaceable_jobs_are_named() {
+    if !fleet_up("fleet_recipe") {
+        return;
+    }
+    let repo = Repo::new("fr");
+    let dir = repo.images().join("broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM archfarm.local/images/base/busybox\nRUN echo failing-on-purpose && false\n",
+    )
+    .unwrap();
+    write_config(
+        &repo,
+        &format!("builders:\n  - {{name: box-a, endpoint: '{AMD_BOX}', jobs: 1}}\n  - {{name: box-b, endpoint: '{ARM_BOX}', jobs: 1}}\n"),
+    );
+    let out = repo.run(&["build", "broken", "--platform", "linux/amd64", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let broken = jobs(&report).into_iter().find(|j| j["image"] == "broken").unwrap();
+    assert_eq!(broken["outcome"], "failed");
+    assert!(broken["error"].as_str().unwrap().contains("RUN echo failing-on-purpose && false"), "{broken:#}");
+    let log = std::fs::read_to_string(broken["log"].as_str().unwrap()).unwrap();
+    assert_eq!(log.matches("routed to builder").count(), 1, "a recipe failure was retried:\n{log}");
+    assert!(!stderr(&out).contains("trying another builder"), "{}", stderr(&out));
+
+    // The only builder is down: every job that needs a build is named as not placed
+    // (base/busybox is in the store already), and the run fails.
+    write_config(&repo, "builders:\n  - {name: gone, endpoint: 'tcp://127.0.0.1:9'}\n");
+    let out = repo
+        .command(&["build", "--platform", "linux/amd64", "--json"])
+        .env("ARCHFARM_BUILDER_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for image in ["uname", "greeter", "broken"] {
+        assert!(err.contains(&format!("error: {image} for linux/amd64: could not be placed: ")), "{err}");
+    }
+    assert!(err.contains("(gone: unhealthy: "), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let busybox = jobs(&report).into_iter().find(|j| j["image"] == "base/busybox").unwrap();
+    assert_eq!(busybox["outcome"], "cached", "{busybox:#}");
 }
