@@ -99,7 +99,12 @@ impl Engine {
     /// The engine at `endpoint` (`unix:///path`, `/path`, `tcp://host:port`,
     /// `http://host:port`), waiting up to `deadline` for it to answer a ping.
     pub async fn connect_to(endpoint: &str, deadline: Duration) -> Result<Engine> {
-        Self::connect_client(client_for(endpoint)?, endpoint, deadline).await
+        Self::connect_client(client_for(endpoint)?, endpoint, deadline).await.map_err(|e| {
+            Error::failure(format!(
+                "{}; start it (ci/services.sh starts dockerd) or point DOCKER_HOST at a running engine",
+                e.message()
+            ))
+        })
     }
 
     /// An engine through an already configured client (TLS, a bridged SSH socket),
@@ -128,8 +133,7 @@ impl Engine {
             tokio::time::sleep(left.min(Duration::from_millis(200))).await;
         }
         Err(Error::failure(format!(
-            "the Docker engine at {endpoint} did not answer within {:.1}s ({last_error}); start it \
-             (ci/services.sh starts dockerd) or point DOCKER_HOST at a running engine",
+            "the Docker engine at {endpoint} did not answer within {:.1}s ({last_error})",
             deadline.as_secs_f64()
         )))
     }
@@ -421,7 +425,7 @@ impl Engine {
     }
 }
 
-fn client_for(endpoint: &str) -> Result<Docker> {
+pub(crate) fn client_for(endpoint: &str) -> Result<Docker> {
     let version = bollard::API_DEFAULT_VERSION;
     let secs = SHORT_TIMEOUT.as_secs();
     let r = if endpoint.starts_with("unix://") {

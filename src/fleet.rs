@@ -232,6 +232,8 @@ struct Builder {
     engine: OnceCell<std::result::Result<Engine, String>>,
     facts: OnceCell<Facts>,
     bridge: Mutex<Option<SshBridge>>,
+    /// Listed in the configuration (not the implicit `local`).
+    listed: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -279,10 +281,10 @@ impl Fleet {
                 emulates: Vec::new(),
                 jobs: None,
             };
-            builders.push(Builder::new(spec, default_jobs, engine_deadline()));
+            builders.push(Builder::new(spec, default_jobs, engine_deadline(), false));
         } else {
             for s in specs {
-                builders.push(Builder::new(s.clone(), default_jobs, builder_deadline()));
+                builders.push(Builder::new(s.clone(), default_jobs, builder_deadline(), true));
             }
         }
         let slots = Mutex::new(vec![Slot::default(); builders.len()]);
@@ -472,9 +474,17 @@ impl Drop for Lease<'_> {
 }
 
 impl Builder {
-    fn new(spec: BuilderSpec, default_jobs: usize, deadline: Duration) -> Builder {
+    fn new(spec: BuilderSpec, default_jobs: usize, deadline: Duration, listed: bool) -> Builder {
         let jobs = spec.jobs.unwrap_or(default_jobs);
-        Builder { spec, jobs, deadline, engine: OnceCell::new(), facts: OnceCell::new(), bridge: Mutex::new(None) }
+        Builder {
+            spec,
+            jobs,
+            deadline,
+            engine: OnceCell::new(),
+            facts: OnceCell::new(),
+            bridge: Mutex::new(None),
+            listed,
+        }
     }
 
     async fn engine(&self) -> Result<&Engine> {
@@ -489,9 +499,25 @@ impl Builder {
 
     async fn connect(&self) -> Result<Engine> {
         let text = &self.spec.endpoint_text;
+        if self.listed {
+            // A listed builder: the hint is about the configuration, not DOCKER_HOST.
+            let r = self.connect_endpoint(text).await;
+            return r.map_err(|e| {
+                Error::failure(format!(
+                    "{}; start that engine or fix builder {} in the configuration",
+                    e.message(),
+                    self.spec.name
+                ))
+            });
+        }
+        Engine::connect_to(text, self.deadline).await
+    }
+
+    async fn connect_endpoint(&self, text: &str) -> Result<Engine> {
         match &self.spec.endpoint {
-            Endpoint::Unix(_) => Engine::connect_to(text, self.deadline).await,
-            Endpoint::Tcp { tls: None, .. } => Engine::connect_to(text, self.deadline).await,
+            Endpoint::Unix(_) | Endpoint::Tcp { tls: None, .. } => {
+                Engine::connect_client(crate::engine::client_for(text)?, text, self.deadline).await
+            }
             Endpoint::Tcp { addr, tls: Some(t) } => {
                 for (field, p) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
                     if !p.is_file() {
@@ -793,14 +819,16 @@ pub async fn builders_command(config: crate::config::Config, json: bool) -> Resu
                 Some(e) => format!("UNHEALTHY: {e}"),
             };
             println!("{} {} ({health})", b.name, b.endpoint);
-            println!(
-                "  jobs {}; native: {} ({}); emulates: {} ({})",
-                b.jobs,
-                join(&b.native),
-                b.native_from,
-                join(&b.emulates),
-                b.emulates_from
-            );
+            if b.healthy || b.native_from == "declared" {
+                println!(
+                    "  jobs {}; native: {} ({}); emulates: {} ({})",
+                    b.jobs,
+                    join(&b.native),
+                    b.native_from,
+                    join(&b.emulates),
+                    b.emulates_from
+                );
+            }
         }
     }
     Ok(status.iter().any(|b| b.healthy))
