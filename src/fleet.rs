@@ -710,8 +710,18 @@ impl Farm {
         let mut tried: Vec<usize> = Vec::new();
         let mut history = String::new();
         let mut started = false;
+        let mut last_failure: Option<Error> = None;
         loop {
-            let lease = fleet.acquire(&job.platform, &tried).await?;
+            let lease = match fleet.acquire(&job.platform, &tried).await {
+                Ok(lease) => lease,
+                // Say what went wrong where it was tried, not only that nothing is left.
+                Err(e) => {
+                    return Err(match last_failure {
+                        Some(last) => Error::failure(format!("{}; then {}", last.message(), e.message())),
+                        None => e,
+                    })
+                }
+            };
             let builder = &fleet.builders[lease.index];
             if !started {
                 self.progress().started(&job.image, &job.platform);
@@ -761,6 +771,7 @@ impl Farm {
             history.push_str(&format!("{preamble}# archfarm: builder {} failed: {}\n", builder.spec.name, e.message()));
             tried.push(lease.index);
             drop(lease);
+            last_failure = Some(Error::failure(format!("on builder {}: {}", builder.spec.name, e.message())));
         }
     }
 
