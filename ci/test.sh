@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/services.sh
+# Two extra engines on loopback TCP: the remote builders of tests/fleet.rs.
+bash ci/extra-dockerd.sh
 export CI=${CI:-true}
 cargo test --locked --no-fail-fast --all-targets -- --test-threads 4

@@ -76,6 +76,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the builders (archfarm.yaml `builders:`) with health, engine version, native
+    /// and emulated platforms.
+    Builders {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which foreign platforms this machine can emulate (binfmt_misc); --install (root)
+    /// registers Debian's qemu-user-static handlers with the F flag, without a container.
+    Binfmt {
+        #[arg(long)]
+        install: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
@@ -90,6 +104,12 @@ pub async fn run(cli: Cli) -> Result<bool> {
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
+    // These two need no images folder.
+    match cli.command {
+        Command::Builders { json } => return crate::fleet::builders_command(config, json).await,
+        Command::Binfmt { install, json } => return crate::binfmt::command(&config, install, json),
+        _ => {}
+    }
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     let progress = Progress::new(cli.verbose);
     match cli.command {
@@ -109,6 +129,8 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Load { image, platform, json } => {
             load(config, &catalog, progress, &image, platform.as_deref(), json).await
         }
+        Command::Builders { json } => crate::fleet::builders_command(config, json).await,
+        Command::Binfmt { install, json } => crate::binfmt::command(&config, install, json),
     }
 }
 

@@ -28,6 +28,9 @@ struct RawConfig {
     arch_dir: Option<PathBuf>,
     #[serde(default)]
     images: BTreeMap<String, RawImage>,
+    /// The engines to build on (src/fleet.rs); none listed: the engine of DOCKER_HOST.
+    #[serde(default)]
+    builders: Vec<crate::fleet::RawBuilder>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +127,8 @@ pub struct Config {
     pub store: PathBuf,
     pub arches: ArchTable,
     pub images: BTreeMap<String, ImageSettings>,
+    /// The configured builders; empty means the single `local` builder.
+    pub builders: Vec<crate::fleet::BuilderSpec>,
     /// Where the configuration came from, for messages.
     pub source: String,
 }
@@ -246,6 +251,8 @@ impl Config {
             images.insert(name, ImageSettings { platforms, build_args: img.build_args });
         }
 
+        let builders = crate::fleet::parse_builders(raw.builders, &arches, root, source)?;
+
         Ok(Config {
             root: root.to_path_buf(),
             images_dir,
@@ -256,6 +263,7 @@ impl Config {
             store,
             arches,
             images,
+            builders,
             source: source.to_string(),
         })
     }

@@ -65,6 +65,27 @@ pub struct BuildRequest<'a> {
     pub log_path: &'a Path,
 }
 
+/// Why a build failed, which decides whether another engine should try it.
+#[derive(Debug)]
+pub enum BuildFailure {
+    /// The engine ran the recipe and reported an error (a RUN step failed, a file is
+    /// missing): the recipe's fault, the same on any engine.
+    Recipe(Error),
+    /// The engine or the connection to it failed (refused, reset, a stream that ended
+    /// without a result): another engine may succeed.
+    Engine(Error),
+    /// Something on this machine failed (the context changed, the log could not be written).
+    Local(Error),
+}
+
+impl BuildFailure {
+    pub fn into_error(self) -> Error {
+        match self {
+            BuildFailure::Recipe(e) | BuildFailure::Engine(e) | BuildFailure::Local(e) => e,
+        }
+    }
+}
+
 impl Engine {
     /// The local engine: `DOCKER_HOST` if set, else `unix:///var/run/docker.sock`.
     pub async fn connect(deadline: Duration) -> Result<Engine> {
@@ -78,7 +99,17 @@ impl Engine {
     /// The engine at `endpoint` (`unix:///path`, `/path`, `tcp://host:port`,
     /// `http://host:port`), waiting up to `deadline` for it to answer a ping.
     pub async fn connect_to(endpoint: &str, deadline: Duration) -> Result<Engine> {
-        let docker = client_for(endpoint)?;
+        Self::connect_client(client_for(endpoint)?, endpoint, deadline).await.map_err(|e| {
+            Error::failure(format!(
+                "{}; start it (ci/services.sh starts dockerd) or point DOCKER_HOST at a running engine",
+                e.message()
+            ))
+        })
+    }
+
+    /// An engine through an already configured client (TLS, a bridged SSH socket),
+    /// named `endpoint` in messages, waiting up to `deadline` for it to answer a ping.
+    pub async fn connect_client(docker: Docker, endpoint: &str, deadline: Duration) -> Result<Engine> {
         let until = Instant::now() + deadline;
         let mut last_error;
         loop {
@@ -102,14 +133,25 @@ impl Engine {
             tokio::time::sleep(left.min(Duration::from_millis(200))).await;
         }
         Err(Error::failure(format!(
-            "the Docker engine at {endpoint} did not answer within {:.1}s ({last_error}); start it \
-             (ci/services.sh starts dockerd) or point DOCKER_HOST at a running engine",
+            "the Docker engine at {endpoint} did not answer within {:.1}s ({last_error})",
             deadline.as_secs_f64()
         )))
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// True if the engine answers a ping within `within`.
+    pub async fn answers(&self, within: Duration) -> bool {
+        matches!(tokio::time::timeout(within, self.docker.ping()).await, Ok(Ok(_)))
+    }
+
+    /// The engine's version (e.g. `20.10.24`) and its machine architecture as it reports
+    /// it (`x86_64`, `aarch64`).
+    pub async fn version_and_arch(&self) -> Result<(String, String)> {
+        let info = self.docker.info().await.map_err(|e| self.err("asking for the engine's info".into(), e))?;
+        Ok((info.server_version.unwrap_or_default(), info.architecture.unwrap_or_default()))
     }
 
     /// The API version in use after negotiation, e.g. `1.41`.
@@ -169,13 +211,21 @@ impl Engine {
 
     /// Builds `req` with the classic builder; returns the image ID (`sha256:<hex>`).
     pub async fn build(&self, req: BuildRequest<'_>) -> Result<String> {
+        self.build_logged(req, "").await.map_err(BuildFailure::into_error)
+    }
+
+    /// Like [`build`](Self::build), but writes `preamble` (e.g. why the job was routed
+    /// here) at the top of the log, and says whose fault a failure is: the recipe's
+    /// (retrying elsewhere would fail the same way), the engine's or its connection's
+    /// (another engine may succeed), or a local one (the context changed, a log write).
+    pub async fn build_logged(&self, req: BuildRequest<'_>, preamble: &str) -> Result<String, BuildFailure> {
         let what = format!(
             "{} for {}",
             req.tags.first().cloned().unwrap_or_else(|| req.context.dir.display().to_string()),
             req.platform
         );
-        let mut log = open_log(req.log_path)?;
-        let log_err = |e: io::Error| Error::io("writing build log", req.log_path, e);
+        let mut log = open_log(req.log_path).map_err(BuildFailure::Local)?;
+        let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
 
         let buildargs: HashMap<&str, &str> = req.build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let labels: HashMap<&str, &str> = req.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -210,12 +260,15 @@ impl Engine {
             }
         });
 
+        log.write_all(preamble.as_bytes()).map_err(log_err)?;
         writeln!(log, "# archfarm: building {what} on {} (API {})", self.endpoint, self.api_version())
             .map_err(log_err)?;
         let mut stream = self.long.build_image(opts.build(), None, Some(bollard::body_try_stream(receiver_stream(rx))));
         let mut lines = LineTracker::default();
         let mut image_id = None;
-        let mut failure: Option<String> = None;
+        // The engine's own error message in the stream is the recipe's failure; a
+        // broken stream or connection is the engine's.
+        let mut failure: Option<(String, bool)> = None;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -233,33 +286,36 @@ impl Engine {
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     writeln!(log, "{error}").map_err(log_err)?;
-                    failure = Some(error);
+                    failure = Some((error, true));
                     break;
                 }
                 Err(e) => {
                     writeln!(log, "# archfarm: {e}").map_err(log_err)?;
-                    failure = Some(e.to_string());
+                    failure = Some((e.to_string(), false));
                     break;
                 }
             }
         }
         drop(stream);
-        let produced = producer.await.map_err(|e| Error::failure(format!("context writer of {what} panicked: {e}")))?;
+        let produced = producer
+            .await
+            .map_err(|e| BuildFailure::Local(Error::failure(format!("context writer of {what} panicked: {e}"))))?;
         log.flush().map_err(log_err)?;
         // A file that changed under us explains any engine error that followed.
         if let Err(e) = &produced {
             if e.message().contains("changed during the build") || failure.is_none() {
                 let _ = writeln!(log, "# archfarm: {}", e.message());
-                return Err(e.clone_failure());
+                return Err(BuildFailure::Local(e.clone_failure()));
             }
         }
-        if let Some(msg) = failure {
+        if let Some((msg, by_engine)) = failure {
             let step = lines.last_step.as_deref().map(|s| format!(" at `{s}`")).unwrap_or_default();
-            return Err(Error::failure(format!(
+            let e = Error::failure(format!(
                 "building {what} failed{step}: {} (log: {})",
                 msg.trim(),
                 req.log_path.display()
-            )));
+            ));
+            return Err(if by_engine { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) });
         }
         let id = match (image_id, lines.built) {
             (Some(id), _) => id,
@@ -267,19 +323,20 @@ impl Engine {
                 .docker
                 .inspect_image(&short)
                 .await
-                .map_err(|e| self.err(format!("inspecting built image {short}"), e))?
+                .map_err(|e| BuildFailure::Engine(self.err(format!("inspecting built image {short}"), e)))?
                 .id
                 .unwrap_or(short),
             (None, None) => {
-                return Err(Error::failure(format!(
-                    "building {what}: the engine reported no image ID (log: {})",
+                return Err(BuildFailure::Engine(Error::failure(format!(
+                    "building {what}: the engine at {} ended the build without an image ID (log: {})",
+                    self.endpoint,
                     req.log_path.display()
-                )))
+                ))))
             }
         };
         for t in req.tags.iter().skip(1) {
             let (repo, tag) = split_tag(t);
-            self.tag(&id, repo, tag).await?;
+            self.tag(&id, repo, tag).await.map_err(BuildFailure::Engine)?;
         }
         Ok(id)
     }
@@ -368,7 +425,7 @@ impl Engine {
     }
 }
 
-fn client_for(endpoint: &str) -> Result<Docker> {
+pub(crate) fn client_for(endpoint: &str) -> Result<Docker> {
     let version = bollard::API_DEFAULT_VERSION;
     let secs = SHORT_TIMEOUT.as_secs();
     let r = if endpoint.starts_with("unix://") {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{watch, OnceCell, Semaphore};
+use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
-use crate::dockerfile;
-use crate::engine::{BuildRequest, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fleet::{Fleet, Placement, Route};
 use crate::plan::{Job, Plan};
 use crate::platform::Platform;
 use crate::registry::Registry;
@@ -79,6 +79,12 @@ pub struct JobReport {
     pub log: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The builder that built it (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// `native` or `emulated` (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
 }
 
 /// A canonical multi-arch tag written (or confirmed) in the registry.
@@ -132,6 +138,8 @@ pub struct Done {
     entry: Option<Entry>,
     /// The manifest in the registry under the per-platform tag, if it is there.
     remote: Option<Descriptor>,
+    /// Where it was built, when this run built it.
+    placed: Option<Placement>,
 }
 
 type Slot = watch::Receiver<Option<std::result::Result<Arc<Done>, String>>>;
@@ -143,13 +151,15 @@ pub struct Farm {
     registry: Registry,
     engine: OnceCell<std::result::Result<Engine, String>>,
     progress: Progress,
+    pub(crate) fleet: Fleet,
 }
 
 impl Farm {
     pub fn new(config: Config, progress: Progress) -> Result<Self> {
         let store = Store::open(&config.store)?;
         let registry = Registry::new(&config.registry)?;
-        Ok(Farm { config, store, registry, engine: OnceCell::new(), progress })
+        let fleet = Fleet::new(&config.builders, config.jobs, &config.arches);
+        Ok(Farm { config, store, registry, engine: OnceCell::new(), progress, fleet })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -176,7 +186,6 @@ impl Farm {
         if opts.push {
             self.registry.check().await?;
         }
-        let limit = Arc::new(Semaphore::new(self.config.jobs));
         let mut slots: BTreeMap<(String, Platform), Slot> = BTreeMap::new();
         let mut tasks = Vec::new();
         for job in &plan.jobs {
@@ -189,12 +198,11 @@ impl Farm {
             slots.insert((job.image.clone(), job.platform.clone()), rx);
             let farm = Arc::clone(self);
             let job = job.clone();
-            let limit = Arc::clone(&limit);
             let materialize = opts.materialize.contains(&(job.image.clone(), job.platform.clone()));
             let push = opts.push;
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
-                let result = farm.run_job(&job, parents, &limit, push, materialize).await;
+                let result = farm.run_job(&job, parents, push, materialize).await;
                 let seconds = start.elapsed().as_secs_f64();
                 let report = farm.job_report(&job, &result, seconds);
                 let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|e| e.message().to_string())));
@@ -235,7 +243,6 @@ impl Farm {
         &self,
         job: &Job,
         parents: Vec<(String, Slot)>,
-        limit: &Semaphore,
         push: bool,
         materialize: bool,
     ) -> Result<(Done, (Outcome, Source))> {
@@ -253,10 +260,11 @@ impl Farm {
         let (mut done, how) = match self.lookup(job, &repo, &tag).await? {
             Some(found) => found,
             None => {
-                let _permit = limit.acquire().await.map_err(|_| Error::interrupted())?;
-                self.progress.started(&job.image, &job.platform);
-                let entry = self.build(job, &parent_done).await?;
-                (done_for(job, Some(entry), None), (Outcome::Built, Source::Build))
+                // The fleet bounds concurrency: each builder runs at most its `jobs`.
+                let (entry, placed) = self.build_on_fleet(job, &parent_done).await?;
+                let mut done = done_for(job, Some(entry), None);
+                done.placed = Some(placed);
+                (done, (Outcome::Built, Source::Build))
             }
         };
         if push && done.remote.is_none() {
@@ -294,43 +302,16 @@ impl Farm {
         Ok(None)
     }
 
-    async fn build(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
-        let engine =
-            self.engine().await.map_err(|e| e.context(format!("cannot build {} for {}", job.image, job.platform)))?;
-        let mut replacements = BTreeMap::new();
-        for p in &job.parents {
-            let id = self.ensure_in_engine(&parents[&p.image]).await?;
-            replacements.insert(p.reference.clone(), id);
-        }
-        let text = dockerfile::rewrite_from(&job.recipe_text, &replacements);
-        let labels = BTreeMap::from([
-            (LABEL_KEY.to_string(), job.key.clone()),
-            (LABEL_IMAGE.to_string(), job.image.clone()),
-            (LABEL_PLATFORM.to_string(), job.platform.to_string()),
-        ]);
-        let tags = [self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key))];
-        let log_path = self.store.log_path(&job.image, &job.platform, &job.key);
-        let id = engine
-            .build(BuildRequest {
-                context: &job.context,
-                dockerfile_path: &job.recipe,
-                dockerfile_text: Some(&text),
-                platform: &job.platform,
-                build_args: &job.build_args,
-                labels: &labels,
-                tags: &tags,
-                log_path: &log_path,
-            })
-            .await?;
-        let imported = engine.export_to_store(&id, &self.store).await?;
-        self.record(job, imported.manifest, imported.config_digest)
-    }
-
     /// Makes a finished job's image exist in the local engine and returns its image ID:
     /// already there (by key label), else loaded from the store, else fetched from the
     /// registry into the store and loaded (one path for every source).
     pub async fn ensure_in_engine(&self, done: &Done) -> Result<String> {
-        let engine = self.engine().await?;
+        self.ensure_on(self.engine().await?, done).await
+    }
+
+    /// The same for any engine (a builder that needs a parent): its key-label memo,
+    /// else the store (fetching from the registry first if needed).
+    pub(crate) async fn ensure_on(&self, engine: &Engine, done: &Done) -> Result<String> {
         if let Some(id) = engine.find_by_label(&done.key).await? {
             return Ok(id);
         }
@@ -361,7 +342,7 @@ impl Farm {
         engine.load_from_store(&self.store, &entry.manifest, &tags).await
     }
 
-    fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
+    pub(crate) fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
         let entry = Entry {
             key: job.key.clone(),
             image: job.image.clone(),
@@ -417,6 +398,8 @@ impl Farm {
             image_id: None,
             log: log.is_file().then(|| log.display().to_string()),
             error: None,
+            builder: None,
+            route: None,
         };
         match result {
             Ok((done, (outcome, source))) => {
@@ -428,6 +411,8 @@ impl Farm {
                     .map(|e| e.manifest.digest.clone())
                     .or(done.remote.as_ref().map(|d| d.digest.clone()));
                 r.image_id = done.engine_id.clone();
+                r.builder = done.placed.as_ref().map(|p| p.builder.clone());
+                r.route = done.placed.as_ref().map(|p| p.route);
                 r.pushed = done
                     .remote
                     .as_ref()
@@ -451,5 +436,6 @@ fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done
         engine_id: None,
         entry,
         remote,
+        placed: None,
     }
 }

@@ -3,6 +3,7 @@
 //! The data flow (docs/ARCHITECTURE.md): configuration -> catalog -> content keys ->
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
+pub mod binfmt;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod dockerfile;
 pub mod engine;
 pub mod error;
 pub mod farm;
+pub mod fleet;
 pub mod key;
 pub mod plan;
 pub mod platform;

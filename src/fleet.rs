@@ -1,0 +1,1004 @@
+//! The builder fleet: the Docker engines archfarm builds on (`builders:` in
+//! archfarm.yaml; without it, one builder `local`, the engine of `DOCKER_HOST`).
+//!
+//! Routing: a job goes to a healthy builder that runs its platform natively, failing
+//! that to one that can emulate it; among those, to the one with the largest share of
+//! free slots (free / jobs). A builder that stops answering is marked unhealthy and
+//! the job is retried elsewhere; a build whose recipe fails is not. Parents are put on
+//! the chosen builder from the store (`Engine::load_from_store`) unless its key label
+//! is already there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, OnceCell};
+
+use crate::binfmt;
+use crate::config::is_loopback;
+use crate::dockerfile;
+use crate::engine::{BuildFailure, BuildRequest, Engine};
+use crate::error::{Error, Result};
+use crate::farm::{engine_deadline, platform_tag, Done, Farm, LABEL_IMAGE, LABEL_KEY, LABEL_PLATFORM};
+use crate::plan::Job;
+use crate::platform::{ArchTable, Platform};
+use crate::store::Entry;
+
+/// The builder used when archfarm.yaml lists none.
+pub const DEFAULT_BUILDER: &str = "local";
+
+/// One entry of `builders:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuilder {
+    name: Option<String>,
+    endpoint: Option<String>,
+    tls: Option<RawTls>,
+    platforms: Option<Vec<String>>,
+    emulates: Option<Vec<String>>,
+    jobs: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Client certificate and the CA that verifies the engine (paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to reach a builder's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp { addr: String, tls: Option<Tls> },
+    Ssh { destination: String, host: String, port: Option<u16> },
+}
+
+/// A configured builder.
+#[derive(Debug, Clone)]
+pub struct BuilderSpec {
+    pub name: String,
+    /// The endpoint as written (shown in reports; never holds secrets).
+    pub endpoint_text: String,
+    pub endpoint: Endpoint,
+    /// Declared native platforms; `None`: ask the engine.
+    pub platforms: Option<Vec<Platform>>,
+    /// Declared emulated platforms (for engines on other machines).
+    pub emulates: Vec<Platform>,
+    /// Most builds at once; `None`: the top-level `jobs`.
+    pub jobs: Option<usize>,
+}
+
+impl BuilderSpec {
+    /// The engine runs on this machine (a unix socket, or TCP/SSH to loopback), so its
+    /// emulation is this machine's binfmt_misc.
+    pub fn on_this_machine(&self) -> bool {
+        match &self.endpoint {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp { addr, .. } => is_loopback(addr),
+            Endpoint::Ssh { host, .. } => is_loopback(host),
+        }
+    }
+}
+
+/// Parses an endpoint: `unix:///path`, `tcp://host:port`, `ssh://[user@]host[:port]`.
+pub fn parse_endpoint(text: &str, tls: Option<Tls>) -> std::result::Result<Endpoint, String> {
+    let text = text.trim();
+    if tls.is_some() && !text.starts_with("tcp://") {
+        return Err("tls is only for tcp:// endpoints".into());
+    }
+    if let Some(path) = text.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(format!("'{text}': a unix socket needs an absolute path (unix:///var/run/docker.sock)"));
+        }
+        return Ok(Endpoint::Unix(PathBuf::from(path)));
+    }
+    if let Some(addr) = text.strip_prefix("tcp://") {
+        let addr = addr.trim_end_matches('/');
+        let port_ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("'{text}': expected tcp://host:port (2375 plain, 2376 TLS by convention)"));
+        }
+        return Ok(Endpoint::Tcp { addr: addr.to_string(), tls });
+    }
+    if let Some(rest) = text.strip_prefix("ssh://") {
+        let rest = rest.trim_end_matches('/');
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.contains(']') || h.ends_with(']') => match p.parse::<u16>() {
+                Ok(p) => (h, Some(p)),
+                Err(_) => return Err(format!("'{text}': invalid port '{p}'")),
+            },
+            _ => (hostport, None),
+        };
+        if host.is_empty() || user.is_some_and(str::is_empty) || host.contains('/') {
+            return Err(format!("'{text}': expected ssh://[user@]host[:port]"));
+        }
+        let destination = match user {
+            Some(u) => format!("{u}@{host}"),
+            None => host.to_string(),
+        };
+        return Ok(Endpoint::Ssh { destination, host: host.to_string(), port });
+    }
+    Err(format!("'{text}': use unix:///path/to/docker.sock, tcp://host:port or ssh://[user@]host[:port]"))
+}
+
+/// Validates `builders:`; every error names the file (`source`) and the field.
+pub fn parse_builders(raw: Vec<RawBuilder>, arches: &ArchTable, root: &Path, source: &str) -> Result<Vec<BuilderSpec>> {
+    let mut out: Vec<BuilderSpec> = Vec::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let err = |field: &str, msg: String| Error::usage(format!("{source}: field 'builders[{i}].{field}': {msg}"));
+        let name = b.name.ok_or_else(|| err("name", "missing; every builder needs a name".into()))?;
+        let name_ok = !name.is_empty()
+            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c));
+        if !name_ok {
+            return Err(err("name", format!("'{name}': use lowercase letters, digits and . _ -")));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(err("name", format!("'{name}' is listed twice")));
+        }
+        let endpoint_text = b.endpoint.ok_or_else(|| err("endpoint", "missing (e.g. tcp://host:2376)".into()))?;
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { root.join(p) };
+        let tls = b.tls.map(|t| Tls { ca: abs(t.ca), cert: abs(t.cert), key: abs(t.key) });
+        let endpoint = parse_endpoint(&endpoint_text, tls).map_err(|m| err("endpoint", m))?;
+        let platform_list = |field: &str, list: Vec<String>| -> Result<Vec<Platform>> {
+            let mut v: Vec<Platform> = Vec::new();
+            for p in list {
+                let p = arches.parse_platform(&p).map_err(|e| err(field, e.message().to_string()))?;
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+            Ok(v)
+        };
+        let platforms = match b.platforms {
+            Some(l) if l.is_empty() => {
+                return Err(err("platforms", "empty; leave it out to ask the engine".into()));
+            }
+            Some(l) => Some(platform_list("platforms", l)?),
+            None => None,
+        };
+        let emulates = platform_list("emulates", b.emulates.unwrap_or_default())?;
+        if b.jobs == Some(0) {
+            return Err(err("jobs", "must be at least 1".into()));
+        }
+        out.push(BuilderSpec { name, endpoint_text, endpoint, platforms, emulates, jobs: b.jobs });
+    }
+    Ok(out)
+}
+
+/// Native or emulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Native,
+    Emulated,
+}
+
+/// Where a job was built.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub builder: String,
+    pub route: Route,
+}
+
+/// What a probe of a builder found.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuilderStatus {
+    pub name: String,
+    pub endpoint: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub jobs: usize,
+    pub native: Vec<String>,
+    /// `declared` or `engine`.
+    pub native_from: String,
+    pub emulates: Vec<String>,
+    /// `binfmt` (this machine's handlers, plus any declared) or `declared`.
+    pub emulates_from: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    version: Option<String>,
+    native: Vec<Platform>,
+    native_from: &'static str,
+    emulates: Vec<Platform>,
+    emulates_from: &'static str,
+}
+
+struct Builder {
+    spec: BuilderSpec,
+    jobs: usize,
+    deadline: Duration,
+    engine: OnceCell<std::result::Result<Engine, String>>,
+    facts: OnceCell<Facts>,
+    bridge: Mutex<Option<SshBridge>>,
+    /// Listed in the configuration (not the implicit `local`).
+    listed: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Slot {
+    running: usize,
+    /// Why the builder is out of the fleet for this run.
+    unhealthy: Option<String>,
+}
+
+/// The engines of one run.
+pub struct Fleet {
+    builders: Vec<Builder>,
+    slots: Mutex<Vec<Slot>>,
+    changed: Notify,
+    arches: ArchTable,
+    host: Option<Platform>,
+    probed: OnceCell<()>,
+}
+
+/// How long a listed builder gets to answer (ARCHFARM_BUILDER_TIMEOUT seconds, default 10).
+pub fn builder_deadline() -> Duration {
+    let secs = std::env::var("ARCHFARM_BUILDER_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
+    Duration::from_secs_f64(secs.unwrap_or(10.0))
+}
+
+impl Fleet {
+    /// The configured builders, or the single `local` builder. Connects to nothing yet.
+    pub fn new(specs: &[BuilderSpec], default_jobs: usize, arches: &ArchTable) -> Fleet {
+        let mut builders = Vec::new();
+        if specs.is_empty() {
+            let endpoint_text = std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+            let endpoint = parse_endpoint(&endpoint_text, None).unwrap_or(Endpoint::Tcp {
+                // An endpoint we cannot parse fails at connection with the engine's own message.
+                addr: endpoint_text.clone(),
+                tls: None,
+            });
+            let spec = BuilderSpec {
+                name: DEFAULT_BUILDER.into(),
+                endpoint_text,
+                endpoint,
+                platforms: None,
+                emulates: Vec::new(),
+                jobs: None,
+            };
+            builders.push(Builder::new(spec, default_jobs, engine_deadline(), false));
+        } else {
+            for s in specs {
+                builders.push(Builder::new(s.clone(), default_jobs, builder_deadline(), true));
+            }
+        }
+        let slots = Mutex::new(vec![Slot::default(); builders.len()]);
+        Fleet {
+            builders,
+            slots,
+            changed: Notify::new(),
+            arches: arches.clone(),
+            host: arches.host().ok(),
+            probed: OnceCell::new(),
+        }
+    }
+
+    /// The most builds at once over the whole fleet.
+    pub fn capacity(&self) -> usize {
+        self.builders.iter().map(|b| b.jobs).sum()
+    }
+
+    /// Connects to every builder at once (each within its deadline) and learns what it
+    /// runs; builders that do not answer are unhealthy for this run. Done once.
+    async fn probe(&self) {
+        self.probed
+            .get_or_init(|| async {
+                let results = futures::future::join_all(self.builders.iter().map(|b| b.facts(self))).await;
+                let mut slots = self.slots.lock().expect("fleet lock");
+                for (slot, r) in slots.iter_mut().zip(results) {
+                    if let Err(e) = r {
+                        slot.unhealthy = Some(e);
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Every builder's health, version and platforms (`archfarm builders`).
+    pub async fn status(&self) -> Vec<BuilderStatus> {
+        self.probe().await;
+        let slots = self.slots.lock().expect("fleet lock").clone();
+        self.builders
+            .iter()
+            .zip(slots)
+            .map(|(b, slot)| {
+                let f = b.facts.get().cloned().unwrap_or_default();
+                let names = |v: &[Platform]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+                let declared_native = b.spec.platforms.as_ref().map(|p| names(p));
+                BuilderStatus {
+                    name: b.spec.name.clone(),
+                    endpoint: b.spec.endpoint_text.clone(),
+                    healthy: slot.unhealthy.is_none(),
+                    error: slot.unhealthy,
+                    version: f.version,
+                    jobs: b.jobs,
+                    native: declared_native.unwrap_or_else(|| names(&f.native)),
+                    native_from: if b.spec.platforms.is_some() { "declared" } else { "engine" }.into(),
+                    emulates: if b.facts.get().is_some() { names(&f.emulates) } else { names(&b.spec.emulates) },
+                    emulates_from: if b.spec.on_this_machine() { "binfmt" } else { "declared" }.into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes a slot for a build of `platform` on the best builder not in `tried`,
+    /// waiting while the right builders are all busy. Fails when no healthy builder
+    /// can build the platform at all.
+    async fn acquire(&self, platform: &Platform, tried: &[usize]) -> Result<Lease<'_>> {
+        self.probe().await;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut slots = self.slots.lock().expect("fleet lock");
+                match self.choose(&slots, platform, tried) {
+                    Choice::Take(i, route, reason) => {
+                        slots[i].running += 1;
+                        return Ok(Lease { fleet: self, index: i, route, reason });
+                    }
+                    Choice::Wait => {}
+                    Choice::Nowhere(why) => {
+                        return Err(Error::failure(format!(
+                            "could not be placed: no healthy builder runs {platform} natively or can emulate it ({why})"
+                        )))
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn choose(&self, slots: &[Slot], platform: &Platform, tried: &[usize]) -> Choice {
+        let usable = |i: usize| slots[i].unhealthy.is_none() && !tried.contains(&i);
+        let facts = |i: usize| self.builders[i].facts.get();
+        let native: Vec<usize> = (0..self.builders.len())
+            .filter(|&i| usable(i) && facts(i).is_some_and(|f| f.native.contains(platform)))
+            .collect();
+        let emulating: Vec<usize> = (0..self.builders.len())
+            .filter(|&i| usable(i) && facts(i).is_some_and(|f| f.emulates.contains(platform)))
+            .collect();
+        let (pool, route) = if !native.is_empty() {
+            (native, Route::Native)
+        } else if !emulating.is_empty() {
+            (emulating, Route::Emulated)
+        } else {
+            let why = (0..self.builders.len())
+                .map(|i| {
+                    let b = &self.builders[i];
+                    let state = if let Some(u) = &slots[i].unhealthy {
+                        format!("unhealthy: {u}")
+                    } else if tried.contains(&i) {
+                        "already failed this job".to_string()
+                    } else {
+                        let f = facts(i).cloned().unwrap_or_default();
+                        format!("runs {}, emulates {}", list(&f.native), list(&f.emulates))
+                    };
+                    format!("{}: {state}", b.spec.name)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Choice::Nowhere(why);
+        };
+        let free = |i: usize| self.builders[i].jobs.saturating_sub(slots[i].running);
+        // The largest share of free slots; ties go to the builder listed first.
+        let best = pool.iter().copied().filter(|&i| free(i) > 0).max_by(|&a, &b| {
+            let (fa, fb) = (free(a) * self.builders[b].jobs, free(b) * self.builders[a].jobs);
+            fa.cmp(&fb).then(b.cmp(&a))
+        });
+        let Some(i) = best else { return Choice::Wait };
+        let b = &self.builders[i];
+        let f = facts(i).cloned().unwrap_or_default();
+        let how = match route {
+            Route::Native => format!("runs {platform} natively (native: {}, {})", list(&f.native), f.native_from),
+            Route::Emulated => format!(
+                "no healthy builder runs {platform} natively; it emulates it (emulates: {}, {})",
+                list(&f.emulates),
+                f.emulates_from
+            ),
+        };
+        let loads = pool
+            .iter()
+            .map(|&j| format!("{} {}/{} free", self.builders[j].spec.name, free(j), self.builders[j].jobs))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let reason = format!(
+            "routed to builder {} ({}): {how}; most free capacity among [{loads}]",
+            b.spec.name, b.spec.endpoint_text
+        );
+        Choice::Take(i, route, reason)
+    }
+
+    fn mark_unhealthy(&self, index: usize, why: &str) {
+        let mut slots = self.slots.lock().expect("fleet lock");
+        slots[index].unhealthy.get_or_insert_with(|| why.to_string());
+        drop(slots);
+        self.changed.notify_waiters();
+    }
+}
+
+enum Choice {
+    Take(usize, Route, String),
+    Wait,
+    Nowhere(String),
+}
+
+fn list(v: &[Platform]) -> String {
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A taken build slot; released on drop.
+struct Lease<'a> {
+    fleet: &'a Fleet,
+    index: usize,
+    route: Route,
+    reason: String,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.fleet.slots.lock().expect("fleet lock");
+        slots[self.index].running -= 1;
+        drop(slots);
+        self.fleet.changed.notify_waiters();
+    }
+}
+
+impl Builder {
+    fn new(spec: BuilderSpec, default_jobs: usize, deadline: Duration, listed: bool) -> Builder {
+        let jobs = spec.jobs.unwrap_or(default_jobs);
+        Builder {
+            spec,
+            jobs,
+            deadline,
+            engine: OnceCell::new(),
+            facts: OnceCell::new(),
+            bridge: Mutex::new(None),
+            listed,
+        }
+    }
+
+    async fn engine(&self) -> Result<&Engine> {
+        let r = self
+            .engine
+            .get_or_init(|| async {
+                self.connect().await.map_err(|e| format!("builder {}: {}", self.spec.name, e.message()))
+            })
+            .await;
+        r.as_ref().map_err(|m| Error::failure(m.clone()))
+    }
+
+    async fn connect(&self) -> Result<Engine> {
+        let text = &self.spec.endpoint_text;
+        if self.listed {
+            // A listed builder: the hint is about the configuration, not DOCKER_HOST.
+            let r = self.connect_endpoint(text).await;
+            return r.map_err(|e| {
+                Error::failure(format!(
+                    "{}; start that engine or fix builder {} in the configuration",
+                    e.message(),
+                    self.spec.name
+                ))
+            });
+        }
+        Engine::connect_to(text, self.deadline).await
+    }
+
+    async fn connect_endpoint(&self, text: &str) -> Result<Engine> {
+        match &self.spec.endpoint {
+            Endpoint::Unix(_) | Endpoint::Tcp { tls: None, .. } => {
+                Engine::connect_client(crate::engine::client_for(text)?, text, self.deadline).await
+            }
+            Endpoint::Tcp { addr, tls: Some(t) } => {
+                for (field, p) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+                    if !p.is_file() {
+                        return Err(Error::usage(format!(
+                            "tls.{field} file {} does not exist (builder {})",
+                            p.display(),
+                            self.spec.name
+                        )));
+                    }
+                }
+                // reqwest already links rustls with aws-lc-rs; bollard needs a process default.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let docker = Docker::connect_with_ssl(
+                    &format!("https://{addr}"),
+                    &t.key,
+                    &t.cert,
+                    &t.ca,
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| Error::failure(format!("setting up TLS to {text}: {e}")))?;
+                Engine::connect_client(docker, text, self.deadline).await
+            }
+            Endpoint::Ssh { destination, port, .. } => {
+                let bridge = SshBridge::start(destination, *port)?;
+                let docker = Docker::connect_with_unix(
+                    &format!("unix://{}", bridge.socket.display()),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| Error::failure(format!("connecting to the ssh bridge of {text}: {e}")))?;
+                let stderr = Arc::clone(&bridge.stderr);
+                *self.bridge.lock().expect("bridge lock") = Some(bridge);
+                Engine::connect_client(docker, text, self.deadline).await.map_err(|e| {
+                    let said = stderr.lock().expect("stderr lock").trim().to_string();
+                    if said.is_empty() {
+                        e
+                    } else {
+                        e.context(format!("ssh said: {said}"))
+                    }
+                })
+            }
+        }
+    }
+
+    /// Connects and learns the engine's version, native and emulated platforms.
+    async fn facts(&self, fleet: &Fleet) -> std::result::Result<(), String> {
+        let engine = self.engine().await.map_err(|e| e.message().to_string())?;
+        let (version, arch) = engine.version_and_arch().await.map_err(|e| e.message().to_string())?;
+        let (native, native_from) = match &self.spec.platforms {
+            Some(p) => (p.clone(), "declared in the configuration"),
+            None => match fleet.arches.parse_platform(&arch) {
+                Ok(p) => (vec![p], "as the engine reports"),
+                Err(_) => (Vec::new(), "as the engine reports"),
+            },
+        };
+        let mut emulates = self.spec.emulates.clone();
+        let emulates_from = if self.spec.on_this_machine() {
+            for p in binfmt::usable_platforms(&fleet.arches, fleet.host.as_ref()) {
+                if !emulates.contains(&p) {
+                    emulates.push(p);
+                }
+            }
+            "this machine's binfmt handlers"
+        } else {
+            "declared in the configuration"
+        };
+        emulates.retain(|p| !native.contains(p));
+        let _ = self.facts.set(Facts { version: Some(version), native, native_from, emulates, emulates_from });
+        Ok(())
+    }
+}
+
+/// `docker -H ssh://…` without the docker CLI's help: a private unix socket whose every
+/// connection is bridged to `ssh [-p port] destination docker system dial-stdio`.
+struct SshBridge {
+    socket: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl SshBridge {
+    fn start(destination: &str, port: Option<u16>) -> Result<SshBridge> {
+        let dir = tempfile::Builder::new()
+            .prefix("archfarm-ssh-")
+            .tempdir()
+            .map_err(|e| Error::failure(format!("creating a folder for the ssh bridge: {e}")))?;
+        let socket = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .map_err(|e| Error::io("listening on the ssh bridge socket", &socket, e))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut args: Vec<String> = vec!["-o".into(), "BatchMode=yes".into()];
+        if let Some(p) = port {
+            args.extend(["-p".into(), p.to_string()]);
+        }
+        args.extend([destination.to_string(), "docker".into(), "system".into(), "dial-stdio".into()]);
+        let said = Arc::clone(&stderr);
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let args = args.clone();
+                let said = Arc::clone(&said);
+                tokio::spawn(async move { bridge_one(conn, &args, &said).await });
+            }
+        });
+        Ok(SshBridge { socket, stderr, task, _dir: dir })
+    }
+}
+
+impl Drop for SshBridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn bridge_one(conn: tokio::net::UnixStream, args: &[String], said: &Mutex<String>) {
+    use tokio::io::AsyncReadExt;
+    let child = tokio::process::Command::new("ssh")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            *said.lock().expect("stderr lock") = format!("cannot run ssh: {e}");
+            return;
+        }
+    };
+    let (Some(mut stdin), Some(mut stdout), Some(mut err)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return;
+    };
+    let (mut r, mut w) = conn.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut r, &mut stdin).await;
+        drop(stdin);
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut stdout, &mut w).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+    };
+    let errs = async {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text).await;
+        if !text.trim().is_empty() {
+            *said.lock().expect("stderr lock") = text;
+        }
+    };
+    tokio::join!(up, down, errs);
+    let _ = child.wait().await;
+}
+
+/// Returns once `engine` has failed to answer a ping within `deadline` twice in a row
+/// (checked every `deadline`); the build it guards is then dropped, which closes its
+/// connection, and the engine cancels it if it ever wakes up.
+async fn watchdog(engine: &Engine, deadline: Duration) -> Error {
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(deadline).await;
+        if engine.answers(deadline).await {
+            misses = 0;
+        } else {
+            misses += 1;
+            if misses == 2 {
+                return Error::failure(format!(
+                    "the engine at {} stopped answering (no ping within {:.0}s, twice)",
+                    engine.endpoint(),
+                    deadline.as_secs_f64()
+                ));
+            }
+        }
+    }
+}
+
+impl Farm {
+    /// Builds `job` on the fleet: places it, puts its parents on that builder, builds,
+    /// and records the result in the store. An engine or connection failure marks a
+    /// builder that no longer answers unhealthy and tries the next builder; a failure
+    /// of the recipe itself is final.
+    pub(crate) async fn build_on_fleet(
+        &self,
+        job: &Job,
+        parents: &BTreeMap<String, Arc<Done>>,
+    ) -> Result<(Entry, Placement)> {
+        let fleet = &self.fleet;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut history = String::new();
+        let mut started = false;
+        let mut last_failure: Option<Error> = None;
+        loop {
+            let lease = match fleet.acquire(&job.platform, &tried).await {
+                Ok(lease) => lease,
+                // Say what went wrong where it was tried, not only that nothing is left.
+                Err(e) => {
+                    return Err(match last_failure {
+                        Some(last) => Error::failure(format!("{}; then {}", last.message(), e.message())),
+                        None => e,
+                    })
+                }
+            };
+            let builder = &fleet.builders[lease.index];
+            if !started {
+                self.progress().started(&job.image, &job.platform);
+                started = true;
+            }
+            tracing::debug!("{} {}: {}", job.image, job.platform, lease.reason);
+            let preamble = format!("{history}# archfarm: {}\n", lease.reason);
+            let attempt = match builder.engine().await {
+                // A hung engine never ends the build stream: the watchdog does.
+                Ok(engine) => tokio::select! {
+                    r = self.build_on(engine, job, parents, &preamble) => r,
+                    e = watchdog(engine, builder.deadline) => Err(BuildFailure::Engine(e)),
+                },
+                Err(e) => Err(BuildFailure::Engine(e)),
+            };
+            let e = match attempt {
+                Ok(entry) => {
+                    return Ok((entry, Placement { builder: builder.spec.name.clone(), route: lease.route }));
+                }
+                Err(BuildFailure::Local(e)) => return Err(e),
+                Err(BuildFailure::Recipe(e)) => {
+                    // The engine reported the failure; if it still answers, the recipe failed.
+                    match builder.engine().await {
+                        Ok(engine) if engine.answers(Duration::from_secs(5)).await => return Err(e),
+                        _ => e,
+                    }
+                }
+                Err(BuildFailure::Engine(e)) => e,
+            };
+            let answers = match builder.engine().await {
+                Ok(engine) => engine.answers(Duration::from_secs(5)).await,
+                Err(_) => false,
+            };
+            if !answers {
+                fleet.mark_unhealthy(
+                    lease.index,
+                    &format!("stopped answering during {} for {}", job.image, job.platform),
+                );
+            }
+            self.progress().note(&format!(
+                "{} {}: builder {} failed ({}); trying another builder",
+                job.image,
+                job.platform,
+                builder.spec.name,
+                if answers { "engine error" } else { "it stopped answering" }
+            ));
+            history.push_str(&format!("{preamble}# archfarm: builder {} failed: {}\n", builder.spec.name, e.message()));
+            tried.push(lease.index);
+            drop(lease);
+            last_failure = Some(Error::failure(format!("on builder {}: {}", builder.spec.name, e.message())));
+        }
+    }
+
+    async fn build_on(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        parents: &BTreeMap<String, Arc<Done>>,
+        preamble: &str,
+    ) -> std::result::Result<Entry, BuildFailure> {
+        let mut replacements = BTreeMap::new();
+        for p in &job.parents {
+            let id = self.ensure_on(engine, &parents[&p.image]).await.map_err(BuildFailure::Engine)?;
+            replacements.insert(p.reference.clone(), id);
+        }
+        let text = dockerfile::rewrite_from(&job.recipe_text, &replacements);
+        let labels = BTreeMap::from([
+            (LABEL_KEY.to_string(), job.key.clone()),
+            (LABEL_IMAGE.to_string(), job.image.clone()),
+            (LABEL_PLATFORM.to_string(), job.platform.to_string()),
+        ]);
+        let tags = [self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key))];
+        let log_path = self.store.log_path(&job.image, &job.platform, &job.key);
+        let request = BuildRequest {
+            context: &job.context,
+            dockerfile_path: &job.recipe,
+            dockerfile_text: Some(&text),
+            platform: &job.platform,
+            build_args: &job.build_args,
+            labels: &labels,
+            tags: &tags,
+            log_path: &log_path,
+        };
+        let id = engine.build_logged(request, preamble).await?;
+        let imported = engine.export_to_store(&id, &self.store).await.map_err(BuildFailure::Engine)?;
+        self.record(job, imported.manifest, imported.config_digest).map_err(BuildFailure::Local)
+    }
+
+    /// The builders of this run with their health and platforms (`archfarm builders`).
+    pub async fn builders(&self) -> Vec<BuilderStatus> {
+        self.fleet.status().await
+    }
+}
+
+/// `archfarm builders [--json]`: every builder, probed at once within its deadline.
+pub async fn builders_command(config: crate::config::Config, json: bool) -> Result<bool> {
+    let fleet = Fleet::new(&config.builders, config.jobs, &config.arches);
+    let status = fleet.status().await;
+    if json {
+        let v = serde_json::json!({ "builders": status });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        for b in &status {
+            let health = match &b.error {
+                None => format!("healthy, engine {}", b.version.as_deref().unwrap_or("?")),
+                Some(e) => format!("UNHEALTHY: {e}"),
+            };
+            println!("{} {} ({health})", b.name, b.endpoint);
+            if b.healthy || b.native_from == "declared" {
+                println!(
+                    "  jobs {}; native: {} ({}); emulates: {} ({})",
+                    b.jobs,
+                    join(&b.native),
+                    b.native_from,
+                    join(&b.emulates),
+                    b.emulates_from
+                );
+            }
+        }
+    }
+    Ok(status.iter().any(|b| b.healthy))
+}
+
+fn join(v: &[String]) -> String {
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Vec<BuilderSpec>> {
+        let raw: Vec<RawBuilder> = serde_yaml_ng::from_str(yaml).map_err(|e| Error::usage(e.to_string()))?;
+        parse_builders(raw, &ArchTable::builtin(), Path::new("/repo"), "/repo/archfarm.yaml")
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            parse_endpoint("unix:///var/run/docker.sock", None),
+            Ok(Endpoint::Unix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(
+            parse_endpoint("tcp://127.0.0.1:2377", None),
+            Ok(Endpoint::Tcp { addr: "127.0.0.1:2377".into(), tls: None })
+        );
+        assert_eq!(
+            parse_endpoint("ssh://builder@arm.example.com:2222", None),
+            Ok(Endpoint::Ssh {
+                destination: "builder@arm.example.com".into(),
+                host: "arm.example.com".into(),
+                port: Some(2222)
+            })
+        );
+        assert_eq!(
+            parse_endpoint("ssh://arm", None),
+            Ok(Endpoint::Ssh { destination: "arm".into(), host: "arm".into(), port: None })
+        );
+        for bad in ["http://x:1", "tcp://nohost", "unix://relative", "ssh://@h", "ssh://u@h:port"] {
+            assert!(parse_endpoint(bad, None).is_err(), "{bad}");
+        }
+        let tls = Tls { ca: "a".into(), cert: "b".into(), key: "c".into() };
+        assert!(parse_endpoint("unix:///s", Some(tls)).is_err());
+    }
+
+    #[test]
+    fn builders_validate_with_file_and_field() {
+        let b = parse(
+            "- {name: local, endpoint: 'unix:///var/run/docker.sock'}\n\
+             - name: arm-box\n  endpoint: tcp://127.0.0.1:2377\n  platforms: [aarch64]\n  jobs: 2\n  tls: {ca: ca.pem, cert: cert.pem, key: key.pem}\n",
+        )
+        .unwrap();
+        assert_eq!(b[1].platforms.as_ref().unwrap()[0].to_string(), "linux/arm64");
+        assert_eq!(b[1].jobs, Some(2));
+        let Endpoint::Tcp { tls: Some(t), .. } = &b[1].endpoint else { panic!() };
+        assert_eq!(t.ca, Path::new("/repo/ca.pem"));
+        assert!(b[0].on_this_machine() && b[1].on_this_machine());
+
+        for (yaml, field) in [
+            ("- {name: a, endpoint: 'tcp://h:1', platfoms: [arm64]}", "platfoms"),
+            ("- {endpoint: 'tcp://h:1'}", "builders[0].name"),
+            ("- {name: a}", "builders[0].endpoint"),
+            ("- {name: a, endpoint: 'tcp://h:1'}\n- {name: a, endpoint: 'tcp://h:2'}", "builders[1].name"),
+            ("- {name: a, endpoint: 'ftp://h'}", "builders[0].endpoint"),
+            ("- {name: a, endpoint: 'tcp://h:1', platforms: [mips99]}", "builders[0].platforms"),
+            ("- {name: a, endpoint: 'tcp://h:1', jobs: 0}", "builders[0].jobs"),
+            ("- {name: A, endpoint: 'tcp://h:1'}", "builders[0].name"),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.message().contains(field), "{yaml}: {}", e.message());
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    fn fleet_with(facts: &[(&str, &[&str], &[&str], usize)]) -> Fleet {
+        let t = ArchTable::builtin();
+        let specs: Vec<BuilderSpec> = facts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _, jobs))| BuilderSpec {
+                name: name.to_string(),
+                endpoint_text: format!("tcp://127.0.0.1:{}", 3000 + i),
+                endpoint: Endpoint::Tcp { addr: format!("127.0.0.1:{}", 3000 + i), tls: None },
+                platforms: None,
+                emulates: vec![],
+                jobs: Some(*jobs),
+            })
+            .collect();
+        let fleet = Fleet::new(&specs, 4, &t);
+        for (b, (_, native, emu, _)) in fleet.builders.iter().zip(facts) {
+            let p = |v: &[&str]| v.iter().map(|s| t.parse_platform(s).unwrap()).collect::<Vec<_>>();
+            b.facts
+                .set(Facts {
+                    version: None,
+                    native: p(native),
+                    native_from: "declared",
+                    emulates: p(emu),
+                    emulates_from: "binfmt",
+                })
+                .unwrap();
+        }
+        fleet.probed.set(()).unwrap();
+        fleet
+    }
+
+    #[tokio::test]
+    async fn native_first_then_emulated_spread_by_free_share() {
+        let fleet =
+            fleet_with(&[("a", &["amd64"], &["arm64"], 1), ("b", &["amd64"], &[], 2), ("c", &["arm64"], &[], 1)]);
+        let arm = ArchTable::builtin().parse_platform("arm64").unwrap();
+        let amd = ArchTable::builtin().parse_platform("amd64").unwrap();
+        // arm64 goes to its native builder, not to the emulating one.
+        let l1 = fleet.acquire(&arm, &[]).await.unwrap();
+        assert_eq!((l1.index, l1.route), (2, Route::Native));
+        assert!(l1.reason.contains("natively"), "{}", l1.reason);
+        // amd64: a (1/1 free) and b (2/2) tie at 100%: the first listed; then b (2/2) beats a (0/1);
+        // then b has 1/2 and a 0/1: b again.
+        let picks: Vec<usize> = {
+            let mut v = Vec::new();
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let l = fleet.acquire(&amd, &[]).await.unwrap();
+                v.push(l.index);
+                held.push(l);
+            }
+            v
+        };
+        assert_eq!(picks, [0, 1, 1]);
+        // The native arm64 builder is unhealthy: arm64 is emulated on a.
+        drop(l1);
+        fleet.mark_unhealthy(2, "gone");
+        let l = fleet.acquire(&arm, &[]).await.unwrap();
+        assert_eq!((l.index, l.route), (0, Route::Emulated));
+        // Nobody else can: the error names every builder's state.
+        let Err(e) = fleet.acquire(&arm, &[0]).await else { panic!("placed without a builder") };
+        assert!(
+            e.message().contains("could not be placed") && e.message().contains("c: unhealthy: gone"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_builder_makes_the_job_wait_for_a_slot() {
+        let fleet = Arc::new(fleet_with(&[("a", &["amd64"], &[], 1)]));
+        let amd = ArchTable::builtin().parse_platform("amd64").unwrap();
+        let first = fleet.acquire(&amd, &[]).await.unwrap();
+        let f2 = Arc::clone(&fleet);
+        let amd2 = amd.clone();
+        let waiter = tokio::spawn(async move { f2.acquire(&amd2, &[]).await.map(|l| l.index) });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert_eq!(waiter.await.unwrap().unwrap(), 0);
+    }
+}
