@@ -28,6 +28,9 @@ struct RawConfig {
     arch_dir: Option<PathBuf>,
     #[serde(default)]
     images: BTreeMap<String, RawImage>,
+    /// Images (or groups) left out of the make targets' `-all-test-images` forms.
+    #[serde(default)]
+    non_test_images: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +127,8 @@ pub struct Config {
     pub store: PathBuf,
     pub arches: ArchTable,
     pub images: BTreeMap<String, ImageSettings>,
+    /// Images (or groups) that are not test images (gVisor's NON_TEST_IMAGES).
+    pub non_test_images: Vec<String>,
     /// Where the configuration came from, for messages.
     pub source: String,
 }
@@ -256,6 +261,7 @@ impl Config {
             store,
             arches,
             images,
+            non_test_images: raw.non_test_images,
             source: source.to_string(),
         })
     }
