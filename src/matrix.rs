@@ -13,8 +13,8 @@ use crate::farm::{platform_tag, Farm};
 use crate::plan::Plan;
 use crate::platform::Platform;
 
-/// How many registry lookups run at once.
-const HEAD_CONCURRENCY: usize = 32;
+/// How many images are looked up in the registry at once.
+const CONCURRENCY: usize = 32;
 
 /// One CI job: build and push `image` for `platform` (its key is not in the registry).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -35,18 +35,41 @@ pub struct Matrix {
     pub stitch: Vec<String>,
 }
 
-/// Looks every job's key tag up in the registry (in parallel) and groups the missing
-/// ones in waves. A registry that does not answer is an error, never "all missing".
+/// Looks every job's key tag up in the registry and groups the missing ones in waves:
+/// one tags-list request per image (images in parallel), or, where the registry will not
+/// list tags, a HEAD per key tag. A registry that does not answer is an error, never
+/// "all missing".
 pub async fn compute(farm: &Farm, plan: &Plan) -> Result<Matrix> {
     farm.registry().check().await?;
-    let present: Vec<bool> = stream::iter(plan.jobs.iter().map(|job| async move {
-        let repo = farm.config.registry.repository(&job.image);
-        farm.registry().manifest_head(&repo, &platform_tag(&job.platform, &job.key)).await.map(|d| d.is_some())
+    let per_image: Vec<Vec<(usize, bool)>> = stream::iter(plan.images.iter().map(|image| async move {
+        let jobs: Vec<(usize, &crate::plan::Job)> =
+            plan.jobs.iter().enumerate().filter(|(_, j)| j.image == image.name).collect();
+        let repo = farm.config.registry.repository(&image.name);
+        let listed = match farm.registry().tags(&repo).await {
+            Ok(tags) => Some(tags.unwrap_or_default()),
+            Err(e) => {
+                tracing::debug!("{repo}: no tag list ({}); asking per tag", e.message());
+                None
+            }
+        };
+        let mut found = Vec::new();
+        for (i, job) in jobs {
+            let tag = platform_tag(&job.platform, &job.key);
+            let present = match &listed {
+                Some(tags) => tags.contains(&tag),
+                None => farm.registry().manifest_head(&repo, &tag).await?.is_some(),
+            };
+            found.push((i, present));
+        }
+        Ok::<_, crate::error::Error>(found)
     }))
-    .buffered(HEAD_CONCURRENCY)
+    .buffered(CONCURRENCY)
     .try_collect()
     .await?;
-    let missing: Vec<bool> = present.iter().map(|p| !p).collect();
+    let mut missing = vec![true; plan.jobs.len()];
+    for (i, present) in per_image.into_iter().flatten() {
+        missing[i] = !present;
+    }
     Ok(waves(plan, &missing))
 }
 
