@@ -85,5 +85,5 @@ tm=$(for _ in $(seq "$rounds"); do t "$bin" matrix; done | median)
 tg=$(for _ in $(seq "$rounds"); do t "$bin" matrix --format github --waves 3; done | median)
 echo "200 images x 2 platforms, every key in the registry, median of $rounds:"
 printf '%-58s %8.3f s\n' "curl --head per key tag, sequential (keys given)" "$tc"
-printf '%-58s %8.3f s  (%.0fx faster)\n' "archfarm matrix (keys computed, HEADs in parallel)" "$tm" "$(echo "$tc / $tm" | bc -l)"
+printf '%-58s %8.3f s  (%.0fx faster)\n' "archfarm matrix (keys computed, tag lists in parallel)" "$tm" "$(echo "$tc / $tm" | bc -l)"
 printf '%-58s %8.3f s\n' "archfarm matrix --format github --waves 3" "$tg"

@@ -91,7 +91,7 @@ pub enum Command {
         images: Selection,
         /// Pull and build nothing: fail unless the key is already in the engine or the
         /// store (make's SKIP_IMAGE_LOAD=true).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         local_only: bool,
         #[arg(long)]
         json: bool,
