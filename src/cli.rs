@@ -18,6 +18,7 @@ use crate::farm::{platform_tag, BuildOptions, BuildReport, Farm};
 use crate::plan::{self, Plan, PlatformChoice};
 use crate::platform::Platform;
 use crate::report::Progress;
+use crate::targets::{self, Selection};
 
 #[derive(Debug, Parser)]
 #[command(name = "archfarm", version, about = "Cross-architecture container image build farm")]
@@ -47,6 +48,19 @@ pub enum Command {
     List {
         #[arg(long)]
         json: bool,
+        /// Only the names of the images available for one platform (--platform, else ARCH,
+        /// else the host), one per line: make's list-all-images. Reads no keys, engine or registry.
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
+        /// With --names: nested names as make targets write them (base_busybox).
+        #[arg(long, requires = "names")]
+        underscore: bool,
+        /// With --names: leave out archfarm.yaml's non_test_images.
+        #[arg(long, requires = "names")]
+        test_images: bool,
+        /// With --names: the platform (default: ARCH, else the host).
+        #[arg(long, requires = "names")]
+        platform: Option<String>,
     },
     /// Print the content key of an image for one platform (default: ARCH, else the host).
     Hash {
@@ -64,14 +78,90 @@ pub enum Command {
         platform: Option<String>,
         #[arg(long)]
         push: bool,
+        /// With --push: push every platform by key but write no canonical tag (a CI job
+        /// per platform; one final `archfarm stitch` writes the tags).
+        #[arg(long, requires = "push")]
+        no_stitch: bool,
         #[arg(long)]
         json: bool,
     },
     /// Make <local prefix>/IMAGE:<key> and :latest exist in the local engine (pull, else build).
     Load {
-        image: String,
-        /// The platform (default: ARCH, else the host).
+        #[command(flatten)]
+        images: Selection,
+        /// Pull and build nothing: fail unless the key is already in the engine or the
+        /// store (make's SKIP_IMAGE_LOAD=true).
+        #[arg(long, conflicts_with = "json")]
+        local_only: bool,
         #[arg(long)]
+        json: bool,
+    },
+    /// Make the registry's image of each key the local one, then tag like load; fails
+    /// when the registry lacks the key.
+    Pull {
+        #[command(flatten)]
+        images: Selection,
+    },
+    /// Build locally even when the registry has the key, then tag like load (never pushes).
+    Rebuild {
+        #[command(flatten)]
+        images: Selection,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load, then push the key tag unless the registry has it; write the canonical tag
+    /// once every platform is there.
+    Push {
+        #[command(flatten)]
+        images: Selection,
+        /// Also tag the complete multi-arch image :latest (make's DOCKER_PUSH_AS_LATEST=true).
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tag the key's image, already in the engine or the store, as <local prefix>/IMAGE:<key> and :latest.
+    Tag {
+        #[command(flatten)]
+        images: Selection,
+    },
+    /// Presubmit: each key is in the registry or builds here; never pushes, never tags.
+    Test {
+        #[command(flatten)]
+        images: Selection,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print <local prefix>/IMAGE:<key>.
+    LocalImage {
+        #[command(flatten)]
+        images: Selection,
+    },
+    /// Print the make targets (gVisor's images targets) to `include` from a Makefile.
+    Makefile,
+    /// The (image, platform) jobs whose keys are not in the registry, in waves, for a CI matrix.
+    Matrix {
+        /// Images (default: all); their farm parents come along.
+        #[arg(value_name = "IMAGE")]
+        names: Vec<String>,
+        /// Platforms, comma-separated (default: the configured ones).
+        #[arg(long, value_name = "P[,P...]")]
+        platform: Option<String>,
+        /// json: {"jobs", "waves", "stitch"}; github: lines for $GITHUB_OUTPUT.
+        #[arg(long, value_enum, default_value = "json")]
+        format: MatrixFormat,
+        /// github: exactly this many waveN outputs (deeper waves fold into the last).
+        #[arg(long, value_name = "N")]
+        waves: Option<usize>,
+    },
+    /// Write the canonical tag of each image whose every platform is in the registry;
+    /// builds nothing; fails naming the missing platforms.
+    Stitch {
+        /// Images (default: all).
+        #[arg(value_name = "IMAGE")]
+        names: Vec<String>,
+        /// Platforms, comma-separated (default: the configured ones).
+        #[arg(long, value_name = "P[,P...]")]
         platform: Option<String>,
         #[arg(long)]
         json: bool,
@@ -90,6 +180,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatrixFormat {
+    Json,
+    Github,
 }
 
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
@@ -113,9 +209,12 @@ pub async fn run(cli: Cli) -> Result<bool> {
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     let progress = Progress::new(cli.verbose);
     match cli.command {
-        Command::List { json } => list(config, &catalog, progress, json).await,
+        Command::List { names: true, underscore, test_images, platform, .. } => {
+            targets::list_names(&config, &catalog, platform.as_deref(), test_images, underscore)
+        }
+        Command::List { json, .. } => list(config, &catalog, progress, json).await,
         Command::Hash { image, platform } => hash(&config, &catalog, &image, platform.as_deref()).await,
-        Command::Build { names, platform, push, json } => {
+        Command::Build { names, platform, push, no_stitch, json } => {
             let names = resolve_names(&catalog, &names)?;
             let choice = match platform {
                 Some(p) => PlatformChoice::Requested(config.arches.parse_platform_list(&p)?),
@@ -123,15 +222,62 @@ pub async fn run(cli: Cli) -> Result<bool> {
             };
             let farm = Arc::new(Farm::new(config, progress)?);
             let plan = make_plan(&farm, &catalog, &names, &choice).await?;
-            let report = farm.run(&plan, &BuildOptions { push, materialize: vec![] }).await?;
+            let report = farm.run(&plan, &BuildOptions { push, no_stitch, ..Default::default() }).await?;
             finish_report(&farm, &report, json)
         }
-        Command::Load { image, platform, json } => {
-            load(config, &catalog, progress, &image, platform.as_deref(), json).await
+        Command::Load { images, local_only, json } => {
+            targets::load(config, &catalog, progress, &images, json, local_only).await
+        }
+        Command::Pull { images } => targets::pull(config, &catalog, progress, &images).await,
+        Command::Rebuild { images, json } => targets::rebuild(config, &catalog, progress, &images, json).await,
+        Command::Push { images, latest, json } => {
+            targets::push(config, &catalog, progress, &images, latest, json).await
+        }
+        Command::Tag { images } => targets::load(config, &catalog, progress, &images, false, true).await,
+        Command::Test { images, json } => targets::test(config, &catalog, progress, &images, json).await,
+        Command::LocalImage { images } => targets::local_image(config, &catalog, progress, &images).await,
+        Command::Makefile => {
+            print!("{}", crate::makefile::IMAGES_MK);
+            Ok(true)
+        }
+        Command::Matrix { names, platform, format, waves } => {
+            let farm = Farm::new(config, progress)?;
+            let plan = plan_for(&farm, &catalog, &names, platform.as_deref()).await?;
+            let m = crate::matrix::compute(&farm, &plan).await?;
+            match format {
+                MatrixFormat::Json => println!("{}", serde_json::to_string_pretty(&m).expect("matrix serializes")),
+                MatrixFormat::Github => print!("{}", m.github(waves)),
+            }
+            Ok(true)
+        }
+        Command::Stitch { names, platform, json } => {
+            let farm = Farm::new(config, progress)?;
+            let plan = plan_for(&farm, &catalog, &names, platform.as_deref()).await?;
+            let only = resolve_names(&catalog, &names)?;
+            let report = crate::stitch::run(&farm, &plan, &only).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("stitch report serializes"));
+            } else {
+                for t in &report.tags {
+                    println!("{} {} ({})", t.tag, t.digest, t.platforms.join(", "));
+                }
+            }
+            Ok(report.missing.is_empty())
         }
         Command::Builders { json } => crate::fleet::builders_command(config, json).await,
         Command::Binfmt { install, json } => crate::binfmt::command(&config, install, json),
     }
+}
+
+/// The plan of `matrix` and `stitch`: IMAGE... (default all) for --platform (default:
+/// the configured platforms).
+async fn plan_for(farm: &Farm, catalog: &Catalog, names: &[String], platform: Option<&str>) -> Result<Plan> {
+    let names = resolve_names(catalog, names)?;
+    let choice = match platform {
+        Some(p) => PlatformChoice::Requested(farm.config.arches.parse_platform_list(p)?),
+        None => PlatformChoice::Defaults,
+    };
+    make_plan(farm, catalog, &names, &choice).await
 }
 
 /// Accepts `basic/busybox`, gVisor's make form `basic_busybox`, or `images/basic/busybox`.
@@ -139,7 +285,7 @@ fn resolve_names(catalog: &Catalog, names: &[String]) -> Result<Vec<String>> {
     names.iter().map(|n| resolve_name(catalog, n)).collect()
 }
 
-fn resolve_name(catalog: &Catalog, name: &str) -> Result<String> {
+pub(crate) fn resolve_name(catalog: &Catalog, name: &str) -> Result<String> {
     let trimmed = name.trim_end_matches('/').trim_start_matches("./");
     let trimmed = trimmed.strip_prefix("images/").unwrap_or(trimmed);
     if catalog.images.contains_key(trimmed) {
@@ -153,7 +299,7 @@ fn resolve_name(catalog: &Catalog, name: &str) -> Result<String> {
 }
 
 /// The platform for single-platform commands: --platform, else ARCH, else the host.
-fn single_platform(config: &Config, flag: Option<&str>) -> Result<Platform> {
+pub(crate) fn single_platform(config: &Config, flag: Option<&str>) -> Result<Platform> {
     if let Some(p) = flag {
         return config.arches.parse_platform(p);
     }
@@ -165,7 +311,12 @@ fn single_platform(config: &Config, flag: Option<&str>) -> Result<Platform> {
 
 /// Plans, resolving external (non-farm) base images: pinned digests as written,
 /// unpinned ones through the local engine (the image it holds for that platform).
-async fn make_plan(farm: &Farm, catalog: &Catalog, names: &[String], choice: &PlatformChoice) -> Result<Plan> {
+pub(crate) async fn make_plan(
+    farm: &Farm,
+    catalog: &Catalog,
+    names: &[String],
+    choice: &PlatformChoice,
+) -> Result<Plan> {
     let draft = plan::prepare(&farm.config, catalog, names, choice)?;
     let mut resolved = BTreeMap::new();
     for (base, platform) in draft.external_bases() {
@@ -195,7 +346,7 @@ async fn resolve_unpinned(farm: &Farm, base: &str, platform: &Platform) -> Resul
     }
 }
 
-fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Result<bool> {
+pub(crate) fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Result<bool> {
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("report serializes"));
     } else {
@@ -346,50 +497,6 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
                 println!("{:<32} {:<14} {}  {}", img.image, p.platform, &p.key[..16], p.state);
             }
         }
-    }
-    Ok(true)
-}
-
-async fn load(
-    config: Config,
-    catalog: &Catalog,
-    progress: Progress,
-    image: &str,
-    platform: Option<&str>,
-    json: bool,
-) -> Result<bool> {
-    let platform = single_platform(&config, platform)?;
-    let name = resolve_name(catalog, image)?;
-    let farm = Arc::new(Farm::new(config, progress)?);
-    let plan =
-        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
-            .await?;
-    let Some(job) = plan.job(&name, &platform) else {
-        let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
-        println!("{name} is not available for {platform}: {reason}");
-        return Ok(true);
-    };
-    let key = job.key.clone();
-    let opts = BuildOptions { push: false, materialize: vec![(name.clone(), platform.clone())] };
-    let report = farm.run(&plan, &opts).await?;
-    if report.failed() {
-        return finish_report(&farm, &report, json);
-    }
-    let id = report
-        .jobs
-        .iter()
-        .find(|j| j.image == name && j.key == key)
-        .and_then(|j| j.image_id.clone())
-        .ok_or_else(|| Error::failure(format!("{name} for {platform}: no image in the engine after load")))?;
-    let engine = farm.engine().await?;
-    let local = farm.config.local_name(&name);
-    engine.tag(&id, &local, &key).await?;
-    engine.tag(&id, &local, "latest").await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-    } else {
-        println!("{local}:{key}");
-        println!("{local}:latest");
     }
     Ok(true)
 }

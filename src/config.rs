@@ -31,6 +31,9 @@ struct RawConfig {
     /// The engines to build on (src/fleet.rs); none listed: the engine of DOCKER_HOST.
     #[serde(default)]
     builders: Vec<crate::fleet::RawBuilder>,
+    /// Images (or groups) left out of the make targets' `-all-test-images` forms.
+    #[serde(default)]
+    non_test_images: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +132,8 @@ pub struct Config {
     pub images: BTreeMap<String, ImageSettings>,
     /// The configured builders; empty means the single `local` builder.
     pub builders: Vec<crate::fleet::BuilderSpec>,
+    /// Images (or groups) that are not test images (gVisor's NON_TEST_IMAGES).
+    pub non_test_images: Vec<String>,
     /// Where the configuration came from, for messages.
     pub source: String,
 }
@@ -264,6 +269,7 @@ impl Config {
             arches,
             images,
             builders,
+            non_test_images: raw.non_test_images,
             source: source.to_string(),
         })
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::{watch, OnceCell};
 
@@ -124,6 +125,21 @@ pub struct BuildOptions {
     pub push: bool,
     /// Make these jobs' images exist in the local engine (for `load`).
     pub materialize: Vec<(String, Platform)>,
+    /// Build these jobs even when the memo has their key (`rebuild`); their parents
+    /// are looked up as usual.
+    pub rebuild: Vec<(String, Platform)>,
+    /// With `push`: publish every platform by key but write no canonical tag (CI jobs
+    /// that each push one platform; `archfarm stitch` writes the tag once, at the end).
+    pub no_stitch: bool,
+}
+
+/// What [`Farm::stitch_complete`] did for one image.
+#[derive(Debug, Clone)]
+pub enum Stitched {
+    /// Every platform was in the registry: the canonical index is written.
+    Written(TagReport),
+    /// These platforms' manifests are not in the registry: nothing was written.
+    Missing(Vec<Platform>),
 }
 
 /// What a finished job leaves for its dependents and the stitcher.
@@ -199,10 +215,11 @@ impl Farm {
             let farm = Arc::clone(self);
             let job = job.clone();
             let materialize = opts.materialize.contains(&(job.image.clone(), job.platform.clone()));
+            let rebuild = opts.rebuild.contains(&(job.image.clone(), job.platform.clone()));
             let push = opts.push;
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
-                let result = farm.run_job(&job, parents, push, materialize).await;
+                let result = farm.run_job(&job, parents, push, materialize, rebuild).await;
                 let seconds = start.elapsed().as_secs_f64();
                 let report = farm.job_report(&job, &result, seconds);
                 let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|e| e.message().to_string())));
@@ -219,7 +236,7 @@ impl Farm {
             .collect();
 
         let mut tags = Vec::new();
-        if opts.push {
+        if opts.push && !opts.no_stitch {
             for image in &plan.images {
                 match self.stitch(image, &jobs).await {
                     Ok(Some(t)) => tags.push(t),
@@ -245,6 +262,7 @@ impl Farm {
         parents: Vec<(String, Slot)>,
         push: bool,
         materialize: bool,
+        rebuild: bool,
     ) -> Result<(Done, (Outcome, Source))> {
         let mut parent_done = BTreeMap::new();
         for (name, mut rx) in parents {
@@ -257,7 +275,8 @@ impl Farm {
         let repo = self.config.registry.repository(&job.image);
         let tag = platform_tag(&job.platform, &job.key);
 
-        let (mut done, how) = match self.lookup(job, &repo, &tag).await? {
+        let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await? };
+        let (mut done, how) = match found {
             Some(found) => found,
             None => {
                 // The fleet bounds concurrency: each builder runs at most its `jobs`.
@@ -312,34 +331,73 @@ impl Farm {
     /// The same for any engine (a builder that needs a parent): its key-label memo,
     /// else the store (fetching from the registry first if needed).
     pub(crate) async fn ensure_on(&self, engine: &Engine, done: &Done) -> Result<String> {
-        if let Some(id) = engine.find_by_label(&done.key).await? {
-            return Ok(id);
-        }
         let known = match &done.entry {
             Some(e) => Some(e.clone()),
             None => self.store.entry(&done.key)?,
         };
+        // The store entry's own image (its ID is its config digest), not just any image
+        // with the key label: after a rebuild or a pull the engine may also hold another
+        // image with the same key.
+        if let Some(e) = &known {
+            if let Some((id, _)) = engine.resolve_image(&e.config_digest).await? {
+                return Ok(id);
+            }
+        } else if let Some(id) = engine.find_by_label(&done.key).await? {
+            return Ok(id);
+        }
         let entry = match known {
             Some(e) => e,
             None => {
                 let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
-                let repo = self.config.registry.repository(&done.image);
-                let d = self.registry.fetch_image(&self.store, &repo, &remote.digest, &done.platform).await?;
-                let blobs = self.store.manifest_blobs(&d.digest)?;
-                let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
-                let entry = Entry {
-                    key: done.key.clone(),
-                    image: done.image.clone(),
-                    platform: done.platform.clone(),
-                    manifest: d,
-                    config_digest,
-                };
-                self.store.put_entry(&entry)?;
-                entry
+                self.fetch_entry(&done.image, &done.platform, &done.key, remote).await?
             }
         };
         let tags = [self.config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
         engine.load_from_store(&self.store, &entry.manifest, &tags).await
+    }
+
+    /// Fetches the registry's image `remote` (the key tag of `image` for `platform`) into
+    /// the store and records it as the store's entry for `key`.
+    async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, remote: &Descriptor) -> Result<Entry> {
+        let repo = self.config.registry.repository(image);
+        let d = self.registry.fetch_image(&self.store, &repo, &remote.digest, platform).await?;
+        let blobs = self.store.manifest_blobs(&d.digest)?;
+        let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
+        let entry = Entry {
+            key: key.to_string(),
+            image: image.to_string(),
+            platform: platform.clone(),
+            manifest: d,
+            config_digest,
+        };
+        self.store.put_entry(&entry)?;
+        Ok(entry)
+    }
+
+    /// Makes `job`'s image exist in the local engine from what this machine already has
+    /// (the engine or the store), never the registry or a build; `None` when neither
+    /// has its key. Returns the image ID.
+    pub async fn ensure_local(&self, job: &Job) -> Result<Option<String>> {
+        let entry = self.store.entry(&job.key)?;
+        if entry.is_none() && self.engine().await?.find_by_label(&job.key).await?.is_none() {
+            return Ok(None);
+        }
+        self.ensure_in_engine(&done_for(job, entry, None)).await.map(Some)
+    }
+
+    /// Makes the registry's image for `job`'s key the local one (store and engine), even
+    /// when this machine built its own; `None` when the registry does not have the key.
+    /// Returns the image ID.
+    pub async fn pull(&self, job: &Job) -> Result<Option<String>> {
+        let repo = self.config.registry.repository(&job.image);
+        let Some(remote) = self.registry.manifest_head(&repo, &platform_tag(&job.platform, &job.key)).await? else {
+            return Ok(None);
+        };
+        let entry = match self.store.entry(&job.key)? {
+            Some(e) if e.manifest.digest == remote.digest => e,
+            _ => self.fetch_entry(&job.image, &job.platform, &job.key, &remote).await?,
+        };
+        self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
     }
 
     pub(crate) fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
@@ -357,26 +415,53 @@ impl Farm {
     /// Writes the canonical index of `image` once every planned platform is in the
     /// registry; `None` when a platform failed.
     async fn stitch(&self, image: &crate::plan::ImagePlan, jobs: &[JobReport]) -> Result<Option<TagReport>> {
-        let mut children = Vec::new();
-        for (platform, key) in &image.platforms {
+        for (_, key) in &image.platforms {
             let Some(j) = jobs.iter().find(|j| j.image == image.name && &j.key == key) else { return Ok(None) };
             if j.outcome == Outcome::Failed {
                 return Ok(None);
             }
-            let repo = self.config.registry.repository(&image.name);
-            let d = self.registry.manifest_head(&repo, &platform_tag(platform, key)).await?.ok_or_else(|| {
-                Error::failure(format!("{} for {platform} is not in the registry after push", image.name))
-            })?;
-            children.push((platform.clone(), d));
         }
+        match self.stitch_complete(image).await? {
+            Stitched::Written(t) => Ok(Some(t)),
+            Stitched::Missing(missing) => Err(Error::failure(format!(
+                "{} for {} is not in the registry after push",
+                image.name,
+                missing.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Writes the canonical index of `image` when every planned platform's manifest is
+    /// in the registry under its key tag (looked up in parallel); otherwise writes
+    /// nothing and names the missing platforms. Used after a push and by `archfarm stitch`.
+    pub async fn stitch_complete(&self, image: &crate::plan::ImagePlan) -> Result<Stitched> {
         let repo = self.config.registry.repository(&image.name);
-        let index = self.registry.put_index(&repo, &image.index_key, &children).await?;
+        let repo = &repo;
+        let found: Vec<Option<Descriptor>> = futures::stream::iter(image.platforms.iter().map(|(platform, key)| {
+            let tag = platform_tag(platform, key);
+            async move { self.registry.manifest_head(repo, &tag).await }
+        }))
+        .buffered(16)
+        .try_collect()
+        .await?;
+        let mut children = Vec::new();
+        let mut missing = Vec::new();
+        for ((platform, _), d) in image.platforms.iter().zip(found) {
+            match d {
+                Some(d) => children.push((platform.clone(), d)),
+                None => missing.push(platform.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Stitched::Missing(missing));
+        }
+        let index = self.registry.put_index(repo, &image.index_key, &children).await?;
         self.progress.note(&format!(
             "stitched {} ({} platforms)",
             self.config.registry.reference(&image.name, &image.index_key),
             children.len()
         ));
-        Ok(Some(TagReport {
+        Ok(Stitched::Written(TagReport {
             image: image.name.clone(),
             tag: self.config.registry.reference(&image.name, &image.index_key),
             digest: index.digest,

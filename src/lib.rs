@@ -15,11 +15,15 @@ pub mod error;
 pub mod farm;
 pub mod fleet;
 pub mod key;
+pub mod makefile;
+pub mod matrix;
 pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod report;
 pub mod scan;
+pub mod stitch;
 pub mod store;
+pub mod targets;
 
 pub use error::{Error, Result};

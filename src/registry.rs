@@ -207,6 +207,41 @@ impl Registry {
         }
     }
 
+    /// Every tag of `repo` (the tags list API, following `Link` pages): one request where
+    /// per-tag HEADs would be many. `Ok(None)` when the registry does not know the
+    /// repository (404); every other failure is an error.
+    pub async fn tags(&self, repo: &str) -> Result<Option<BTreeSet<String>>> {
+        #[derive(Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        check_repo(repo)?;
+        let what = format!("GET tags of {repo}");
+        let mut tags = BTreeSet::new();
+        let mut path = format!("/v2/{repo}/tags/list?n=1000");
+        for _page in 0..10_000 {
+            let req = self.client.get(self.url(&path)?).timeout(REQUEST_TIMEOUT);
+            let resp = self.send(req, &what).await.map_err(not_a_miss)?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND if tags.is_empty() => return Ok(None),
+                s => return Err(not_a_miss(self.status_error(&what, s, None))),
+            }
+            let next = header_str(resp.headers(), "link")
+                .filter(|l| l.contains("rel=\"next\""))
+                .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()));
+            let body = resp.bytes().await.map_err(|e| self.transport_error(&what, &e))?;
+            let list: TagList = serde_json::from_slice(&body)
+                .map_err(|e| Error::failure(format!("registry {}: {what}: not a tag list: {e}", self.host)))?;
+            tags.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => path = n,
+                None => return Ok(Some(tags)),
+            }
+        }
+        Err(Error::failure(format!("registry {}: {what}: more than 10000 pages of tags", self.host)))
+    }
+
     /// Pushes the image whose manifest is `manifest` (in `store`) as `repo:tag`; blobs
     /// already in the repository are skipped. Returns the manifest descriptor.
     pub async fn push_image(&self, store: &Store, repo: &str, tag: &str, manifest: &Descriptor) -> Result<Descriptor> {

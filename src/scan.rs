@@ -434,6 +434,9 @@ struct CacheFile {
     /// The canonical folder the entries belong to.
     folder: PathBuf,
     entries: BTreeMap<String, CacheEntry>,
+    /// Changed since it was read or written: only then does `save` write (and fsync).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 const CACHE_VERSION: u32 = 1;
@@ -482,15 +485,21 @@ impl StatCache {
         self.len() == 0
     }
 
-    /// Writes the cache atomically (temporary file, fsync, rename).
+    /// Writes the cache atomically (temporary file, fsync, rename), if a scan changed it:
+    /// an unchanged tree costs no write at all.
     pub fn save(&self) -> Result<()> {
         let bytes = {
             let data = self.data.lock().expect("stat cache lock");
+            if !data.dirty {
+                return Ok(());
+            }
             serde_json::to_vec(&*data).expect("stat cache serializes")
         };
         let parent = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;
-        crate::store::write_atomic(parent, &self.path, &bytes)
+        crate::store::write_atomic(parent, &self.path, &bytes)?;
+        self.data.lock().expect("stat cache lock").dirty = false;
+        Ok(())
     }
 
     fn snapshot_for(&self, folder: &Path) -> BTreeMap<String, CacheEntry> {
@@ -504,7 +513,10 @@ impl StatCache {
 
     fn replace(&self, folder: &Path, entries: BTreeMap<String, CacheEntry>) {
         let mut data = self.data.lock().expect("stat cache lock");
-        *data = CacheFile { version: CACHE_VERSION, folder: folder.to_path_buf(), entries };
+        if data.version == CACHE_VERSION && data.folder == folder && data.entries == entries {
+            return;
+        }
+        *data = CacheFile { version: CACHE_VERSION, folder: folder.to_path_buf(), entries, dirty: true };
     }
 }
 
@@ -694,6 +706,30 @@ mod tests {
         write(other.path(), "data", "aaaa");
         let (_, s4) = scan_at(other.path(), Some(&cache), later()).unwrap();
         assert_eq!(s4.hashed, 1);
+    }
+
+    #[test]
+    fn an_unchanged_scan_does_not_rewrite_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        write(d.path(), "data", "aaaa");
+        let cache = StatCache::for_folder(cache_dir.path(), d.path());
+        scan_at(d.path(), Some(&cache), later()).unwrap();
+        cache.save().unwrap();
+        fs::remove_file(cache.path()).unwrap();
+        let cache = StatCache::for_folder(cache_dir.path(), d.path());
+        scan_at(d.path(), Some(&cache), later()).unwrap();
+        cache.save().unwrap();
+        assert!(cache.path().exists(), "a cache read from nothing is written");
+        let reopened = StatCache::for_folder(cache_dir.path(), d.path());
+        scan_at(d.path(), Some(&reopened), later()).unwrap();
+        fs::remove_file(reopened.path()).unwrap();
+        reopened.save().unwrap();
+        assert!(!reopened.path().exists(), "nothing changed, so nothing is written");
+        write(d.path(), "more", "b");
+        scan_at(d.path(), Some(&reopened), later()).unwrap();
+        reopened.save().unwrap();
+        assert!(reopened.path().exists(), "a change is written");
     }
 
     #[test]
