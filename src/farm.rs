@@ -295,6 +295,9 @@ impl Farm {
     }
 
     async fn build(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
+        if job.recipe == crate::catalog::ASSEMBLED_RECIPE {
+            return self.assemble(job, parents).await;
+        }
         let engine =
             self.engine().await.map_err(|e| e.context(format!("cannot build {} for {}", job.image, job.platform)))?;
         let mut replacements = BTreeMap::new();
@@ -324,6 +327,53 @@ impl Farm {
             .await?;
         let imported = engine.export_to_store(&id, &self.store).await?;
         self.record(job, imported.manifest, imported.config_digest)
+    }
+
+    /// Assembles an image.yaml job straight into the store (no engine, no emulation).
+    async fn assemble(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
+        let parent = match job.parents.first() {
+            Some(p) => Some(self.ensure_in_store(&parents[&p.image]).await?.manifest.digest),
+            None => None,
+        };
+        let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
+        let rt = tokio::runtime::Handle::current();
+        let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
+            let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
+            crate::assemble::write_to_store(prepared, &store)
+        })
+        .await
+        .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
+        .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
+        self.record(job, manifest, config_digest)
+    }
+
+    /// The store entry of a finished job, fetched from the registry when it is only there.
+    pub async fn ensure_in_store(&self, done: &Done) -> Result<Entry> {
+        if let Some(e) = done.entry.clone().or(self.store.entry(&done.key)?) {
+            return Ok(e);
+        }
+        self.entry_in_store(&done.image, &done.platform, &done.key).await
+    }
+
+    /// The store entry of `image` for `platform` under `key`: the store's, else fetched
+    /// from the registry's per-platform key tag into the store.
+    pub async fn entry_in_store(&self, image: &str, platform: &Platform, key: &str) -> Result<Entry> {
+        if let Some(e) = self.store.entry(key)? {
+            return Ok(e);
+        }
+        let repo = self.config.registry.repository(image);
+        let d = self.registry.fetch_image(&self.store, &repo, &platform_tag(platform, key), platform).await?;
+        let blobs = self.store.manifest_blobs(&d.digest)?;
+        let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
+        let entry = Entry {
+            key: key.to_string(),
+            image: image.to_string(),
+            platform: platform.clone(),
+            manifest: d,
+            config_digest,
+        };
+        self.store.put_entry(&entry)?;
+        Ok(entry)
     }
 
     /// Makes a finished job's image exist in the local engine and returns its image ID:
