@@ -424,59 +424,63 @@ async fn assemble(
     let recipe =
         crate::assemble::recipe::Recipe::parse(&img.dir.join(&job.recipe), &job.recipe_text, &farm.config.arches)?;
     let tag = out::tag(recipe.name.as_deref(), &farm.config.local_name(&name), &job.key);
-    let stream = output == Some(Output::Stdout) && farm.store.entry(&job.key)?.is_none();
-    if stream {
-        plan.jobs.retain(|j| j.key != job.key);
-        plan.images.clear();
-    }
+    // Parents through the farm (memo, engine or assembler); the image itself here, so
+    // that bad input keeps its exit code 2.
+    plan.jobs.retain(|j| j.key != job.key);
+    plan.images.clear();
     let report = farm.run(&plan, &BuildOptions::default()).await?;
     if report.failed() {
         return finish_report(&farm, &report, false);
     }
-    let (digest, image_id) = if stream {
-        let parent = match job.parents.first() {
-            Some(p) => {
-                let key = plan.job(&p.image, &platform).map(|j| j.key.clone()).unwrap_or_default();
-                Some(farm.entry_in_store(&p.image, &platform, &key).await?.manifest.digest)
-            }
-            None => None,
-        };
-        let (config, store, job2, tags) = (farm.config.clone(), farm.store.clone(), job.clone(), vec![tag.clone()]);
-        let rt = tokio::runtime::Handle::current();
-        let id = tokio::task::spawn_blocking(move || {
-            let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let id = crate::assemble::stream(&prepared, &tags, &mut w)?;
-            std::io::Write::flush(&mut w).map_err(|e| Error::failure(format!("writing to stdout: {e}")))?;
-            Ok::<_, Error>(id)
-        })
-        .await
-        .map_err(|e| Error::failure(format!("assembling {name} panicked: {e}")))??;
-        (None, id)
-    } else {
-        let entry = farm
-            .store
-            .entry(&job.key)?
-            .ok_or_else(|| Error::failure(format!("{name}: not in the store after assembly")))?;
-        match &output {
-            Some(Output::Oci(dir)) => out::write_oci_layout(
-                &farm.store,
-                &entry.manifest,
-                crate::assemble::recipe::split_tag(&tag).1.unwrap_or("latest"),
-                dir,
-            )?,
-            Some(Output::DockerArchive(file)) => {
-                out::write_docker_archive(&farm.store, &entry.manifest, std::slice::from_ref(&tag), file)?
-            }
-            Some(Output::Stdout) => {
+    let parent = match job.parents.first() {
+        Some(p) => {
+            let key = plan.job(&p.image, &platform).map(|j| j.key.clone()).unwrap_or_default();
+            Some(farm.entry_in_store(&p.image, &platform, &key).await?.manifest.digest)
+        }
+        None => None,
+    };
+    let stored = farm.store.entry(&job.key)?;
+    let (digest, image_id) = match (stored, &output) {
+        (None, Some(Output::Stdout)) => {
+            let (config, store, job2, tags) = (farm.config.clone(), farm.store.clone(), job.clone(), vec![tag.clone()]);
+            let rt = tokio::runtime::Handle::current();
+            let id = tokio::task::spawn_blocking(move || {
+                let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
                 let stdout = std::io::stdout();
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                crate::docker_archive::export(&farm.store, &entry.manifest, std::slice::from_ref(&tag), &mut w)?;
-            }
-            None => {}
+                let id = crate::assemble::stream(&prepared, &tags, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| Error::failure(format!("writing to stdout: {e}")))?;
+                Ok::<_, Error>(id)
+            })
+            .await
+            .map_err(|e| Error::failure(format!("assembling {name} panicked: {e}")))??;
+            (None, id)
         }
-        (Some(entry.manifest.digest.clone()), entry.config_digest.clone())
+        (stored, _) => {
+            let entry = match stored {
+                Some(e) => e,
+                None => {
+                    farm.progress().started(&name, &platform);
+                    farm.assemble_job(&job, parent)
+                        .await
+                        .map_err(|e| e.context(format!("assembling {name} for {platform}")))?
+                }
+            };
+            let ref_name = crate::assemble::recipe::split_tag(&tag).1.unwrap_or("latest");
+            match &output {
+                Some(Output::Oci(dir)) => out::write_oci_layout(&farm.store, &entry.manifest, ref_name, dir)?,
+                Some(Output::DockerArchive(file)) => {
+                    out::write_docker_archive(&farm.store, &entry.manifest, std::slice::from_ref(&tag), file)?
+                }
+                Some(Output::Stdout) => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                    crate::docker_archive::export(&farm.store, &entry.manifest, std::slice::from_ref(&tag), &mut w)?;
+                }
+                None => {}
+            }
+            (Some(entry.manifest.digest.clone()), entry.config_digest.clone())
+        }
     };
     let result = serde_json::json!({
         "image": name, "platform": platform.to_string(), "key": job.key, "tag": tag,

@@ -335,6 +335,12 @@ impl Farm {
             Some(p) => Some(self.ensure_in_store(&parents[&p.image]).await?.manifest.digest),
             None => None,
         };
+        self.assemble_job(job, parent).await
+    }
+
+    /// Assembles `job` into the store and records it; `parent`: the manifest digest (in
+    /// the store) of its farm base. Errors keep their kind (bad input is a usage error).
+    pub async fn assemble_job(&self, job: &Job, parent: Option<String>) -> Result<Entry> {
         let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
         let rt = tokio::runtime::Handle::current();
         let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
