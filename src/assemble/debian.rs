@@ -299,7 +299,10 @@ fn data_entries(tar: &Path) -> Result<Vec<TarEntry>> {
         let kind = match h.entry_type() {
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                Kind::File { data: Data::Range(tar.to_path_buf(), e.raw_file_position()), size: e.size() }
+                let offset = e.raw_file_position();
+                let name = tar.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let id = Sha256::digest(format!("{name} {offset}").as_bytes()).into();
+                Kind::File { data: Data::Range(tar.to_path_buf(), offset), size: e.size(), id }
             }
             tar::EntryType::Symlink => Kind::Symlink(link()),
             tar::EntryType::Link => match clean(link().as_bytes()) {

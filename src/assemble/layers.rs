@@ -88,7 +88,7 @@ pub fn content_entries(
             EntryKind::Symlink { target } => {
                 TarEntry { path, kind: Kind::Symlink(target.clone()), mode: 0o777, uid: item.uid, gid: item.gid }
             }
-            EntryKind::File { executable, size, .. } => {
+            EntryKind::File { executable, size, sha256 } => {
                 let meta = std::fs::symlink_metadata(&disk).map_err(|e| Error::io("reading", &disk, e))?;
                 let mode = item.mode.unwrap_or(if *executable { 0o755 } else { 0o644 });
                 let kind = match (meta.nlink() > 1).then(|| inodes.get(&(meta.dev(), meta.ino()))).flatten() {
@@ -97,7 +97,7 @@ pub fn content_entries(
                         if meta.nlink() > 1 {
                             inodes.insert((meta.dev(), meta.ino()), path.clone());
                         }
-                        Kind::File { data: Data::File(disk), size: *size }
+                        Kind::File { data: Data::File(disk), size: *size, id: *sha256 }
                     }
                 };
                 TarEntry { path, kind, mode, uid: item.uid, gid: item.gid }
@@ -187,7 +187,7 @@ mod tests {
     fn file(path: &str, size: u64) -> TarEntry {
         TarEntry {
             path: path.into(),
-            kind: Kind::File { data: Data::File("/dev/null".into()), size },
+            kind: Kind::File { data: Data::File("/dev/null".into()), size, id: [0; 32] },
             mode: 0o644,
             uid: 0,
             gid: 0,

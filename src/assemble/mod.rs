@@ -377,25 +377,60 @@ pub fn prepare(
     Ok(Prepared { recipe, platform: job.platform.clone(), key: job.key.clone(), base, base_store, groups, staging })
 }
 
+/// A layer already made: the layer cache's record (`<store>/assemble/layers/<key>.json`).
+#[derive(Serialize, serde::Deserialize)]
+struct CachedLayer {
+    diff_id: String,
+    blob: Descriptor,
+}
+
+fn layer_cache_path(store: &Store, key: &str) -> PathBuf {
+    store.root().join("assemble/layers").join(format!("{key}.json"))
+}
+
 /// Writes the prepared image into `store`: layers compressed in parallel into the
-/// staging store, then config and manifest, then one commit. Returns the manifest
-/// descriptor and the config digest (the image ID).
+/// staging store (a layer whose entry list was made before, and whose blob is still in
+/// the store, is reused without being read or compressed again), then config and
+/// manifest, then one commit. Returns the manifest descriptor and the config digest.
 pub fn write_to_store(p: Prepared, store: &Store) -> Result<(Descriptor, String)> {
     let mtime = p.mtime();
     let staged = &p.staging.store;
-    let results: Vec<Result<(String, Descriptor)>> =
-        p.groups.par_iter().map(|g| write_layer(staged, g, mtime)).collect();
+    let salt = format!("gzip {LAYER_GZIP_LEVEL}");
+    let results: Vec<Result<(String, CachedLayer, bool)>> = p
+        .groups
+        .par_iter()
+        .map(|g| {
+            let key = tarball::layer_key(&g.entries, mtime, &salt);
+            let cached = std::fs::read(layer_cache_path(store, &key))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CachedLayer>(&b).ok())
+                .filter(|c| store.has_blob(&c.blob.digest));
+            match cached {
+                Some(c) => Ok((key, c, false)),
+                None => write_layer(staged, g, mtime).map(|(diff_id, blob)| (key, CachedLayer { diff_id, blob }, true)),
+            }
+        })
+        .collect();
     let mut diff_ids = Vec::new();
     let mut layers: Vec<Descriptor> = p.base.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
+    let mut made = Vec::new();
     for r in results {
-        let (diff, desc) = r?;
-        diff_ids.push(diff);
-        layers.push(desc);
+        let (key, layer, new) = r?;
+        diff_ids.push(layer.diff_id.clone());
+        layers.push(layer.blob.clone());
+        if new {
+            made.push((key, layer));
+        }
     }
     let config = staged.put_blob(OCI_CONFIG, &p.config(&diff_ids))?;
     let manifest = ManifestOut { schema_version: 2, media_type: OCI_MANIFEST, config: config.clone(), layers };
     let manifest = staged.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).expect("manifests serialize"))?;
     p.staging.commit(store)?;
+    for (key, layer) in made {
+        let path = layer_cache_path(store, &key);
+        // Only a cache: a record that cannot be written costs a recompression next time.
+        let _ = crate::store::write_atomic(store.root(), &path, &serde_json::to_vec(&layer).expect("json"));
+    }
     Ok((manifest, config.digest))
 }
 

@@ -20,9 +20,12 @@ pub enum Data {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
+    /// `id` identifies the content: its SHA-256 for files of the image folder, a hash of
+    /// the package and offset for package members (the layer cache keys on it).
     File {
         data: Data,
         size: u64,
+        id: [u8; 32],
     },
     Symlink(String),
     /// A hard link to an earlier entry of the same layer (its path, no leading `/`).
@@ -81,6 +84,45 @@ fn long_record_size(len: usize) -> u64 {
     }
 }
 
+/// A key for the layer [`write_tar`] makes of `entries` (with `mtime`), from the entry
+/// list alone: paths, kinds, modes, owners, sizes, content ids and link targets, each
+/// length-prefixed. Equal keys mean byte-identical tars, so a stored layer is reused
+/// instead of being written and compressed again.
+pub fn layer_key(entries: &[TarEntry], mtime: u64, salt: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(b"archfarm-layer v1");
+    field(salt.as_bytes());
+    field(&mtime.to_le_bytes());
+    for e in entries {
+        field(e.path.as_bytes());
+        field(&[e.mode as u8, (e.mode >> 8) as u8]);
+        field(&e.uid.to_le_bytes());
+        field(&e.gid.to_le_bytes());
+        match &e.kind {
+            Kind::Dir => field(b"d"),
+            Kind::File { size, id, .. } => {
+                field(b"f");
+                field(&size.to_le_bytes());
+                field(id);
+            }
+            Kind::Symlink(t) => {
+                field(b"s");
+                field(t.as_bytes());
+            }
+            Kind::HardLink(t) => {
+                field(b"h");
+                field(t.as_bytes());
+            }
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// The exact size of the tar [`write_tar`] writes for `entries`.
 pub fn tar_size(entries: &[TarEntry]) -> u64 {
     entries.iter().map(TarEntry::tar_size).sum::<u64>() + 1024
@@ -108,7 +150,7 @@ pub fn write_tar(entries: &[TarEntry], mtime: u64, out: &mut dyn Write) -> io::R
         };
         let h = header(name.as_bytes(), e.link().map(str::as_bytes), flag, size, e.mode, e.uid, e.gid, mtime);
         out.write_all(&h)?;
-        if let Kind::File { data, size } = &e.kind {
+        if let Kind::File { data, size, .. } = &e.kind {
             copy_data(data, *size, &e.path, out, &mut buf)?;
             let rem = (pad(*size) - size) as usize;
             out.write_all(&[0u8; 512][..rem])?;
@@ -236,7 +278,7 @@ mod tests {
             TarEntry { path: "a".into(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 },
             TarEntry {
                 path: long.clone(),
-                kind: Kind::File { data: Data::File(f.clone()), size: 1000 },
+                kind: Kind::File { data: Data::File(f.clone()), size: 1000, id: [0; 32] },
                 mode: 0o644,
                 uid: 1000,
                 gid: 1000,
@@ -272,7 +314,7 @@ mod tests {
         std::fs::write(&f, b"abc").unwrap();
         let e = TarEntry {
             path: "f".into(),
-            kind: Kind::File { data: Data::File(f), size: 5 },
+            kind: Kind::File { data: Data::File(f), size: 5, id: [0; 32] },
             mode: 0o644,
             uid: 0,
             gid: 0,
