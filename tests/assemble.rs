@@ -193,6 +193,17 @@ fn every_output_is_accepted_by_skopeo_umoci_and_docker_load_streaming_writes_not
     load(&f2);
     assert_eq!(run_image(p, r["tag"].as_str().unwrap(), &[]), "hi from legacy");
 
+    // A real `docker save` (with manifest.json) as `from`.
+    let img = repo.images().join("from-save");
+    std::fs::create_dir_all(&img).unwrap();
+    let save = docker(&["save", "-o", img.join("saved.tar").to_str().unwrap(), tag]);
+    assert!(save.status.success(), "{}", stderr(&save));
+    write(&img.join("image.yaml"), "from: saved.tar\nconfig: {env: [GREETING=saved]}\n");
+    let f4 = repo.path().join("from-save.tar");
+    let r = assemble(&repo, &["from-save", "--platform", p, "--output", &format!("docker-archive:{}", f4.display())]);
+    load(&f4);
+    assert_eq!(run_image(p, r["tag"].as_str().unwrap(), &[]), "saved");
+
     // An OCI layout as `from`.
     let img = repo.images().join("from-oci");
     copy_dir(&oci, &img.join("base"));
@@ -264,6 +275,11 @@ fn from_layering_both_ways_with_max_layers() {
         write(&child.join(format!("f{i}/file.txt")), &format!("file {i}\n"));
         yaml.push_str(&format!("  - {{src: f{i}, dest: /files/f{i}}}\n"));
     }
+    // Owners, modes, a symlink and a hard link (git cannot hold one: made here).
+    write(&child.join("links/target.txt"), "target\n");
+    std::fs::hard_link(child.join("links/target.txt"), child.join("links/hard.txt")).unwrap();
+    std::os::unix::fs::symlink("target.txt", child.join("links/sym")).unwrap();
+    yaml.push_str("  - {src: links, dest: /links, owner: 1000, group: 2000, mode: \"0600\"}\n");
     yaml.push_str("config: {cmd: [sh, -c, 'cat /files/*/file.txt | wc -l; echo $GREETING']}\n");
     write(&child.join("image.yaml"), &yaml);
     let file = repo.path().join("child.tar");
@@ -273,6 +289,15 @@ fn from_layering_both_ways_with_max_layers() {
     assert_eq!(run_image(p, tag, &[]), "6\ntwo", "every file is there and the base's env is inherited");
     let v: serde_json::Value = serde_json::from_slice(&docker(&["image", "inspect", tag]).stdout).unwrap();
     assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 4, "2 base layers + 2 of its own: {v:#}");
+    let stat = run_image(
+        p,
+        tag,
+        &["sh", "-c", "stat -c '%n %u %g %a %h' /links/target.txt /links/hard.txt; readlink /links/sym"],
+    );
+    assert_eq!(
+        stat, "/links/target.txt 1000 2000 600 2\n/links/hard.txt 1000 2000 600 2\ntarget.txt",
+        "owners, modes, hard link and symlink kept"
+    );
 
     // Too few layers left: a clear error.
     write(&child.join("image.yaml"), &yaml.replace("maxLayers: 4", "maxLayers: 2"));
@@ -331,6 +356,25 @@ fn names_with_a_registry_port_and_path_work_everywhere() {
     let push = docker(&["push", tag]);
     assert!(push.status.success(), "{}", stderr(&push));
     assert!(skopeo_raw(tag).is_some(), "{tag} is in the registry");
+    // ... and serves as a registry `from` (resolved to its digest for the key).
+    let up = repo.images().join("from-registry");
+    write(&up.join("b.txt"), "on a registry base\n");
+    write(
+        &up.join("image.yaml"),
+        &format!(
+            "from: {tag}\ncontents: [{{src: b.txt, dest: /b.txt}}]\nconfig: {{cmd: [sh, -c, 'cat /a.txt /b.txt']}}\n"
+        ),
+    );
+    let file = repo.path().join("from-registry.tar");
+    let r = assemble(
+        &repo,
+        &["from-registry", "--platform", "linux/arm64", "--output", &format!("docker-archive:{}", file.display())],
+    );
+    load(&file);
+    assert_eq!(run_image("linux/arm64", r["tag"].as_str().unwrap(), &[]), "named\non a registry base");
+    let out = repo.run(&["assemble", "from-registry", "--platform", "linux/amd64"]);
+    assert_eq!(out.status.code(), Some(2), "the base has no amd64: {}", stderr(&out));
+    assert!(stderr(&out).contains("linux/amd64"), "{}", stderr(&out));
 }
 
 fn mtime(p: &str) -> Option<std::time::SystemTime> {
