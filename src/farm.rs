@@ -281,7 +281,10 @@ impl Farm {
         if let Some(entry) = self.store.entry(&job.key)? {
             return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Store))));
         }
-        if let Ok(engine) = self.engine().await {
+        // An assembled image is not taken back from the engine: `docker save` + import
+        // would recompress its layers (other digests), and assembling is cheap.
+        let assembled = job.recipe == crate::catalog::ASSEMBLED_RECIPE;
+        if let (false, Ok(engine)) = (assembled, self.engine().await) {
             if let Some(id) = engine.find_by_label(&job.key).await? {
                 let imported = engine.export_to_store(&id, &self.store).await?;
                 let entry = self.record(job, imported.manifest, imported.config_digest)?;
