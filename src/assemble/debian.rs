@@ -142,14 +142,20 @@ pub fn resolve(store_root: &Path, arch: &str, packages: &[String], file: &str) -
     if !fresh {
         let out = apt(&conf, &["update", "-q"])?;
         let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() || err.contains("W: Failed to fetch") || err.contains("E: ") {
+        let failed = !out.status.success() || err.contains("W: Failed to fetch") || err.contains("E: ");
+        if failed && !stamp.exists() {
             return Err(Error::failure(format!(
                 "apt-get update for {arch} (private state in {}) failed: {}",
                 dir.display(),
                 err.trim()
             )));
         }
-        fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;
+        if failed {
+            // Lists from an earlier update still resolve (and the key says which versions).
+            tracing::warn!("apt-get update for {arch} failed, using the lists of the last update: {}", err.trim());
+        } else {
+            fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;
+        }
     }
     let mut args = vec!["install", "-q", "-y", "--print-uris", "--no-install-recommends"];
     args.extend(packages.iter().map(String::as_str));

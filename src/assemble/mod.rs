@@ -365,7 +365,7 @@ pub fn prepare(
     }
     let base_layers = base.as_ref().map(|b| b.layers.len()).unwrap_or(0);
     let max = recipe.max_layers();
-    if !groups.is_empty() && base_layers >= max {
+    if base_layers > max || (!groups.is_empty() && base_layers == max) {
         return Err(Error::usage(format!(
             "{}: field `maxLayers`: the base has {base_layers} layers and maxLayers is {max}, which leaves no room for \
              this image's own layers; raise maxLayers (at most {})",
@@ -373,7 +373,7 @@ pub fn prepare(
             recipe::MAX_LAYERS_LIMIT
         )));
     }
-    let groups = layers::fit(groups, max - base_layers);
+    let groups = layers::fit(groups, max.saturating_sub(base_layers));
     Ok(Prepared { recipe, platform: job.platform.clone(), key: job.key.clone(), base, base_store, groups, staging })
 }
 
