@@ -509,12 +509,18 @@ fn build_push_stitches_assembled_images_and_a_one_file_change_ships_one_new_laye
     let tag = first["tags"][0]["tag"].as_str().unwrap();
     assert_eq!(index_platforms(&skopeo_raw(tag).unwrap()), ["linux/amd64", "linux/arm64"]);
     let before = manifests(&first);
+    let cache = repo.path().join("store/assemble/layers");
+    let made = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    let made_before = made();
     write(&repo.images().join("hello-assembled/rootfs/etc/motd"), "changed\n");
     let second = repo.json(&["build", "hello-assembled", "--push", "--json"]);
     for j in second["jobs"].as_array().unwrap() {
         assert_eq!(j["outcome"], "built", "{j:#}");
     }
     let after = manifests(&second);
+    // One layer was made (the rootfs one, the same for both platforms); the busybox
+    // layers came from the layer cache without being read or compressed again.
+    assert_eq!(made() - made_before, 1, "one new layer made");
     for ((p, old), (_, new)) in before.iter().zip(&after) {
         assert_eq!(old.len(), new.len());
         let changed = old.iter().zip(new).filter(|(a, b)| a != b).count();
