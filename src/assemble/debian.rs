@@ -14,6 +14,8 @@
 //!
 //! The resolution is part of the content key (a changed archive gives a new key) and is
 //! recorded in the store under its digest, so the build uses exactly what was keyed.
+//! Package lists are refreshed when older than an hour; until then the same request is
+//! answered from a memo (planning an unchanged package image runs no apt at all).
 
 use std::fs;
 use std::io::Write;
@@ -157,6 +159,26 @@ pub fn resolve(store_root: &Path, arch: &str, packages: &[String], file: &str) -
             fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;
         }
     }
+    // The same request against the same package lists resolves the same way: remember
+    // the answer until the next `apt-get update` (its stamp's mtime names the lists).
+    let lists = fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let memo =
+        dir.join("resolved").join(format!("{}.json", hex::encode(Sha256::digest(packages.join(" ").as_bytes()))));
+    if let Some(digest) = fs::read(&memo)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(u128, String)>(&b).ok())
+        .filter(|(l, _)| *l == lists && lists != 0)
+        .map(|(_, d)| d)
+    {
+        if let Ok(r) = recorded(store_root, &digest) {
+            return Ok(r);
+        }
+    }
     let mut args = vec!["install", "-q", "-y", "--print-uris", "--no-install-recommends"];
     args.extend(packages.iter().map(String::as_str));
     let out = apt(&conf, &args)?;
@@ -196,6 +218,7 @@ pub fn resolve(store_root: &Path, arch: &str, packages: &[String], file: &str) -
     let r = Resolution { arch: arch.to_string(), requested: packages.to_vec(), debs };
     let path = resolution_path(store_root, &r.digest());
     write_atomic(store_root, &path, &serde_json::to_vec_pretty(&r).expect("resolutions serialize"))?;
+    write_atomic(store_root, &memo, &serde_json::to_vec(&(lists, r.digest())).expect("json"))?;
     Ok(r)
 }
 
