@@ -85,6 +85,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Assemble an image.yaml image for one platform (no engine); report its tag and digest.
+    Assemble {
+        image: String,
+        /// The platform (default: ARCH, else the host).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Also write it as oci:DIR, docker-archive:FILE, or - (a docker-archive on stdout).
+        #[arg(long, value_name = "OUTPUT")]
+        output: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make <local prefix>/IMAGE:<key> and :latest exist in the local engine (pull, else build).
     Load {
         #[command(flatten)]
@@ -225,6 +237,9 @@ pub async fn run(cli: Cli) -> Result<bool> {
             let report = farm.run(&plan, &BuildOptions { push, no_stitch, ..Default::default() }).await?;
             finish_report(&farm, &report, json)
         }
+        Command::Assemble { image, platform, output, json } => {
+            assemble(config, &catalog, progress, &image, platform.as_deref(), output.as_deref(), json).await
+        }
         Command::Load { images, local_only, json } => {
             targets::load(config, &catalog, progress, &images, json, local_only).await
         }
@@ -322,6 +337,9 @@ pub(crate) async fn make_plan(
     for (base, platform) in draft.external_bases() {
         let digest = match plan::pinned_digest(&base) {
             Some(d) => d.to_string(),
+            None if crate::assemble::is_assembler_base(&base) => {
+                crate::assemble::resolve_base(&farm.config, &base, &platform).await?
+            }
             None => resolve_unpinned(farm, &base, &platform).await?,
         };
         resolved.insert((base, platform), digest);
@@ -497,6 +515,116 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
                 println!("{:<32} {:<14} {}  {}", img.image, p.platform, &p.key[..16], p.state);
             }
         }
+    }
+    Ok(true)
+}
+
+/// `archfarm assemble`: the image (and its farm parents) through the farm, then the
+/// requested output. With `--output -` and no stored result, the image is streamed
+/// straight from its sources (nothing written to the store for it).
+async fn assemble(
+    config: Config,
+    catalog: &Catalog,
+    progress: Progress,
+    image: &str,
+    platform: Option<&str>,
+    output: Option<&str>,
+    json: bool,
+) -> Result<bool> {
+    use crate::assemble::output::{self as out, Output};
+    let platform = single_platform(&config, platform)?;
+    let output = output.map(Output::parse).transpose()?;
+    let name = resolve_name(catalog, image)?;
+    let img = catalog.resolve(&name)?;
+    if !matches!(img.recipes, catalog::Recipes::Assembled { .. }) {
+        return Err(Error::usage(format!(
+            "image {name} is built from Dockerfiles; `assemble` takes images with an {}; use `archfarm build {name}`",
+            catalog::ASSEMBLED_RECIPE
+        )));
+    }
+    let farm = Arc::new(Farm::new(config, progress)?);
+    let mut plan =
+        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
+            .await?;
+    let job = plan.job(&name, &platform).cloned().ok_or_else(|| {
+        let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
+        Error::usage(format!("image {name} is not available for {platform}: {reason}"))
+    })?;
+    let recipe =
+        crate::assemble::recipe::Recipe::parse(&img.dir.join(&job.recipe), &job.recipe_text, &farm.config.arches)?;
+    let tag = out::tag(recipe.name.as_deref(), &farm.config.local_name(&name), &job.key);
+    // Parents through the farm (memo, engine or assembler); the image itself here, so
+    // that bad input keeps its exit code 2.
+    plan.jobs.retain(|j| j.key != job.key);
+    plan.images.clear();
+    let report = farm.run(&plan, &BuildOptions::default()).await?;
+    if report.failed() {
+        return finish_report(&farm, &report, false);
+    }
+    let parent = match job.parents.first() {
+        Some(p) => {
+            let key = plan.job(&p.image, &platform).map(|j| j.key.clone()).unwrap_or_default();
+            Some(farm.entry_in_store(&p.image, &platform, &key).await?.manifest.digest)
+        }
+        None => None,
+    };
+    let stored = farm.store.entry(&job.key)?;
+    let (digest, image_id) = match (stored, &output) {
+        (None, Some(Output::Stdout)) => {
+            let (config, store, job2, tags) = (farm.config.clone(), farm.store.clone(), job.clone(), vec![tag.clone()]);
+            let rt = tokio::runtime::Handle::current();
+            let id = tokio::task::spawn_blocking(move || {
+                let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                let id = crate::assemble::stream(&prepared, &tags, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| Error::failure(format!("writing to stdout: {e}")))?;
+                Ok::<_, Error>(id)
+            })
+            .await
+            .map_err(|e| Error::failure(format!("assembling {name} panicked: {e}")))??;
+            (None, id)
+        }
+        (stored, _) => {
+            let entry = match stored {
+                Some(e) => e,
+                None => {
+                    farm.progress().started(&name, &platform);
+                    farm.assemble_job(&job, parent)
+                        .await
+                        .map_err(|e| e.context(format!("assembling {name} for {platform}")))?
+                }
+            };
+            let ref_name = crate::assemble::recipe::split_tag(&tag).1.unwrap_or("latest");
+            match &output {
+                Some(Output::Oci(dir)) => out::write_oci_layout(&farm.store, &entry.manifest, ref_name, dir)?,
+                Some(Output::DockerArchive(file)) => {
+                    out::write_docker_archive(&farm.store, &entry.manifest, std::slice::from_ref(&tag), file)?
+                }
+                Some(Output::Stdout) => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                    crate::docker_archive::export(&farm.store, &entry.manifest, std::slice::from_ref(&tag), &mut w)?;
+                }
+                None => {}
+            }
+            (Some(entry.manifest.digest.clone()), entry.config_digest.clone())
+        }
+    };
+    let result = serde_json::json!({
+        "image": name, "platform": platform.to_string(), "key": job.key, "tag": tag,
+        "digest": digest, "image_id": image_id,
+    });
+    let text = if json {
+        serde_json::to_string_pretty(&result).expect("json")
+    } else {
+        format!("{tag} {}", digest.as_deref().unwrap_or(&image_id))
+    };
+    // stdout carries the archive with `--output -`: the report goes to stderr then.
+    if output == Some(Output::Stdout) {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
     }
     Ok(true)
 }

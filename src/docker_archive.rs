@@ -154,20 +154,26 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
         members.get(p)
     };
 
-    let manifest_text = match members.get("manifest.json") {
-        Some(Member::Memory(b)) => b,
+    // Configs made here for the legacy layout, by the pseudo path manifests name them with.
+    let mut synthesized: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let manifests: Vec<ArchiveManifest> = match members.get("manifest.json") {
+        Some(Member::Memory(b)) => {
+            serde_json::from_slice(b).map_err(|e| bad(format!("manifest.json is not valid: {e}")))?
+        }
         Some(Member::Layer(_)) => return Err(bad(format!("manifest.json is larger than {} MiB", MAX_JSON >> 20))),
+        None if members.contains_key("repositories") => legacy_manifests(store, &lookup, &mut synthesized, &bad)?,
         None => return Err(bad("no manifest.json (is this a `docker save` archive?)".into())),
     };
-    let manifests: Vec<ArchiveManifest> =
-        serde_json::from_slice(manifest_text).map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
 
     let mut out = Vec::new();
     for m in manifests {
-        let config = match lookup(&m.config) {
-            Some(Member::Memory(b)) => b,
-            Some(Member::Layer(_)) => return Err(bad(format!("config '{}' is too large", m.config))),
-            None => return Err(bad(format!("manifest.json names '{}', which is not in the archive", m.config))),
+        let config = match synthesized.get(&m.config) {
+            Some(b) => b,
+            None => match lookup(&m.config) {
+                Some(Member::Memory(b)) => b,
+                Some(Member::Layer(_)) => return Err(bad(format!("config '{}' is too large", m.config))),
+                None => return Err(bad(format!("manifest.json names '{}', which is not in the archive", m.config))),
+            },
         };
         let rootfs: ConfigRootfs = serde_json::from_slice(config)
             .map_err(|e| bad(format!("config '{}' is not an image config: {e}", m.config)))?;
@@ -204,6 +210,79 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
         let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
         let manifest = store.put_blob(OCI_MANIFEST, &bytes)?;
         out.push(ImportedImage { manifest, config_digest: config_desc.digest, repo_tags: m.repo_tags });
+    }
+    Ok(out)
+}
+
+/// The images of a legacy archive (no manifest.json: `repositories` names each tag's top
+/// layer id, and each `<id>/json` its parent): follows every chain to its root, and makes
+/// a config from the top layer's v1 JSON with the diff_ids of the layers found.
+fn legacy_manifests<'a>(
+    store: &Store,
+    lookup: &dyn Fn(&str) -> Option<&'a Member>,
+    synthesized: &mut BTreeMap<String, Vec<u8>>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<ArchiveManifest>> {
+    let repos: BTreeMap<String, BTreeMap<String, String>> = match lookup("repositories") {
+        Some(Member::Memory(b)) => {
+            serde_json::from_slice(b).map_err(|e| bad(format!("repositories is not valid: {e}")))?
+        }
+        _ => return Err(bad("repositories is too large".into())),
+    };
+    let mut tops: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (repo, tags) in repos {
+        for (tag, id) in tags {
+            tops.entry(id).or_default().push(format!("{repo}:{tag}"));
+        }
+    }
+    let mut out = Vec::new();
+    for (top, repo_tags) in tops {
+        let json_of = |id: &str| -> Result<serde_json::Value> {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("layer id '{id}' is not 64 hex digits")));
+            }
+            match lookup(&format!("{id}/json")) {
+                Some(Member::Memory(b)) => {
+                    serde_json::from_slice(b).map_err(|e| bad(format!("{id}/json is not valid: {e}")))
+                }
+                _ => Err(bad(format!("{id}/json is missing or too large"))),
+            }
+        };
+        let top_json = json_of(&top)?;
+        let mut layers = Vec::new();
+        let mut id = top.clone();
+        loop {
+            if layers.len() > 256 {
+                return Err(bad(format!("the parent chain of {top} is longer than 256 layers (a loop?)")));
+            }
+            layers.push(format!("{id}/layer.tar"));
+            match json_of(&id)?.get("parent").and_then(|p| p.as_str()).filter(|p| !p.is_empty()) {
+                Some(p) => id = p.to_string(),
+                None => break,
+            }
+        }
+        layers.reverse();
+        let mut diff_ids = Vec::new();
+        for path in &layers {
+            let diff = match lookup(path) {
+                Some(Member::Layer(Ok(l))) => l.diff_id.clone(),
+                Some(Member::Layer(Err(e))) => return Err(bad(format!("layer '{path}': {e}"))),
+                Some(Member::Memory(bytes)) => {
+                    store_layer(store, &mut &bytes[..], path)?.map_err(|e| bad(format!("layer '{path}': {e}")))?.diff_id
+                }
+                None => return Err(bad(format!("'{path}' is not in the archive"))),
+            };
+            diff_ids.push(serde_json::Value::String(diff));
+        }
+        let mut config = top_json;
+        let obj = config.as_object_mut().ok_or_else(|| bad(format!("{top}/json is not an object")))?;
+        for k in ["id", "parent", "Size", "container", "container_config", "layer_id"] {
+            obj.remove(k);
+        }
+        obj.insert("rootfs".into(), serde_json::json!({"type": "layers", "diff_ids": diff_ids}));
+        let name = format!("legacy:{top}");
+        synthesized.insert(name.clone(), serde_json::to_vec(&config).expect("configs serialize"));
+        out.push(ArchiveManifest { config: name, repo_tags, layers });
     }
     Ok(out)
 }
@@ -340,50 +419,128 @@ fn resolve_link(dir: &str, target: &[u8]) -> Option<String> {
 }
 
 /// Writes the image `manifest` (an OCI or Docker v2 manifest in `store`) as a
-/// docker-archive that `docker load` accepts: manifest.json, `<config hex>.json` and one
-/// file per layer (`blobs/sha256/<hex>`, gzip as stored; `docker load` decompresses).
-pub fn export(store: &Store, manifest: &Descriptor, repo_tags: &[String], out: impl Write) -> Result<()> {
+/// docker-archive (see [`write_archive`]; layers gzip as stored, `docker load`
+/// decompresses them).
+pub fn export(store: &Store, manifest: &Descriptor, repo_tags: &[String], mut out: impl Write) -> Result<()> {
     let m: OciManifest = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
         .map_err(|e| Error::failure(format!("manifest {} in the store is not valid: {e}", manifest.digest)))?;
-    let config_hex = digest_hex(&m.config.digest)?.to_string();
     let config = store.read_blob(&m.config.digest)?;
     if digest_of(&config) != m.config.digest {
         return Err(Error::failure(format!("config blob {} in the store is corrupt; delete it", m.config.digest)));
     }
-    let mut layer_paths = Vec::new();
+    let top: serde_json::Value = serde_json::from_slice(&config)
+        .map_err(|e| Error::failure(format!("config {} in the store is not JSON: {e}", m.config.digest)))?;
+    let mut layers = Vec::new();
     for l in &m.layers {
-        layer_paths.push(format!("blobs/sha256/{}", digest_hex(&l.digest)?));
+        layers.push(ArchiveLayer::Blob { path: store.blob_path(&l.digest)?, size: l.size });
     }
-    let archive_manifest = vec![ArchiveManifest {
-        config: format!("{config_hex}.json"),
-        repo_tags: repo_tags.to_vec(),
-        layers: layer_paths.clone(),
-    }];
-    let manifest_json = serde_json::to_vec(&archive_manifest).expect("manifests serialize");
-
-    let werr = |e: io::Error| Error::failure(format!("writing docker archive of {}: {e}", m.config.digest));
-    let mut tar = tar::Builder::new(out);
-    append_bytes(&mut tar, &format!("{config_hex}.json"), &config).map_err(werr)?;
-    let mut seen = std::collections::BTreeSet::new();
-    for (l, path) in m.layers.iter().zip(&layer_paths) {
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        let file = store.open_blob(&l.digest)?;
-        let len = file.metadata().map_err(werr)?.len();
-        let mut h = file_header(len, 0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        let mut reader = HashingReader { inner: file, hasher: Sha256::new() };
-        tar.append_data(&mut h, path, &mut reader).map_err(werr)?;
-        if format!("sha256:{}", hex::encode(reader.hasher.finalize())) != l.digest {
-            return Err(Error::failure(format!("layer blob {} in the store is corrupt; delete it", l.digest)));
-        }
-    }
-    append_bytes(&mut tar, "manifest.json", &manifest_json).map_err(werr)?;
-    tar.into_inner().map_err(werr)?.flush().map_err(werr)?;
+    let seed = format!("archfarm-export {}", m.config.digest);
+    write_archive(&mut out, &layers, &seed, &top, repo_tags, |_| config.clone())?;
+    out.flush().map_err(|e| Error::failure(format!("writing docker archive of {}: {e}", m.config.digest)))?;
     Ok(())
 }
 
+/// One layer of a docker-archive being written.
+pub enum ArchiveLayer<'a> {
+    /// A blob of the store (gzip), named by its digest; verified while it is copied.
+    Blob { path: std::path::PathBuf, size: u64 },
+    /// A layer made from entries as it is written (uncompressed; its size is known first).
+    Tar { entries: &'a [crate::assemble::tarball::TarEntry], mtime: u64 },
+}
+
+/// Writes a docker-archive that both `docker load` (manifest.json) and older tools that
+/// follow the legacy parent chain (`repositories`, `<id>/json` with `parent`,
+/// `<id>/VERSION`, `<id>/layer.tar`) accept. Layer ids are derived from `seed` and the
+/// position. Each layer is written once, in order; `config` receives the diff_ids of the
+/// [`ArchiveLayer::Tar`] layers (hashed on the way) and returns the image config, which
+/// is written last with manifest.json and `repositories`. Returns the config digest.
+pub fn write_archive(
+    out: &mut dyn Write,
+    layers: &[ArchiveLayer],
+    seed: &str,
+    top: &serde_json::Value,
+    repo_tags: &[String],
+    config: impl FnOnce(&[String]) -> Vec<u8>,
+) -> Result<String> {
+    use crate::assemble::tarball::{member_header, padding, tar_size, write_tar};
+    let werr = |e: io::Error| Error::failure(format!("writing docker archive: {e}"));
+    let ids: Vec<String> =
+        (0..layers.len()).map(|i| hex::encode(Sha256::digest(format!("{seed} layer {i}").as_bytes()))).collect();
+    let put = |out: &mut dyn Write, name: &str, bytes: &[u8]| -> io::Result<()> {
+        out.write_all(&member_header(name, false, bytes.len() as u64))?;
+        out.write_all(bytes)?;
+        out.write_all(padding(bytes.len() as u64))
+    };
+    let mut new_diff_ids = Vec::new();
+    let mut layer_paths = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let id = &ids[i];
+        let parent = i.checked_sub(1).map(|p| ids[p].clone());
+        let mut v1 = if i + 1 == layers.len() {
+            let mut t = top.clone();
+            if let Some(o) = t.as_object_mut() {
+                o.remove("rootfs");
+                o.remove("history");
+            }
+            t
+        } else {
+            serde_json::json!({"created": top.get("created"), "container_config": {"Cmd": null}, "os": top.get("os"), "architecture": top.get("architecture")})
+        };
+        if let Some(o) = v1.as_object_mut() {
+            o.insert("id".into(), serde_json::json!(id));
+            if let Some(p) = &parent {
+                o.insert("parent".into(), serde_json::json!(p));
+            }
+        }
+        out.write_all(&member_header(id, true, 0)).map_err(werr)?;
+        put(out, &format!("{id}/VERSION"), b"1.0").map_err(werr)?;
+        put(out, &format!("{id}/json"), &serde_json::to_vec(&v1).expect("json serializes")).map_err(werr)?;
+        let path = format!("{id}/layer.tar");
+        match layer {
+            ArchiveLayer::Blob { path: blob, size } => {
+                out.write_all(&member_header(&path, false, *size)).map_err(werr)?;
+                let file = std::fs::File::open(blob).map_err(|e| Error::io("opening blob", blob, e))?;
+                let mut reader = HashingReader { inner: file, hasher: Sha256::new() };
+                let copied = io::copy(&mut (&mut reader).take(*size), out).map_err(werr)?;
+                let name = blob.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if copied != *size || hex::encode(reader.hasher.finalize()) != name {
+                    return Err(Error::failure(format!(
+                        "layer blob {} in the store is corrupt; delete it",
+                        blob.display()
+                    )));
+                }
+                out.write_all(padding(*size)).map_err(werr)?;
+            }
+            ArchiveLayer::Tar { entries, mtime } => {
+                let size = tar_size(entries);
+                out.write_all(&member_header(&path, false, size)).map_err(werr)?;
+                let mut w = HashingWriter { inner: &mut *out, hasher: Sha256::new() };
+                write_tar(entries, *mtime, &mut w).map_err(werr)?;
+                new_diff_ids.push(format!("sha256:{}", hex::encode(w.hasher.finalize())));
+                out.write_all(padding(size)).map_err(werr)?;
+            }
+        }
+        layer_paths.push(path);
+    }
+    let config = config(&new_diff_ids);
+    let config_digest = digest_of(&config);
+    let config_name = format!("{}.json", digest_hex(&config_digest)?);
+    put(out, &config_name, &config).map_err(werr)?;
+    let manifest = vec![ArchiveManifest { config: config_name, repo_tags: repo_tags.to_vec(), layers: layer_paths }];
+    put(out, "manifest.json", &serde_json::to_vec(&manifest).expect("manifests serialize")).map_err(werr)?;
+    if let Some(top_id) = ids.last() {
+        let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for t in repo_tags {
+            let (repo, tag) = crate::assemble::recipe::split_tag(t);
+            repos.entry(repo.to_string()).or_default().insert(tag.unwrap_or("latest").to_string(), top_id.clone());
+        }
+        put(out, "repositories", &serde_json::to_vec(&repos).expect("json serializes")).map_err(werr)?;
+    }
+    out.write_all(&[0u8; 1024]).map_err(werr)?;
+    Ok(config_digest)
+}
+
+#[cfg(test)]
 fn file_header(size: u64, mode: u32) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
@@ -394,6 +551,7 @@ fn file_header(size: u64, mode: u32) -> tar::Header {
     h
 }
 
+#[cfg(test)]
 fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
     let mut h = file_header(bytes.len() as u64, 0o644);
     h.set_entry_type(tar::EntryType::Regular);

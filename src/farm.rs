@@ -278,6 +278,10 @@ impl Farm {
         let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await? };
         let (mut done, how) = match found {
             Some(found) => found,
+            None if job.recipe == crate::catalog::ASSEMBLED_RECIPE => {
+                let entry = self.assemble(job, &parent_done).await?;
+                (done_for(job, Some(entry), None), (Outcome::Built, Source::Build))
+            }
             None => {
                 // The fleet bounds concurrency: each builder runs at most its `jobs`.
                 let (entry, placed) = self.build_on_fleet(job, &parent_done).await?;
@@ -308,7 +312,10 @@ impl Farm {
         if let Some(entry) = self.store.entry(&job.key)? {
             return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Store))));
         }
-        if let Ok(engine) = self.engine().await {
+        // An assembled image is not taken back from the engine: `docker save` + import
+        // would recompress its layers (other digests), and assembling is cheap.
+        let assembled = job.recipe == crate::catalog::ASSEMBLED_RECIPE;
+        if let (false, Ok(engine)) = (assembled, self.engine().await) {
             if let Some(id) = engine.find_by_label(&job.key).await? {
                 let imported = engine.export_to_store(&id, &self.store).await?;
                 let entry = self.record(job, imported.manifest, imported.config_digest)?;
@@ -319,6 +326,47 @@ impl Farm {
             return Ok(Some((done_for(job, None, Some(remote)), (Outcome::Cached, Source::Registry))));
         }
         Ok(None)
+    }
+
+    /// Assembles an image.yaml job straight into the store (no engine, no emulation).
+    async fn assemble(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
+        let parent = match job.parents.first() {
+            Some(p) => Some(self.ensure_in_store(&parents[&p.image]).await?.manifest.digest),
+            None => None,
+        };
+        self.assemble_job(job, parent).await
+    }
+
+    /// Assembles `job` into the store and records it; `parent`: the manifest digest (in
+    /// the store) of its farm base. Errors keep their kind (bad input is a usage error).
+    pub async fn assemble_job(&self, job: &Job, parent: Option<String>) -> Result<Entry> {
+        let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
+        let rt = tokio::runtime::Handle::current();
+        let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
+            let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
+            crate::assemble::write_to_store(prepared, &store)
+        })
+        .await
+        .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
+        .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
+        self.record(job, manifest, config_digest)
+    }
+
+    /// The store entry of a finished job, fetched from the registry when it is only there.
+    pub async fn ensure_in_store(&self, done: &Done) -> Result<Entry> {
+        if let Some(e) = done.entry.clone().or(self.store.entry(&done.key)?) {
+            return Ok(e);
+        }
+        self.entry_in_store(&done.image, &done.platform, &done.key).await
+    }
+
+    /// The store entry of `image` for `platform` under `key`: the store's, else fetched
+    /// from the registry's per-platform key tag into the store.
+    pub async fn entry_in_store(&self, image: &str, platform: &Platform, key: &str) -> Result<Entry> {
+        if let Some(e) = self.store.entry(key)? {
+            return Ok(e);
+        }
+        self.fetch_entry(image, platform, key, &platform_tag(platform, key)).await
     }
 
     /// Makes a finished job's image exist in the local engine and returns its image ID:
@@ -349,18 +397,18 @@ impl Farm {
             Some(e) => e,
             None => {
                 let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
-                self.fetch_entry(&done.image, &done.platform, &done.key, remote).await?
+                self.fetch_entry(&done.image, &done.platform, &done.key, &remote.digest).await?
             }
         };
         let tags = [self.config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
         engine.load_from_store(&self.store, &entry.manifest, &tags).await
     }
 
-    /// Fetches the registry's image `remote` (the key tag of `image` for `platform`) into
-    /// the store and records it as the store's entry for `key`.
-    async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, remote: &Descriptor) -> Result<Entry> {
+    /// Fetches the registry's image `reference` (a digest or the key tag of `image` for
+    /// `platform`) into the store and records it as the store's entry for `key`.
+    async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, reference: &str) -> Result<Entry> {
         let repo = self.config.registry.repository(image);
-        let d = self.registry.fetch_image(&self.store, &repo, &remote.digest, platform).await?;
+        let d = self.registry.fetch_image(&self.store, &repo, reference, platform).await?;
         let blobs = self.store.manifest_blobs(&d.digest)?;
         let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
         let entry = Entry {
@@ -395,7 +443,7 @@ impl Farm {
         };
         let entry = match self.store.entry(&job.key)? {
             Some(e) if e.manifest.digest == remote.digest => e,
-            _ => self.fetch_entry(&job.image, &job.platform, &job.key, &remote).await?,
+            _ => self.fetch_entry(&job.image, &job.platform, &job.key, &remote.digest).await?,
         };
         self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
     }

@@ -3,6 +3,7 @@
 //! The data flow (docs/ARCHITECTURE.md): configuration -> catalog -> content keys ->
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
+pub mod assemble;
 pub mod binfmt;
 pub mod catalog;
 pub mod cli;

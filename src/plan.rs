@@ -31,6 +31,8 @@ pub struct Job {
     pub build_args: BTreeMap<String, String>,
     /// Farm images this one builds FROM (same platform), with the reference used.
     pub parents: Vec<Parent>,
+    /// External bases and the digests they were resolved to (exactly what the key covers).
+    pub bases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,12 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
             let path = image.dir.join(recipe);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
+            if recipe == crate::catalog::ASSEMBLED_RECIPE {
+                let (parents, bases) = crate::assemble::refs(config, catalog, image, &path, &text)?;
+                let parsed = ParsedRecipe { file: recipe.to_string(), text, parents, bases };
+                recipes.insert((image.name.clone(), platform), parsed);
+                continue;
+            }
             let refs = dockerfile::from_refs(&text, &settings.build_args)
                 .map_err(|e| e.context(format!("image {} ({})", image.name, path.display())))?;
             let mut parents = Vec::new();
@@ -257,6 +265,7 @@ impl Draft {
                 context: d.context,
                 build_args: d.build_args,
                 parents: d.parents,
+                bases,
             });
         }
         let images = self

@@ -29,8 +29,9 @@ pub fn services_up(test: &str) -> bool {
 }
 
 /// A private copy of the bundled images/ with its own store and registry namespace.
-/// A nonce file in base/busybox makes every key unique to this test, so nothing left
-/// in the engine or registry by another test or run can satisfy it.
+/// A nonce file in base/busybox (and in each assembled image) makes every key unique to
+/// this test, so nothing left in the engine or registry by another test or run can
+/// satisfy it.
 pub struct Repo {
     pub dir: tempfile::TempDir,
     pub namespace: String,
@@ -42,6 +43,10 @@ impl Repo {
         copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("images"), &dir.path().join("images"));
         let nonce = format!("{name}-{}-{}", std::process::id(), unique());
         std::fs::write(dir.path().join("images/base/busybox/nonce.txt"), &nonce).unwrap();
+        // Assembled images build FROM nothing of the farm: they get their own nonce.
+        for assembled in ["hello-assembled", "pkg-shell"] {
+            std::fs::write(dir.path().join("images").join(assembled).join("nonce.txt"), &nonce).unwrap();
+        }
         Repo { dir, namespace: format!("t-{}", nonce.replace('_', "-").to_lowercase()) }
     }
 

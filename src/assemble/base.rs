@@ -1,0 +1,185 @@
+//! The `from` of an assembled image: its layers come first and its config is inherited.
+//! Every kind ends as an image manifest in a store (the staging store of the assembly
+//! for imports, so a refused base leaves nothing behind), checked for the platform.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{is_loopback, RegistryRef};
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::registry::Registry;
+use crate::store::{digest_hex, put_blob_from, Descriptor, Store, OCI_INDEX, OCI_LAYER_GZIP};
+
+/// A base image: its layer descriptors and its config, both in a store.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub layers: Vec<Descriptor>,
+    pub config: serde_json::Value,
+    /// For messages: where it came from.
+    pub what: String,
+}
+
+#[derive(Deserialize)]
+struct ManifestDoc {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// Reads the image `manifest` from `store` and checks that it is for `platform`.
+pub fn from_store(store: &Store, manifest: &str, platform: &Platform, what: &str) -> Result<Base> {
+    let m: ManifestDoc = serde_json::from_slice(&store.read_blob(manifest)?)
+        .map_err(|e| Error::usage(format!("base {what}: manifest {manifest} is not an image manifest: {e}")))?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&m.config.digest)?)
+        .map_err(|e| Error::usage(format!("base {what}: config is not JSON: {e}")))?;
+    let arch = config.get("architecture").and_then(|v| v.as_str()).unwrap_or("");
+    let os = config.get("os").and_then(|v| v.as_str()).unwrap_or("");
+    let variant = config.get("variant").and_then(|v| v.as_str());
+    let same = os == platform.os
+        && arch == platform.architecture
+        && (variant == platform.variant.as_deref() || platform.variant.is_none());
+    if !same {
+        let have = format!("{os}/{arch}{}", variant.map(|v| format!("/{v}")).unwrap_or_default());
+        return Err(Error::usage(format!(
+            "base {what} is for {have}, not {platform}; use a base that has {platform} (or drop {platform} for this image)"
+        )));
+    }
+    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0);
+    if diff_ids != m.layers.len() {
+        return Err(Error::usage(format!("base {what}: config lists {diff_ids} layers, manifest {}", m.layers.len())));
+    }
+    let layers = m
+        .layers
+        .into_iter()
+        .map(|mut l| {
+            if l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+                l.media_type = OCI_LAYER_GZIP.to_string();
+            }
+            l
+        })
+        .collect();
+    Ok(Base { layers, config, what: what.to_string() })
+}
+
+/// A `docker save` tarball (with manifest.json or only the legacy parent chain).
+pub fn docker_archive(staging: &Store, path: &Path, platform: &Platform, what: &str) -> Result<Base> {
+    let file = std::fs::File::open(path).map_err(|e| Error::usage(format!("base {what}: {e}")))?;
+    let images = crate::docker_archive::import_named(staging, std::io::BufReader::new(file), what)
+        .map_err(|e| Error::usage(e.message().to_string()))?;
+    let mut last = None;
+    for img in &images {
+        match from_store(staging, &img.manifest.digest, platform, what) {
+            Ok(b) => return Ok(b),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::usage(format!("base {what}: the archive holds no image"))))
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Child>,
+}
+
+#[derive(Deserialize)]
+struct Child {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+/// An OCI image layout folder: index.json, possibly nested indexes, one manifest for
+/// `platform`. Blobs are verified while they are copied into `staging`.
+pub fn oci_layout(staging: &Store, dir: &Path, platform: &Platform, what: &str) -> Result<Base> {
+    let read = |digest: &str| -> Result<Vec<u8>> {
+        let p = dir
+            .join("blobs/sha256")
+            .join(digest_hex(digest).map_err(|e| Error::usage(format!("base {what}: {}", e.message())))?);
+        let meta =
+            std::fs::symlink_metadata(&p).map_err(|e| Error::usage(format!("base {what}: blob {digest}: {e}")))?;
+        if !meta.is_file() {
+            return Err(Error::usage(format!("base {what}: blob {digest} is not a regular file")));
+        }
+        let mut f = std::fs::File::open(&p).map_err(|e| Error::usage(format!("base {what}: {e}")))?;
+        let d = put_blob_from(staging, "application/octet-stream", &mut f, Some(digest))
+            .map_err(|e| Error::usage(format!("base {what}: blob {digest}: {}", e.message())))?;
+        staging.read_blob(&d.digest)
+    };
+    let index_path = dir.join("index.json");
+    let text =
+        std::fs::read(&index_path).map_err(|e| Error::usage(format!("base {what}: {}: {e}", index_path.display())))?;
+    let mut index: Index =
+        serde_json::from_slice(&text).map_err(|e| Error::usage(format!("base {what}: index.json: {e}")))?;
+    for _ in 0..4 {
+        let mut chosen = None;
+        let mut nested = None;
+        for c in &index.manifests {
+            let is_index = c.media_type == OCI_INDEX || c.media_type.ends_with("manifest.list.v2+json");
+            match &c.platform {
+                _ if is_index => nested = Some(c.digest.clone()),
+                Some(p)
+                    if p.os == platform.os
+                        && p.architecture == platform.architecture
+                        && (p.variant == platform.variant || platform.variant.is_none()) =>
+                {
+                    chosen = Some(c.digest.clone())
+                }
+                None if chosen.is_none() => chosen = Some(c.digest.clone()),
+                _ => {}
+            }
+        }
+        if let Some(m) = chosen {
+            let doc: ManifestDoc = serde_json::from_slice(&read(&m)?)
+                .map_err(|e| Error::usage(format!("base {what}: manifest {m}: {e}")))?;
+            read(&doc.config.digest)?;
+            for l in &doc.layers {
+                read_layer(staging, dir, &l.digest, what)?;
+            }
+            return from_store(staging, &m, platform, what);
+        }
+        match nested {
+            Some(n) => {
+                index = serde_json::from_slice(&read(&n)?)
+                    .map_err(|e| Error::usage(format!("base {what}: index {n}: {e}")))?
+            }
+            None => break,
+        }
+    }
+    Err(Error::usage(format!("base {what} has no image for {platform}; use a base that has {platform}")))
+}
+
+fn read_layer(staging: &Store, dir: &Path, digest: &str, what: &str) -> Result<()> {
+    let p = dir
+        .join("blobs/sha256")
+        .join(digest_hex(digest).map_err(|e| Error::usage(format!("base {what}: {}", e.message())))?);
+    let mut f = std::fs::File::open(&p).map_err(|e| Error::usage(format!("base {what}: layer {digest}: {e}")))?;
+    put_blob_from(staging, OCI_LAYER_GZIP, &mut f, Some(digest))
+        .map_err(|e| Error::usage(format!("base {what}: layer {digest}: {}", e.message())))?;
+    Ok(())
+}
+
+/// Splits `host[:port]/path[:tag|@digest]` into a registry client, repository and
+/// reference. Loopback registries use plain HTTP, all others verified TLS.
+pub fn registry_parts(reference: &str) -> Result<(Registry, String, String)> {
+    let (name, tag) = match reference.split_once('@') {
+        Some((n, d)) => (n.to_string(), d.to_string()),
+        None => match super::recipe::split_tag(reference) {
+            (n, Some(t)) => (n.to_string(), t.to_string()),
+            (n, None) => (n.to_string(), "latest".to_string()),
+        },
+    };
+    let name = super::recipe::split_tag(&name).0.to_string();
+    let (host, repo) = match name.split_once('/') {
+        Some((h, r)) if h.contains('.') || h.contains(':') || h == "localhost" => (h.to_string(), r.to_string()),
+        _ => (
+            "registry-1.docker.io".to_string(),
+            if name.contains('/') { name.clone() } else { format!("library/{name}") },
+        ),
+    };
+    let r = RegistryRef { insecure: is_loopback(&host), host, namespace: String::new() };
+    Ok((Registry::new(&r)?, repo, tag))
+}
