@@ -76,6 +76,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to a registry: check the credentials against it, then store them the way
+    /// `docker login` does (the configured credential helper, else config.json).
+    Login {
+        /// The registry host[:port].
+        #[arg(value_name = "REGISTRY")]
+        server: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from stdin (it is never taken as an argument).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Promote the canonical tags of the current keys to VERSION (and latest), after
+    /// checking that every platform of every image is there.
+    Release {
+        version: String,
+        /// Images to release (default: all).
+        #[arg(value_name = "IMAGE")]
+        names: Vec<String>,
+        /// Release to another registry/namespace (default: the configured registry).
+        #[arg(long, value_name = "REGISTRY/NAMESPACE")]
+        to: Option<String>,
+        /// Also move :latest.
+        #[arg(long)]
+        latest: bool,
+        /// Check everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        /// Also write the release record (JSON) to FILE.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Copy one image, all platforms, between registries or repositories.
+    Copy {
+        /// host[:port]/repository[:tag|@digest]
+        #[arg(value_name = "SRC")]
+        source: String,
+        /// host[:port]/repository[:tag]
+        #[arg(value_name = "DST")]
+        destination: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
@@ -90,6 +135,16 @@ pub async fn run(cli: Cli) -> Result<bool> {
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
+    // Commands that need no images folder.
+    match &cli.command {
+        Command::Login { server, username, password_stdin } => {
+            return crate::publish_cli::login(&config, server, username, *password_stdin).await
+        }
+        Command::Copy { source, destination, json } => {
+            return crate::publish_cli::copy(&config, source, destination, *json).await
+        }
+        _ => {}
+    }
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     let progress = Progress::new(cli.verbose);
     match cli.command {
@@ -109,6 +164,16 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Load { image, platform, json } => {
             load(config, &catalog, progress, &image, platform.as_deref(), json).await
         }
+        Command::Release { version, names, to, latest, dry_run, json, record } => {
+            let names = resolve_names(&catalog, &names)?;
+            let farm = Farm::new(config, progress)?;
+            let plan = make_plan(&farm, &catalog, &names, &PlatformChoice::Defaults).await?;
+            let wanted: Vec<_> =
+                plan.images.iter().filter(|i| names.is_empty() || names.contains(&i.name)).cloned().collect();
+            crate::publish_cli::release(&farm.config, &wanted, &version, to.as_deref(), latest, dry_run, json, record)
+                .await
+        }
+        Command::Login { .. } | Command::Copy { .. } => Err(Error::failure("login and copy run before the catalog")),
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Config {
     pub images: BTreeMap<String, ImageSettings>,
     /// Where the configuration came from, for messages.
     pub source: String,
+    /// Hosts other than loopback allowed plain HTTP / unverified TLS.
+    pub insecure_registries: Vec<String>,
 }
 
 /// What the command line and environment can override.
@@ -257,6 +259,7 @@ impl Config {
             arches,
             images,
             source: source.to_string(),
+            insecure_registries: insecure,
         })
     }
 

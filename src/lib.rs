@@ -3,10 +3,12 @@
 //! The data flow (docs/ARCHITECTURE.md): configuration -> catalog -> content keys ->
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod copy;
 pub mod docker_archive;
 pub mod dockerfile;
 pub mod engine;
@@ -15,8 +17,11 @@ pub mod farm;
 pub mod key;
 pub mod plan;
 pub mod platform;
+pub mod publish_cli;
 pub mod registry;
+pub mod release;
 pub mod report;
+pub mod retry;
 pub mod scan;
 pub mod store;
 

@@ -1,0 +1,213 @@
+//! `archfarm release VERSION`: promotes the canonical multi-arch tags of the current keys
+//! to a version tag (and `latest`), in the configured registry or another one, without
+//! rebuilding and without moving a tag over incomplete content.
+//!
+//! Three phases, each finished for every image before the next begins:
+//! 1. check: the canonical index `<registry>/<ns>/<image>:<index key>` exists, lists
+//!    exactly the planned platforms, and every child manifest is readable; a version tag
+//!    already in the target must point at the same index (versions never move);
+//! 2. copy: blobs (skipped, mounted within one registry, streamed across registries) and
+//!    child manifests by digest, untagged;
+//! 3. tag: every child HEADed in the target, then `:VERSION` (and `:latest`).
+//!
+//! A failure in phase 1 or 2 moves no tag at all. Running it again is a no-op.
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::config::{Config, RegistryRef};
+use crate::copy::{self, PlatformDigest, SourceImage};
+use crate::error::{Error, Result};
+use crate::plan::ImagePlan;
+use crate::registry::Registry;
+
+/// How many images are checked and copied at once.
+pub const IMAGE_CONCURRENCY: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub version: String,
+    /// Where to release to (default: the configured registry).
+    pub to: Option<RegistryRef>,
+    pub latest: bool,
+    pub dry_run: bool,
+}
+
+/// One image's release record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRecord {
+    pub image: String,
+    pub version: String,
+    /// The canonical tag it was promoted from.
+    pub source: String,
+    /// The version tag in the target.
+    pub tag: String,
+    /// The index digest (the same in source and target).
+    pub digest: String,
+    pub platforms: Vec<PlatformDigest>,
+    /// Every tag that points at it in the target (`VERSION`, and `latest` with --latest).
+    pub tags: Vec<String>,
+    /// `released`, `unchanged` (already released), or `dry-run`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseReport {
+    pub version: String,
+    /// The target `host/namespace`.
+    pub registry: String,
+    pub dry_run: bool,
+    pub images: Vec<ReleaseRecord>,
+}
+
+impl ReleaseReport {
+    /// True when nothing was (or would be) written.
+    pub fn unchanged(&self) -> bool {
+        self.images.iter().all(|r| r.action == "unchanged")
+    }
+}
+
+struct Checked {
+    plan: ImagePlan,
+    image: SourceImage,
+    source: String,
+    up_to_date: bool,
+}
+
+pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOptions) -> Result<ReleaseReport> {
+    crate::registry::check_reference(&opts.version)
+        .map_err(|e| Error::usage(format!("release VERSION: {}", e.message())))?;
+    if opts.version.starts_with("sha256:") {
+        return Err(Error::usage("release VERSION must be a tag such as v1.2.3, not a digest"));
+    }
+    if images.is_empty() {
+        return Err(Error::usage("nothing to release: the plan has no images"));
+    }
+    let target = opts.to.clone().unwrap_or_else(|| config.registry.clone());
+    let src = Registry::new(&config.registry)?;
+    let dst = if target.host == config.registry.host { src.clone() } else { Registry::new(&target)? };
+    let mut tags = vec![opts.version.clone()];
+    if opts.latest && opts.version != "latest" {
+        tags.push("latest".to_string());
+    }
+
+    // 1. Check every image before anything is written.
+    let checked: Vec<Checked> = futures::stream::iter(images.iter().map(|plan| {
+        let (src, dst, target, tags) = (&src, &dst, &target, &tags);
+        async move {
+            let repo = config.registry.repository(&plan.name);
+            let source = config.registry.reference(&plan.name, &plan.index_key);
+            if src.manifest_head(&repo, &plan.index_key).await?.is_none() {
+                return Err(Error::failure(format!(
+                    "{}: the canonical tag {source} is not in the registry: the current keys were never built and \
+                     stitched; run `archfarm build --push {}` first (nothing was released)",
+                    plan.name, plan.name
+                )));
+            }
+            let image = copy::read_image(src, &repo, &plan.index_key)
+                .await
+                .map_err(|e| e.context(format!("{}: checking {source}", plan.name)))?;
+            let mut have: Vec<String> = image.children.iter().map(|(p, _, _)| p.clone()).collect();
+            let mut want: Vec<String> = plan.platforms.iter().map(|(p, _)| p.to_string()).collect();
+            have.sort();
+            want.sort();
+            if !image.is_index() || have != want {
+                return Err(Error::failure(format!(
+                    "{}: {source} lists [{}] but the plan wants [{}]; run `archfarm build --push {}` (nothing was \
+                     released)",
+                    plan.name,
+                    have.join(", "),
+                    want.join(", "),
+                    plan.name
+                )));
+            }
+            let dst_repo = target.repository(&plan.name);
+            let mut up_to_date = true;
+            for tag in tags {
+                match dst.manifest_head(&dst_repo, tag).await? {
+                    Some(d) if d.digest == image.desc.digest => {}
+                    Some(d) if tag == &opts.version => {
+                        return Err(Error::failure(format!(
+                            "{}: {} already points at {}, not at {} ({source}); a released version never moves: \
+                             release a new version (nothing was released)",
+                            plan.name,
+                            target.reference(&plan.name, tag),
+                            d.digest,
+                            image.desc.digest
+                        )));
+                    }
+                    _ => up_to_date = false,
+                }
+            }
+            Ok(Checked { plan: plan.clone(), image, source, up_to_date })
+        }
+    }))
+    .buffered(IMAGE_CONCURRENCY)
+    .try_collect()
+    .await?;
+
+    // 2. Copy the content of every image that needs it, untagged.
+    if !opts.dry_run {
+        futures::stream::iter(checked.iter().filter(|c| !c.up_to_date).map(|c| {
+            let (src, dst, target) = (&src, &dst, &target);
+            async move {
+                let repo = config.registry.repository(&c.plan.name);
+                copy::copy_content(src, &repo, &c.image, dst, &target.repository(&c.plan.name))
+                    .await
+                    .map_err(|e| e.context(format!("{}: copying {} (no tag was moved)", c.plan.name, c.source)))
+            }
+        }))
+        .buffer_unordered(IMAGE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    }
+
+    // 3. Every child of every image HEADed in the target, then the tags.
+    if !opts.dry_run {
+        futures::stream::iter(checked.iter().filter(|c| !c.up_to_date).map(|c| {
+            let (dst, target) = (&dst, &target);
+            async move {
+                copy::put_tags(dst, &target.repository(&c.plan.name), &c.image, &[])
+                    .await
+                    .map_err(|e| e.context(format!("{} (no tag was moved)", c.plan.name)))
+            }
+        }))
+        .buffer_unordered(IMAGE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    }
+    let records: Vec<ReleaseRecord> = futures::stream::iter(checked.iter().map(|c| {
+        let (dst, target, tags) = (&dst, &target, &tags);
+        async move {
+            let action = if c.up_to_date {
+                "unchanged"
+            } else if opts.dry_run {
+                "dry-run"
+            } else {
+                copy::put_tags(dst, &target.repository(&c.plan.name), &c.image, tags)
+                    .await
+                    .map_err(|e| e.context(&c.plan.name))?;
+                "released"
+            };
+            Ok::<_, Error>(ReleaseRecord {
+                image: c.plan.name.clone(),
+                version: opts.version.clone(),
+                source: c.source.clone(),
+                tag: target.reference(&c.plan.name, &opts.version),
+                digest: c.image.desc.digest.clone(),
+                platforms: c.image.platforms(),
+                tags: tags.iter().map(|t| target.reference(&c.plan.name, t)).collect(),
+                action: action.to_string(),
+            })
+        }
+    }))
+    .buffered(IMAGE_CONCURRENCY)
+    .try_collect()
+    .await?;
+    Ok(ReleaseReport {
+        version: opts.version.clone(),
+        registry: format!("{}/{}", target.host, target.namespace).trim_end_matches('/').to_string(),
+        dry_run: opts.dry_run,
+        images: records,
+    })
+}
