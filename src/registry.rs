@@ -52,11 +52,18 @@ use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER
 
 /// How long establishing a TCP (and TLS) connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Blobs larger than this are uploaded in chunks (PATCH), so a fault costs one chunk at
-/// most where the registry can resume; smaller ones in one streamed PUT.
-pub const CHUNK_THRESHOLD: u64 = 128 << 20;
-/// The size of one PATCH of a chunked upload.
+/// Blobs larger than this are uploaded in chunks of this size (PATCH), so a fault costs
+/// one chunk at most where the registry can resume; smaller ones in one streamed PUT.
+/// `ARCHFARM_REGISTRY_CHUNK_SIZE` (bytes) overrides it.
 pub const CHUNK_SIZE: u64 = 128 << 20;
+
+fn chunk_size() -> u64 {
+    std::env::var("ARCHFARM_REGISTRY_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v >= 4096)
+        .unwrap_or(CHUNK_SIZE)
+}
 /// How many blobs are transferred at once per image.
 pub const BLOB_CONCURRENCY: usize = 4;
 /// Manifests larger than this are refused (they are read into memory).
@@ -667,7 +674,7 @@ impl Registry {
             Error::failure(format!("registry {}: {what}: invalid upload Location '{location}': {e}", self.host))
         })?;
         match source {
-            Source::Store(store) if blob.size > CHUNK_THRESHOLD => {
+            Source::Store(store) if blob.size > chunk_size() => {
                 self.upload_chunked(store, repo, blob, location, sc).await
             }
             Source::Store(store) => {
@@ -752,10 +759,11 @@ impl Registry {
         sc: &[String],
     ) -> std::result::Result<BlobOutcome, Attempt> {
         let what = format!("PATCH blob {repo} ({})", blob.digest);
+        let chunk = chunk_size();
         let mut offset = 0u64;
         let mut resumes = 0;
         while offset < blob.size {
-            let end = (offset + CHUNK_SIZE).min(blob.size);
+            let end = (offset + chunk).min(blob.size);
             let progress = Arc::new(Mutex::new(Instant::now()));
             let make = || {
                 use std::io::{Seek, SeekFrom};
@@ -798,7 +806,7 @@ impl Registry {
             resumes += 1;
             // Where does the session stand? Only a clear answer resumes it.
             match self.upload_status(&location, sc).await {
-                Some((next, have)) if have <= blob.size && have % CHUNK_SIZE == 0 => {
+                Some((next, have)) if have <= blob.size => {
                     tracing::debug!(registry = %self.host, repo, digest = %blob.digest, offset = have,
                         "resuming chunked upload ({})", fault.error.message());
                     location = next;
@@ -959,7 +967,8 @@ impl Registry {
     async fn send(&self, what: &str, scopes: &[String], make: &MakeRequest<'_>) -> Result<reqwest::Response> {
         let attempts = crate::retry::attempts();
         let mut attempt = 0;
-        let mut challenged = false;
+        // One 401 to learn the challenge, one more to renew a token the registry rejects.
+        let mut challenges = 0;
         loop {
             attempt += 1;
             let mut req = make()?;
@@ -972,8 +981,8 @@ impl Registry {
                     tokio::time::sleep(crate::retry::backoff(attempt, None)).await;
                 }
                 Err(e) => return Err(self.transport_error(what, &e, attempt)),
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
-                    challenged = true;
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && challenges < 2 => {
+                    challenges += 1;
                     if !self.auth.on_unauthorized(resp.headers(), scopes) {
                         return Ok(resp);
                     }
@@ -1002,7 +1011,7 @@ impl Registry {
         progress: &Mutex<Instant>,
     ) -> std::result::Result<reqwest::Response, Attempt> {
         let idle = crate::retry::timeout();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut req = make()?;
             if let Some(h) = self.auth.header(&self.client, scopes).await? {
                 req = req.header(reqwest::header::AUTHORIZATION, h);
