@@ -62,16 +62,16 @@ pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) 
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
         println!("{} {}", report.destination, report.digest);
-        eprintln!(
-            "{}: {} platform(s); {} blob(s) uploaded ({} bytes), {} mounted, {} already there",
-            if report.changed { "copied" } else { "nothing to do, already there" },
-            report.platforms.len(),
-            report.blobs_uploaded,
-            report.bytes_uploaded,
-            report.blobs_mounted,
-            report.blobs_skipped
-        );
     }
+    eprintln!(
+        "{}: {} platform(s); {} blob(s) uploaded ({} bytes), {} mounted, {} already there",
+        if report.changed { "copied" } else { "nothing to do, already there" },
+        report.platforms.len(),
+        report.blobs_uploaded,
+        report.bytes_uploaded,
+        report.blobs_mounted,
+        report.blobs_skipped
+    );
     Ok(true)
 }
 

@@ -577,3 +577,47 @@ pub fn write_exec(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+// ---- images made in a store ----
+
+/// Unique bytes of `len`: a sha256 chain over a random seed.
+pub fn unique_bytes(len: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::digest(format!("{}-{}", fastrand::u64(..), std::process::id()).as_bytes());
+    let mut out = Vec::with_capacity(len + 32);
+    while out.len() < len {
+        out.extend_from_slice(&h);
+        h = sha2::Sha256::digest(h);
+    }
+    out.truncate(len);
+    out
+}
+
+/// An OCI image for `arch` with `layers` gzip layers of random content, put in `store`.
+pub fn make_image(store: &archfarm::store::Store, arch: &str, layers: usize) -> archfarm::store::Descriptor {
+    use archfarm::store::{digest_of, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let content = unique_bytes(2000 + 7000 * i);
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("f{i}.bin"), &content[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        diff_ids.push(digest_of(&tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        descs.push(store.put_blob(OCI_LAYER_GZIP, &gz.finish().unwrap()).unwrap());
+    }
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": [],
+    });
+    let config = store.put_blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
+    let manifest =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": descs});
+    store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap()
+}
