@@ -400,6 +400,8 @@ pub struct Authenticator {
     challenge: std::sync::Mutex<Option<Challenge>>,
     tokens: std::sync::Mutex<std::collections::HashMap<String, Token>>,
     fetches: std::sync::atomic::AtomicUsize,
+    /// Where the credential came from, for messages (`None`: the Docker config).
+    origin: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -426,13 +428,15 @@ impl Authenticator {
             challenge: std::sync::Mutex::new(None),
             tokens: std::sync::Mutex::new(Default::default()),
             fetches: std::sync::atomic::AtomicUsize::new(0),
+            origin: None,
         }
     }
 
     /// With exactly this credential (`login` checks one before storing it).
     pub fn with_credential(host: &str, credential: Option<Credential>) -> Authenticator {
-        let a = Authenticator::new(host);
+        let mut a = Authenticator::new(host);
         let _ = a.credential.set(Ok(credential));
+        a.origin = Some("given on the command line".to_string());
         a
     }
 
@@ -452,7 +456,10 @@ impl Authenticator {
     /// Words for messages: whose credentials were used, never the secret.
     pub fn describe(&self) -> String {
         match self.credential() {
-            Ok(Some(c)) => format!("{} from the Docker config ({})", c.describe(), config_hint()),
+            Ok(Some(c)) => match &self.origin {
+                Some(o) => format!("{} {o}", c.describe()),
+                None => format!("{} from the Docker config ({})", c.describe(), config_hint()),
+            },
             Ok(None) => format!("no credentials ({} has none for {})", config_hint(), self.host),
             Err(e) => e.message().to_string(),
         }

@@ -142,3 +142,30 @@ fn a_run_killed_midway_never_leaves_a_tag_over_missing_content() {
     let tags = assert_tags_complete(&c.addr, "rel/base/busybox", None);
     assert!(tags.contains(&"v3".to_string()) && tags.contains(&"latest".to_string()), "{tags:?}");
 }
+
+#[test]
+fn a_registry_that_keeps_failing_gives_a_clear_error_after_bounded_attempts() {
+    if !tools_up("bounded_attempts") {
+        return;
+    }
+    let reg = TestRegistry::start(Auth::None);
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { http500: 1.0, max_faults: 1000, fault_window: Duration::from_secs(600), ..Faults::default() },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_archfarm"))
+        .args(["copy", &format!("{}/ns/app:v1", proxy.addr), &format!("{}/ns/copy:v1", reg.addr)])
+        .env("ARCHFARM_REGISTRY_ATTEMPTS", "3")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&proxy.addr), "names the registry: {err}");
+    assert!(err.contains("GET manifest ns/app:v1"), "names the operation: {err}");
+    assert!(err.contains("500") && err.contains("3 attempts"), "{err}");
+    assert_eq!(proxy.fault_count(), 3, "exactly the allowed attempts");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
