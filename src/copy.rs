@@ -243,32 +243,49 @@ pub async fn copy_content(
 /// checked present with a HEAD, so a tag never points at missing content. Tags that
 /// already point at it are left alone; returns the tags written.
 pub async fn put_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags: &[String]) -> Result<Vec<String>> {
-    if image.is_index() {
-        let found: Vec<Option<Descriptor>> =
-            futures::stream::iter(image.children.iter().map(|(_, d, _)| dst.manifest_head(dst_repo, &d.digest)))
-                .buffered(BLOB_CONCURRENCY)
-                .try_collect()
-                .await?;
-        let missing: Vec<String> = image
-            .children
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|((p, d, _), _)| format!("{p} ({})", d.digest))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::failure(format!(
-                "not tagging {}/{dst_repo}: {} missing there after the copy; nothing was tagged",
-                dst.host(),
-                missing.join(", ")
-            )));
+    verify_present(dst, dst_repo, image).await?;
+    let mut missing = Vec::new();
+    for tag in tags {
+        if !tag_points_at(dst, dst_repo, tag, &image.desc.digest).await? {
+            missing.push(tag.clone());
         }
     }
-    let mut written = Vec::new();
-    for tag in tags {
-        if tag_points_at(dst, dst_repo, tag, &image.desc.digest).await? {
-            continue;
-        }
+    write_tags(dst, dst_repo, image, &missing).await?;
+    Ok(missing)
+}
+
+/// HEADs every child of `image` in `dst_repo`; fails naming the missing platforms.
+pub async fn verify_present(dst: &Registry, dst_repo: &str, image: &SourceImage) -> Result<()> {
+    if !image.is_index() {
+        return Ok(());
+    }
+    let found: Vec<Option<Descriptor>> =
+        futures::stream::iter(image.children.iter().map(|(_, d, _)| dst.manifest_head(dst_repo, &d.digest)))
+            .buffered(BLOB_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let missing: Vec<String> = image
+        .children
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|((p, d, _), _)| format!("{p} ({})", d.digest))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::failure(format!(
+            "not tagging {}/{dst_repo}: {} missing there; nothing was tagged",
+            dst.host(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// PUTs `image`'s top manifest under each of `tags`, checking the digest the registry
+/// computes. The caller has verified every child present ([`verify_present`], or read them
+/// from this very repository).
+pub async fn write_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags: &[String]) -> Result<()> {
+    futures::future::try_join_all(tags.iter().map(|tag| async move {
         let d = dst.put_manifest(dst_repo, tag, &image.desc.media_type, image.bytes.clone()).await?;
         if d.digest != image.desc.digest {
             return Err(Error::failure(format!(
@@ -278,9 +295,10 @@ pub async fn put_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags:
                 image.desc.digest
             )));
         }
-        written.push(tag.clone());
-    }
-    Ok(written)
+        Ok(())
+    }))
+    .await
+    .map(|_| ())
 }
 
 /// Whether `repo:tag` exists with exactly `digest`.

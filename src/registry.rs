@@ -375,6 +375,21 @@ impl Registry {
         self.put_manifest(repo, tag, &media_type, bytes).await
     }
 
+    /// [`Registry::put_index`] for a caller that has just found every child in `repo` with
+    /// a HEAD of its own (the descriptors in `children` are those answers), so they are not
+    /// asked for again. Never call it with descriptors that did not come from such a HEAD.
+    pub async fn put_index_verified(
+        &self,
+        repo: &str,
+        tag: &str,
+        children: &[(Platform, Descriptor)],
+    ) -> Result<Descriptor> {
+        check_repo(repo)?;
+        check_reference(tag)?;
+        let (media_type, bytes) = index_bytes(children).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
+        self.put_manifest(repo, tag, &media_type, bytes).await
+    }
+
     /// Brings `repo:reference` for `platform` into `store`: selects the platform's child of
     /// an index, downloads the config and the layers the store lacks (verified), then stores
     /// the manifest. Returns the per-platform manifest descriptor.

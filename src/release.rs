@@ -22,7 +22,7 @@ use crate::plan::ImagePlan;
 use crate::registry::Registry;
 
 /// How many images are checked and copied at once.
-pub const IMAGE_CONCURRENCY: usize = 8;
+pub const IMAGE_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions {
@@ -71,7 +71,8 @@ struct Checked {
     plan: ImagePlan,
     image: SourceImage,
     source: String,
-    up_to_date: bool,
+    /// The target tags that do not point at the index yet.
+    missing: Vec<String>,
 }
 
 pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOptions) -> Result<ReleaseReport> {
@@ -97,16 +98,15 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
         async move {
             let repo = config.registry.repository(&plan.name);
             let source = config.registry.reference(&plan.name, &plan.index_key);
-            if src.manifest_head(&repo, &plan.index_key).await?.is_none() {
-                return Err(Error::failure(format!(
-                    "{}: the canonical tag {source} is not in the registry: the current keys were never built and \
-                     stitched; run `archfarm build --push {}` first (nothing was released)",
-                    plan.name, plan.name
-                )));
-            }
-            let image = copy::read_image(src, &repo, &plan.index_key)
-                .await
-                .map_err(|e| e.context(format!("{}: checking {source}", plan.name)))?;
+            let image = copy::read_image(src, &repo, &plan.index_key).await.map_err(|e| {
+                Error::failure(format!(
+                    "{}: checking the canonical tag {source}: {}; if the current keys were never built and \
+                     stitched, run `archfarm build --push {}` first (nothing was released)",
+                    plan.name,
+                    e.message(),
+                    plan.name
+                ))
+            })?;
             let mut have: Vec<String> = image.children.iter().map(|(p, _, _)| p.clone()).collect();
             let mut want: Vec<String> = plan.platforms.iter().map(|(p, _)| p.to_string()).collect();
             have.sort();
@@ -122,9 +122,10 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
                 )));
             }
             let dst_repo = target.repository(&plan.name);
-            let mut up_to_date = true;
-            for tag in tags {
-                match dst.manifest_head(&dst_repo, tag).await? {
+            let mut missing = Vec::new();
+            let heads = futures::future::try_join_all(tags.iter().map(|t| dst.manifest_head(&dst_repo, t))).await?;
+            for (tag, head) in tags.iter().zip(heads) {
+                match head {
                     Some(d) if d.digest == image.desc.digest => {}
                     Some(d) if tag == &opts.version => {
                         return Err(Error::failure(format!(
@@ -136,10 +137,10 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
                             image.desc.digest
                         )));
                     }
-                    _ => up_to_date = false,
+                    _ => missing.push(tag.clone()),
                 }
             }
-            Ok(Checked { plan: plan.clone(), image, source, up_to_date })
+            Ok(Checked { plan: plan.clone(), image, source, missing })
         }
     }))
     .buffered(IMAGE_CONCURRENCY)
@@ -148,7 +149,7 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
 
     // 2. Copy the content of every image that needs it, untagged.
     if !opts.dry_run {
-        futures::stream::iter(checked.iter().filter(|c| !c.up_to_date).map(|c| {
+        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
             let (src, dst, target) = (&src, &dst, &target);
             async move {
                 let repo = config.registry.repository(&c.plan.name);
@@ -162,12 +163,14 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
         .await?;
     }
 
-    // 3. Every child of every image HEADed in the target, then the tags.
-    if !opts.dry_run {
-        futures::stream::iter(checked.iter().filter(|c| !c.up_to_date).map(|c| {
+    // 3. Every child of every image HEADed in the target (unless the target is the very
+    //    repository phase 1 read them from), then the tags.
+    let same_place = target.host == config.registry.host && target.namespace == config.registry.namespace;
+    if !opts.dry_run && !same_place {
+        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
             let (dst, target) = (&dst, &target);
             async move {
-                copy::put_tags(dst, &target.repository(&c.plan.name), &c.image, &[])
+                copy::verify_present(dst, &target.repository(&c.plan.name), &c.image)
                     .await
                     .map_err(|e| e.context(format!("{} (no tag was moved)", c.plan.name)))
             }
@@ -179,12 +182,12 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
     let records: Vec<ReleaseRecord> = futures::stream::iter(checked.iter().map(|c| {
         let (dst, target, tags) = (&dst, &target, &tags);
         async move {
-            let action = if c.up_to_date {
+            let action = if c.missing.is_empty() {
                 "unchanged"
             } else if opts.dry_run {
                 "dry-run"
             } else {
-                copy::put_tags(dst, &target.repository(&c.plan.name), &c.image, tags)
+                copy::write_tags(dst, &target.repository(&c.plan.name), &c.image, &c.missing)
                     .await
                     .map_err(|e| e.context(&c.plan.name))?;
                 "released"
