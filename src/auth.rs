@@ -551,7 +551,7 @@ impl Authenticator {
                     }
                     let mut req = client.get(url.clone());
                     if let Some(h) = credential.as_ref().and_then(|c| c.basic_header()) {
-                        req = req.header(reqwest::header::AUTHORIZATION, h);
+                        req = req.header(reqwest::header::AUTHORIZATION, sensitive(&h)?);
                     }
                     req
                 }
@@ -602,6 +602,14 @@ impl Authenticator {
         tracing::debug!(registry = %self.host, scopes = %scopes.join(" "), expires_in = life.as_secs(), "got a token");
         Ok(Token { value: Secret::new(value), renew_at: started + life - margin })
     }
+}
+
+/// An `Authorization` header value marked sensitive (the HTTP stack never shows it).
+pub fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| Error::usage("credentials hold characters that cannot go in an HTTP header"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn config_hint() -> String {

@@ -988,7 +988,7 @@ impl Registry {
             attempt += 1;
             let mut req = make()?;
             if let Some(h) = self.auth.header(&self.client, scopes).await? {
-                req = req.header(reqwest::header::AUTHORIZATION, h);
+                req = req.header(reqwest::header::AUTHORIZATION, crate::auth::sensitive(&h)?);
             }
             match req.send().await {
                 Err(e) if attempt < attempts && crate::retry::retryable_error(&e) => {
@@ -1029,7 +1029,7 @@ impl Registry {
         for _ in 0..3 {
             let mut req = make()?;
             if let Some(h) = self.auth.header(&self.client, scopes).await? {
-                req = req.header(reqwest::header::AUTHORIZATION, h);
+                req = req.header(reqwest::header::AUTHORIZATION, crate::auth::sensitive(&h)?);
             }
             *progress.lock().unwrap() = Instant::now();
             let resp = match idle_deadline(req.send(), progress, idle).await {

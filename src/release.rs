@@ -8,7 +8,8 @@
 //!    already in the target must point at the same index (versions never move);
 //! 2. copy: blobs (skipped, mounted within one registry, streamed across registries) and
 //!    child manifests by digest, untagged;
-//! 3. tag: every child HEADed in the target, then `:VERSION` (and `:latest`).
+//! 3. tag: every child HEADed in the target (not needed when the target is the very
+//!    repository phase 1 read every child from), then `:VERSION` (and `:latest`).
 //!
 //! A failure in phase 1 or 2 moves no tag at all. Running it again is a no-op.
 
