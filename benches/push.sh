@@ -17,8 +17,13 @@ bin="$here/target/release/archfarm"
 work=/var/tmp/archfarm-bench-push-$$
 ns="bench-push-$$"
 reg=127.0.0.1:5000
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+# Registries are started inside $(...): their pids go to files, not to a variable.
+stop_registries() {
+  local f
+  for f in "$work"/reg-*/pid; do [ -f "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; rm -f "$f"; done
+  return 0
+}
+trap 'stop_registries; rm -rf "$work"' EXIT
 # fresh_registry NAME: starts an empty docker-registry, prints its host:port.
 fresh_registry() {
   local port dir=$work/reg-$1
@@ -27,7 +32,7 @@ fresh_registry() {
   printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
     "$dir/data" "$port" >"$dir/config.yml"
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-  pids+=($!)
+  echo $! >"$dir/pid"
   local deadline=$((SECONDS + 30))
   until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do
     ((SECONDS < deadline)) || { echo "registry $1 did not start" >&2; exit 1; }
@@ -35,10 +40,7 @@ fresh_registry() {
   done
   echo "127.0.0.1:$port"
 }
-stop_registries() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pids=()
-}
+
 mkdir -p "$work/images/big"
 layer_mb=$((total_mb / 4))
 echo "making a ${total_mb} MB image of 4 random layers" >&2
