@@ -96,7 +96,23 @@ EOF
   wait_for "docker-registry (log: $state/registry.log)" 30 registry_answers
 }
 
+# The publishing tests start their own registries (htpasswd basic auth, token auth) and a
+# token issuer: they need htpasswd (bcrypt entries) and the openssl CLI (key, certificate,
+# RS256 signatures).
+install_publish_test_tools() {
+  local missing=()
+  command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
 install_packages
+install_publish_test_tools
 start_binfmt
 start_dockerd
 start_registry

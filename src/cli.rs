@@ -192,6 +192,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in to a registry: check the credentials against it, then store them the way
+    /// `docker login` does (the configured credential helper, else config.json).
+    Login {
+        /// The registry host[:port].
+        #[arg(value_name = "REGISTRY")]
+        server: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from stdin (it is never taken as an argument).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Promote the canonical tags of the current keys to VERSION (and latest), after
+    /// checking that every platform of every image is there.
+    Release {
+        version: String,
+        /// Images to release (default: all).
+        #[arg(value_name = "IMAGE")]
+        names: Vec<String>,
+        /// Release to another registry/namespace (default: the configured registry).
+        #[arg(long, value_name = "REGISTRY/NAMESPACE")]
+        to: Option<String>,
+        /// Also move :latest.
+        #[arg(long)]
+        latest: bool,
+        /// Check everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        /// Also write the release record (JSON) to FILE.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Copy one image, all platforms, between registries or repositories.
+    Copy {
+        /// host[:port]/repository[:tag|@digest]
+        #[arg(value_name = "SRC")]
+        source: String,
+        /// host[:port]/repository[:tag]
+        #[arg(value_name = "DST")]
+        destination: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -212,15 +257,21 @@ pub async fn run(cli: Cli) -> Result<bool> {
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
-    // These two need no images folder.
-    match cli.command {
+    // Commands that need no images folder.
+    let command = match cli.command {
         Command::Builders { json } => return crate::fleet::builders_command(config, json).await,
         Command::Binfmt { install, json } => return crate::binfmt::command(&config, install, json),
-        _ => {}
-    }
+        Command::Login { server, username, password_stdin } => {
+            return crate::publish_cli::login(&config, &server, &username, password_stdin).await
+        }
+        Command::Copy { source, destination, json } => {
+            return crate::publish_cli::copy(&config, &source, &destination, json).await
+        }
+        other => other,
+    };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     let progress = Progress::new(cli.verbose);
-    match cli.command {
+    match command {
         Command::List { names: true, underscore, test_images, platform, .. } => {
             targets::list_names(&config, &catalog, platform.as_deref(), test_images, underscore)
         }
@@ -279,8 +330,18 @@ pub async fn run(cli: Cli) -> Result<bool> {
             }
             Ok(report.missing.is_empty())
         }
-        Command::Builders { json } => crate::fleet::builders_command(config, json).await,
-        Command::Binfmt { install, json } => crate::binfmt::command(&config, install, json),
+        Command::Release { version, names, to, latest, dry_run, json, record } => {
+            let names = resolve_names(&catalog, &names)?;
+            let farm = Farm::new(config, progress)?;
+            let plan = make_plan(&farm, &catalog, &names, &PlatformChoice::Defaults).await?;
+            let wanted: Vec<_> =
+                plan.images.iter().filter(|i| names.is_empty() || names.contains(&i.name)).cloned().collect();
+            crate::publish_cli::release(&farm.config, &wanted, &version, to.as_deref(), latest, dry_run, json, record)
+                .await
+        }
+        Command::Builders { .. } | Command::Binfmt { .. } | Command::Login { .. } | Command::Copy { .. } => {
+            Err(Error::failure("internal: this command runs before the catalog is read"))
+        }
     }
 }
 

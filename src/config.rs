@@ -136,6 +136,8 @@ pub struct Config {
     pub non_test_images: Vec<String>,
     /// Where the configuration came from, for messages.
     pub source: String,
+    /// Hosts other than loopback allowed plain HTTP / unverified TLS.
+    pub insecure_registries: Vec<String>,
 }
 
 /// What the command line and environment can override.
@@ -271,6 +273,7 @@ impl Config {
             builders,
             non_test_images: raw.non_test_images,
             source: source.to_string(),
+            insecure_registries: insecure,
         })
     }
 

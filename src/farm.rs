@@ -26,6 +26,8 @@ use crate::store::{Descriptor, Entry, Store};
 pub const LABEL_KEY: &str = "dev.archfarm.key";
 pub const LABEL_IMAGE: &str = "dev.archfarm.image";
 pub const LABEL_PLATFORM: &str = "dev.archfarm.platform";
+/// How many images are stitched at once.
+pub const STITCH_CONCURRENCY: usize = 16;
 
 /// How long to wait for the engine's API to answer before giving up
 /// (ARCHFARM_ENGINE_TIMEOUT seconds overrides it).
@@ -237,8 +239,15 @@ impl Farm {
 
         let mut tags = Vec::new();
         if opts.push && !opts.no_stitch {
-            for image in &plan.images {
-                match self.stitch(image, &jobs).await {
+            // Stitches are independent: run them concurrently (bounded), report in plan order.
+            let stitches: Vec<_> = plan.images.iter().map(|image| self.stitch(image, &jobs)).collect();
+            let stitched: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
+                futures::stream::iter(stitches),
+                STITCH_CONCURRENCY,
+            ))
+            .await;
+            for (image, result) in plan.images.iter().zip(stitched) {
+                match result {
                     Ok(Some(t)) => tags.push(t),
                     Ok(None) => errors.push(format!(
                         "{}: canonical tag not written because a platform failed; no tag points at an incomplete image",
@@ -503,7 +512,8 @@ impl Farm {
         if !missing.is_empty() {
             return Ok(Stitched::Missing(missing));
         }
-        let index = self.registry.put_index(repo, &image.index_key, &children).await?;
+        // Every child was just found by the HEADs above.
+        let index = self.registry.put_index_verified(repo, &image.index_key, &children).await?;
         self.progress.note(&format!(
             "stitched {} ({} platforms)",
             self.config.registry.reference(&image.name, &image.index_key),

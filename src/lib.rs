@@ -4,11 +4,13 @@
 //! plan -> memo lookup -> build (engine) -> store -> publish (registry) -> stitch -> load.
 
 pub mod assemble;
+pub mod auth;
 pub mod binfmt;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod copy;
 pub mod docker_archive;
 pub mod dockerfile;
 pub mod engine;
@@ -20,8 +22,11 @@ pub mod makefile;
 pub mod matrix;
 pub mod plan;
 pub mod platform;
+pub mod publish_cli;
 pub mod registry;
+pub mod release;
 pub mod report;
+pub mod retry;
 pub mod scan;
 pub mod stitch;
 pub mod store;

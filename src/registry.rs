@@ -10,7 +10,15 @@
 //! - Blobs are streamed (bounded memory) and verified against their digests both ways.
 //! - Small requests have a total deadline; blob transfers have an idle deadline instead, so a
 //!   large but progressing upload or download is never cut off.
-//! - No credentials are handled yet; nothing secret can reach a message.
+//! - Credentials come from the user's Docker config ([`crate::auth`]): basic auth or the
+//!   bearer-token challenge flow, tokens cached per scope and renewed on expiry or on a new
+//!   401. No message, log line or report carries a password or token.
+//! - Faults are retried ([`crate::retry`]): resets, timeouts, 5xx and 429 (honouring
+//!   `Retry-After`), a bounded number of attempts, then an error naming the registry and
+//!   the operation. Blob uploads restart from a new session, or resume a chunked upload
+//!   where the registry still knows its offset.
+//! - Blobs the repository has are skipped (HEAD); blobs another repository of the same
+//!   registry has are mounted (`?mount=&from=`), with a fallback to uploading.
 //!
 //! Observed behaviour of docker-registry 2.8 (Debian's distribution v2), which shaped this:
 //! - It answers **404 MANIFEST_UNKNOWN for a manifest that exists** when the request's
@@ -36,6 +44,7 @@ use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION}
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use crate::auth::{scopes, Authenticator, Credential};
 use crate::config::{valid_path_component, RegistryRef};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -43,10 +52,18 @@ use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER
 
 /// How long establishing a TCP (and TLS) connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The total deadline of a small request (API check, HEADs, manifests).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a blob transfer may go without progress before it is abandoned.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Blobs larger than this are uploaded in chunks of this size (PATCH), so a fault costs
+/// one chunk at most where the registry can resume; smaller ones in one streamed PUT.
+/// `ARCHFARM_REGISTRY_CHUNK_SIZE` (bytes) overrides it.
+pub const CHUNK_SIZE: u64 = 128 << 20;
+
+fn chunk_size() -> u64 {
+    std::env::var("ARCHFARM_REGISTRY_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v >= 4096)
+        .unwrap_or(CHUNK_SIZE)
+}
 /// How many blobs are transferred at once per image.
 pub const BLOB_CONCURRENCY: usize = 4;
 /// Manifests larger than this are refused (they are read into memory).
@@ -67,7 +84,55 @@ pub struct PushStats {
     pub blobs_uploaded: usize,
     pub bytes_uploaded: u64,
     pub blobs_skipped: usize,
+    /// Blobs mounted from another repository of the same registry (no bytes sent).
+    pub blobs_mounted: usize,
 }
+
+impl PushStats {
+    pub fn add(&mut self, o: BlobOutcome) {
+        match o {
+            BlobOutcome::Present => self.blobs_skipped += 1,
+            BlobOutcome::Mounted => self.blobs_mounted += 1,
+            BlobOutcome::Uploaded(n) => {
+                self.blobs_uploaded += 1;
+                self.bytes_uploaded += n;
+            }
+        }
+    }
+}
+
+/// What happened to one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// The repository had it already.
+    Present,
+    /// Mounted from another repository of the same registry.
+    Mounted,
+    /// Uploaded (this many bytes).
+    Uploaded(u64),
+}
+
+/// Where an upload's bytes come from.
+enum Source<'a> {
+    Store(&'a Store),
+    /// Another repository, possibly on another registry: streamed through, verified.
+    Remote(&'a Registry, &'a str),
+}
+
+/// A failed attempt of a multi-request operation, and whether another may help.
+struct Attempt {
+    error: Error,
+    transient: bool,
+}
+
+impl From<Error> for Attempt {
+    fn from(error: Error) -> Self {
+        Attempt { error, transient: false }
+    }
+}
+
+/// The request builder of one try; called again for every retry.
+type MakeRequest<'a> = dyn Fn() -> Result<reqwest::RequestBuilder> + Send + Sync + 'a;
 
 /// What a fetch transferred and what the store already had.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,6 +149,7 @@ pub struct Registry {
     /// `http://host` or `https://host`.
     base: Url,
     host: String,
+    auth: Arc<Authenticator>,
 }
 
 /// The parts of an image manifest (OCI or Docker v2) this module needs.
@@ -144,7 +210,26 @@ impl Registry {
             .https_only(!r.insecure)
             .build()
             .map_err(|e| Error::failure(format!("registry {}: cannot create HTTP client: {}", r.host, chain(&e))))?;
-        Ok(Registry { client, base, host: r.host.clone() })
+        Ok(Registry { client, base, host: r.host.clone(), auth: Arc::new(Authenticator::new(&r.host)) })
+    }
+
+    /// A client using exactly `credential` (or none), not the Docker config: for `login`,
+    /// which checks credentials before storing them.
+    pub fn with_credential(r: &RegistryRef, credential: Option<Credential>) -> Result<Registry> {
+        let mut reg = Registry::new(r)?;
+        reg.auth = Arc::new(Authenticator::with_credential(&r.host, credential));
+        Ok(reg)
+    }
+
+    /// The authentication state (token counts for tests and stats).
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// True when both clients talk to the same registry (blobs can be mounted between
+    /// their repositories).
+    pub fn same_registry(&self, other: &Registry) -> bool {
+        self.base == other.base
     }
 
     /// The `host[:port]` this client talks to.
@@ -156,15 +241,11 @@ impl Registry {
     pub async fn check(&self) -> Result<()> {
         {
             let url = self.url("/v2/")?;
-            let resp = self.send(self.client.get(url.clone()).timeout(REQUEST_TIMEOUT), "GET /v2/").await?;
+            let t = crate::retry::timeout();
+            let resp = self.send("GET /v2/", &[], &|| Ok(self.client.get(url.clone()).timeout(t))).await?;
             match resp.status() {
                 StatusCode::OK => Ok(()),
-                StatusCode::UNAUTHORIZED => Err(Error::failure(format!(
-                    "registry {} wants credentials (GET /v2/ answered HTTP 401); archfarm does not support registry \
-                     authentication yet: use a registry that allows anonymous push (e.g. the loopback one \
-                     `ci/services.sh` starts)",
-                    self.host
-                ))),
+                s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(self.status_error("GET /v2/", s, None)),
                 s => Err(Error::failure(format!(
                     "registry {} does not speak the registry v2 API: GET {url} answered HTTP {s}",
                     self.host
@@ -180,8 +261,9 @@ impl Registry {
         check_reference(reference)?;
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let what = format!("HEAD manifest {repo}:{reference}");
-        let req = self.client.head(url).header(ACCEPT, MANIFEST_ACCEPT).timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req, &what).await.map_err(not_a_miss)?;
+        let t = crate::retry::timeout();
+        let make = || Ok(self.client.head(url.clone()).header(ACCEPT, MANIFEST_ACCEPT).timeout(t));
+        let resp = self.send(&what, &scopes(repo, false, None), &make).await.map_err(not_a_miss)?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -219,9 +301,11 @@ impl Registry {
         let what = format!("GET tags of {repo}");
         let mut tags = BTreeSet::new();
         let mut path = format!("/v2/{repo}/tags/list?n=1000");
+        let t = crate::retry::timeout();
         for _page in 0..10_000 {
-            let req = self.client.get(self.url(&path)?).timeout(REQUEST_TIMEOUT);
-            let resp = self.send(req, &what).await.map_err(not_a_miss)?;
+            let url = self.url(&path)?;
+            let make = || Ok(self.client.get(url.clone()).timeout(t));
+            let resp = self.send(&what, &scopes(repo, false, None), &make).await.map_err(not_a_miss)?;
             match resp.status() {
                 StatusCode::OK => {}
                 StatusCode::NOT_FOUND if tags.is_empty() => return Ok(None),
@@ -230,7 +314,7 @@ impl Registry {
             let next = header_str(resp.headers(), "link")
                 .filter(|l| l.contains("rel=\"next\""))
                 .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()));
-            let body = resp.bytes().await.map_err(|e| self.transport_error(&what, &e))?;
+            let body = resp.bytes().await.map_err(|e| self.transport_error(&what, &e, 1))?;
             let list: TagList = serde_json::from_slice(&body)
                 .map_err(|e| Error::failure(format!("registry {}: {what}: not a tag list: {e}", self.host)))?;
             tags.extend(list.tags.unwrap_or_default());
@@ -280,20 +364,14 @@ impl Registry {
         let mut seen = BTreeSet::new();
         let blobs: Vec<Descriptor> =
             std::iter::once(doc.config).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect();
-        let results: Vec<Option<u64>> =
-            futures::stream::iter(collect_futures(blobs.iter().map(|b| self.push_blob(store, repo, b))))
+        let results: Vec<BlobOutcome> =
+            futures::stream::iter(collect_futures(blobs.iter().map(|b| self.push_blob(store, repo, b, None))))
                 .buffer_unordered(BLOB_CONCURRENCY)
                 .try_collect()
                 .await?;
         let mut stats = PushStats::default();
         for r in results {
-            match r {
-                Some(n) => {
-                    stats.blobs_uploaded += 1;
-                    stats.bytes_uploaded += n;
-                }
-                None => stats.blobs_skipped += 1,
-            }
+            stats.add(r);
         }
         let desc = self.put_manifest(repo, tag, &manifest.media_type, Bytes::from(bytes)).await?;
         if desc.digest != manifest.digest {
@@ -331,6 +409,21 @@ impl Registry {
                 missing.join(", ")
             )));
         }
+        self.put_manifest(repo, tag, &media_type, bytes).await
+    }
+
+    /// [`Registry::put_index`] for a caller that has just found every child in `repo` with
+    /// a HEAD of its own (the descriptors in `children` are those answers), so they are not
+    /// asked for again. Never call it with descriptors that did not come from such a HEAD.
+    pub async fn put_index_verified(
+        &self,
+        repo: &str,
+        tag: &str,
+        children: &[(Platform, Descriptor)],
+    ) -> Result<Descriptor> {
+        check_repo(repo)?;
+        check_reference(tag)?;
+        let (media_type, bytes) = index_bytes(children).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
         self.put_manifest(repo, tag, &media_type, bytes).await
     }
 
@@ -431,11 +524,14 @@ impl Registry {
     // ---- manifests ----
 
     /// GETs a manifest (any accepted type), verifying its digest. Bounded in size.
-    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Descriptor, Bytes)> {
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Descriptor, Bytes)> {
+        check_repo(repo)?;
+        check_reference(reference)?;
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let what = format!("GET manifest {repo}:{reference}");
-        let req = self.client.get(url).header(ACCEPT, MANIFEST_ACCEPT).timeout(REQUEST_TIMEOUT);
-        let mut resp = self.send(req, &what).await?;
+        let t = crate::retry::timeout();
+        let make = || Ok(self.client.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT).timeout(t));
+        let mut resp = self.send(&what, &scopes(repo, false, None), &make).await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Err(Error::failure(format!(
@@ -450,7 +546,7 @@ impl Registry {
         let header_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).map(strip_params);
         let header_digest = header_str(resp.headers(), DOCKER_CONTENT_DIGEST);
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(&what, &e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(&what, &e, 1))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_MANIFEST_BYTES {
                 return Err(Error::failure(format!(
@@ -490,14 +586,24 @@ impl Registry {
         Ok((Descriptor { media_type, digest, size }, Bytes::from(body)))
     }
 
-    /// PUTs manifest bytes exactly as given under `reference`; checks the registry's digest.
-    async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> Result<Descriptor> {
+    /// PUTs manifest bytes exactly as given under `reference` (a tag, or the digest of the
+    /// bytes); checks the registry's digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Descriptor> {
+        check_repo(repo)?;
+        check_reference(reference)?;
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let what = format!("PUT manifest {repo}:{reference}");
         let digest = digest_of(&bytes);
         let size = bytes.len() as u64;
-        let req = self.client.put(url).header(CONTENT_TYPE, media_type).body(bytes).timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req, &what).await?;
+        let t = crate::retry::timeout();
+        let make = || Ok(self.client.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone()).timeout(t));
+        let resp = self.send(&what, &scopes(repo, true, None), &make).await?;
         let status = resp.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
             let body = resp.text().await.ok();
@@ -513,15 +619,18 @@ impl Registry {
 
     // ---- blobs ----
 
-    /// Uploads one blob unless the repository has it. `Some(bytes)` if uploaded.
-    async fn push_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<Option<u64>> {
+    /// Makes `blob` present in `repo` from the store: skipped if there, mounted from
+    /// `mount_from` (same registry) if given and the registry agrees, else uploaded.
+    pub async fn push_blob(
+        &self,
+        store: &Store,
+        repo: &str,
+        blob: &Descriptor,
+        mount_from: Option<&str>,
+    ) -> Result<BlobOutcome> {
         digest_hex(&blob.digest)?;
-        if self.blob_exists(repo, &blob.digest).await? {
-            return Ok(None);
-        }
         let path = store.blob_path(&blob.digest)?;
-        let file = store.open_blob(&blob.digest)?;
-        let len = file.metadata().map_err(|e| Error::io("reading size of blob", &path, e))?.len();
+        let len = std::fs::metadata(&path).map_err(|e| Error::io("reading size of blob", &path, e))?.len();
         if len != blob.size {
             return Err(Error::failure(format!(
                 "blob {} in the store is {len} bytes but the manifest says {}; the store is corrupt, delete {}",
@@ -530,55 +639,284 @@ impl Registry {
                 path.display()
             )));
         }
+        self.transfer_blob(Source::Store(store), repo, blob, mount_from).await
+    }
 
-        // Start an upload session.
+    /// Makes `blob` present in `repo` with its bytes from `src_repo` on `src` (another
+    /// registry, or this one): skipped if there, mounted when both are this registry,
+    /// else streamed through (bounded memory, digest verified by both ends).
+    pub async fn copy_blob(
+        &self,
+        src: &Registry,
+        src_repo: &str,
+        repo: &str,
+        blob: &Descriptor,
+    ) -> Result<BlobOutcome> {
+        digest_hex(&blob.digest)?;
+        check_repo(src_repo)?;
+        let mount = (self.same_registry(src) && src_repo != repo).then_some(src_repo);
+        self.transfer_blob(Source::Remote(src, src_repo), repo, blob, mount).await
+    }
+
+    async fn transfer_blob(
+        &self,
+        source: Source<'_>,
+        repo: &str,
+        blob: &Descriptor,
+        mount_from: Option<&str>,
+    ) -> Result<BlobOutcome> {
+        check_repo(repo)?;
+        let sc = scopes(repo, true, mount_from);
+        if self.blob_exists(repo, &blob.digest, &sc).await? {
+            return Ok(BlobOutcome::Present);
+        }
+        let attempts = crate::retry::attempts();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.upload_attempt(&source, repo, blob, mount_from, &sc).await {
+                Ok(o) => return Ok(o),
+                Err(a) if a.transient && attempt < attempts => {
+                    tracing::debug!(registry = %self.host, repo, digest = %blob.digest, attempt,
+                        "blob upload failed ({}), starting it again", a.error.message());
+                    tokio::time::sleep(crate::retry::backoff(attempt, None)).await;
+                }
+                Err(a) if a.transient => {
+                    return Err(Error::failure(format!("{} (gave up after {attempt} attempts)", a.error.message())))
+                }
+                Err(a) => return Err(a.error),
+            }
+        }
+    }
+
+    /// One upload session: POST (with a mount request if asked), then the bytes, either in
+    /// one PUT or, for a large blob from the store, in PATCH chunks resumed where the
+    /// registry still knows the offset.
+    async fn upload_attempt(
+        &self,
+        source: &Source<'_>,
+        repo: &str,
+        blob: &Descriptor,
+        mount_from: Option<&str>,
+        sc: &[String],
+    ) -> std::result::Result<BlobOutcome, Attempt> {
         let what = format!("POST blob upload {repo} ({})", blob.digest);
-        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"))?;
-        let resp = self.send(self.client.post(url.clone()).timeout(REQUEST_TIMEOUT), &what).await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            let status = resp.status();
+        let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        if let Some(from) = mount_from {
+            url.query_pairs_mut().append_pair("mount", &blob.digest).append_pair("from", from);
+        }
+        let t = crate::retry::timeout();
+        let resp = self.send(&what, sc, &|| Ok(self.client.post(url.clone()).timeout(t))).await?;
+        let status = resp.status();
+        if status == StatusCode::CREATED && mount_from.is_some() {
+            let theirs = header_str(resp.headers(), DOCKER_CONTENT_DIGEST);
+            if theirs.as_deref().is_some_and(|d| d != blob.digest) {
+                return Err(self.digest_error(&what, &blob.digest, &theirs.unwrap_or_default()).into());
+            }
+            tracing::debug!(registry = %self.host, repo, digest = %blob.digest, from = mount_from, "mounted blob");
+            return Ok(BlobOutcome::Mounted);
+        }
+        if status != StatusCode::ACCEPTED {
             let body = resp.text().await.ok();
-            return Err(self.status_error(&what, status, body.as_deref()));
+            return Err(self.status_error(&what, status, body.as_deref()).into());
         }
         let location = header_str(resp.headers(), LOCATION.as_str())
             .ok_or_else(|| Error::failure(format!("registry {}: {what}: answer has no Location header", self.host)))?;
-        let put_url = upload_url(&url, &location, &blob.digest).map_err(|e| {
+        let location = url.join(&location).map_err(|e| {
             Error::failure(format!("registry {}: {what}: invalid upload Location '{location}': {e}", self.host))
         })?;
+        match source {
+            Source::Store(store) if blob.size > chunk_size() => {
+                self.upload_chunked(store, repo, blob, location, sc).await
+            }
+            Source::Store(store) => {
+                let store = *store;
+                let digest = blob.digest.clone();
+                let make = move |progress: Arc<Mutex<Instant>>| -> Result<reqwest::Body> {
+                    let file = store.open_blob(&digest)?;
+                    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10)
+                        .inspect(move |_| *progress.lock().unwrap() = Instant::now());
+                    Ok(reqwest::Body::wrap_stream(stream))
+                };
+                self.finish_upload(repo, blob, location, sc, &make).await
+            }
+            Source::Remote(src, src_repo) => {
+                // The GET is retried on its own; a fault mid-stream restarts the session.
+                let what_get = format!("GET blob {src_repo} ({})", blob.digest);
+                let get_url = src.url(&format!("/v2/{src_repo}/blobs/{}", blob.digest))?;
+                let resp = src
+                    .send(&what_get, &scopes(src_repo, false, None), &|| Ok(src.client.get(get_url.clone())))
+                    .await?;
+                if resp.status() != StatusCode::OK {
+                    let s = resp.status();
+                    return Err(src.status_error(&what_get, s, None).into());
+                }
+                let cell = Mutex::new(Some(resp));
+                let make = move |progress: Arc<Mutex<Instant>>| -> Result<reqwest::Body> {
+                    let resp =
+                        cell.lock().unwrap().take().ok_or_else(|| Error::failure("the source stream was used"))?;
+                    let stream = resp.bytes_stream().inspect(move |_| *progress.lock().unwrap() = Instant::now());
+                    Ok(reqwest::Body::wrap_stream(stream))
+                };
+                self.finish_upload(repo, blob, location, sc, &make).await
+            }
+        }
+    }
 
-        // Finish it with the whole blob, streamed from the store.
+    /// The closing PUT with the whole blob as its body (not retried by itself: a body cut
+    /// short leaves the session unusable, so the caller starts a new one).
+    async fn finish_upload(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        location: Url,
+        sc: &[String],
+        body: &(dyn Fn(Arc<Mutex<Instant>>) -> Result<reqwest::Body> + Send + Sync),
+    ) -> std::result::Result<BlobOutcome, Attempt> {
         let what = format!("PUT blob {repo} ({})", blob.digest);
+        let put_url = with_digest(&location, &blob.digest);
         let progress = Arc::new(Mutex::new(Instant::now()));
-        let tick = progress.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10)
-            .inspect(move |_| *tick.lock().unwrap() = Instant::now());
-        let req = self
-            .client
-            .put(put_url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(stream));
-        let resp = match idle_deadline(self.send(req, &what), &progress, IDLE_TIMEOUT).await {
-            Some(r) => r?,
-            None => return Err(self.idle_error(&what)),
+        let make = || {
+            Ok(self
+                .client
+                .put(put_url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, blob.size)
+                .body(body(progress.clone())?))
         };
+        let resp = self.send_once(&what, sc, &make, &progress).await?;
         let status = resp.status();
         if status != StatusCode::CREATED {
             let body = resp.text().await.ok();
-            return Err(self.status_error(&what, status, body.as_deref()));
+            let transient = crate::retry::retryable_status(status);
+            return Err(Attempt { error: self.status_error(&what, status, body.as_deref()), transient });
         }
         if let Some(theirs) = header_str(resp.headers(), DOCKER_CONTENT_DIGEST) {
             if theirs != blob.digest {
-                return Err(self.digest_error(&what, &blob.digest, &theirs));
+                return Err(self.digest_error(&what, &blob.digest, &theirs).into());
             }
         }
-        Ok(Some(len))
+        Ok(BlobOutcome::Uploaded(blob.size))
     }
 
-    async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+    /// A chunked upload: PATCH each chunk with its Content-Range; after a fault, ask the
+    /// session where it stands (GET, `Range`) and go on from there, or give the fault back
+    /// to the caller (a new session) when the registry lost it.
+    async fn upload_chunked(
+        &self,
+        store: &Store,
+        repo: &str,
+        blob: &Descriptor,
+        mut location: Url,
+        sc: &[String],
+    ) -> std::result::Result<BlobOutcome, Attempt> {
+        let what = format!("PATCH blob {repo} ({})", blob.digest);
+        let chunk = chunk_size();
+        let mut offset = 0u64;
+        let mut resumes = 0;
+        while offset < blob.size {
+            let end = (offset + chunk).min(blob.size);
+            let progress = Arc::new(Mutex::new(Instant::now()));
+            let make = || {
+                use std::io::{Seek, SeekFrom};
+                let mut file = store.open_blob(&blob.digest)?;
+                file.seek(SeekFrom::Start(offset)).map_err(|e| Error::failure(format!("seeking in blob: {e}")))?;
+                let part = tokio::fs::File::from_std(file);
+                let reader = tokio::io::AsyncReadExt::take(part, end - offset);
+                let tick = progress.clone();
+                let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 << 10)
+                    .inspect(move |_| *tick.lock().unwrap() = Instant::now());
+                Ok(self
+                    .client
+                    .patch(location.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, end - offset)
+                    .header("Content-Range", format!("{offset}-{}", end - 1))
+                    .body(reqwest::Body::wrap_stream(stream)))
+            };
+            let sent = self.send_once(&what, sc, &make, &progress).await;
+            let fault = match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    let next = header_str(resp.headers(), LOCATION.as_str())
+                        .and_then(|l| location.join(&l).ok())
+                        .ok_or_else(|| Error::failure(format!("registry {}: {what}: no Location", self.host)))?;
+                    location = next;
+                    offset = end;
+                    continue;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.text().await.ok();
+                    let transient = crate::retry::retryable_status(status);
+                    Attempt { error: self.status_error(&what, status, body.as_deref()), transient }
+                }
+                Err(a) => a,
+            };
+            if !fault.transient || resumes >= crate::retry::attempts() {
+                return Err(fault);
+            }
+            resumes += 1;
+            // Where does the session stand? Only a clear answer resumes it.
+            match self.upload_status(&location, sc).await {
+                Some((next, have)) if have <= blob.size => {
+                    tracing::debug!(registry = %self.host, repo, digest = %blob.digest, offset = have,
+                        "resuming chunked upload ({})", fault.error.message());
+                    location = next;
+                    offset = have;
+                    tokio::time::sleep(crate::retry::backoff(resumes, None)).await;
+                }
+                _ => return Err(fault),
+            }
+        }
+        let what = format!("PUT blob {repo} ({})", blob.digest);
+        let put_url = with_digest(&location, &blob.digest);
+        let t = crate::retry::timeout();
+        let resp = self
+            .send_once(
+                &what,
+                sc,
+                &|| Ok(self.client.put(put_url.clone()).header(CONTENT_LENGTH, 0).timeout(t)),
+                &Arc::new(Mutex::new(Instant::now())),
+            )
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let body = resp.text().await.ok();
+            let transient = crate::retry::retryable_status(status);
+            return Err(Attempt { error: self.status_error(&what, status, body.as_deref()), transient });
+        }
+        Ok(BlobOutcome::Uploaded(blob.size))
+    }
+
+    /// The session's next Location and how many bytes it holds (`Range: 0-N` is N+1
+    /// bytes); `None` when the registry does not know the session or the answer is unclear
+    /// (`0-0` may mean 0 or 1 byte).
+    async fn upload_status(&self, location: &Url, sc: &[String]) -> Option<(Url, u64)> {
+        let t = crate::retry::timeout();
+        let resp =
+            self.send("GET blob upload status", sc, &|| Ok(self.client.get(location.clone()).timeout(t))).await.ok()?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            return None;
+        }
+        let range = header_str(resp.headers(), "range")?;
+        let (start, end) = range.trim_start_matches("bytes=").split_once('-')?;
+        let (start, end) = (start.parse::<u64>().ok()?, end.parse::<u64>().ok()?);
+        if start != 0 || end == 0 {
+            return None;
+        }
+        let next = header_str(resp.headers(), LOCATION.as_str())
+            .and_then(|l| location.join(&l).ok())
+            .unwrap_or(location.clone());
+        Some((next, end + 1))
+    }
+
+    /// Whether `repo` has the blob (HEAD); `scopes` is the access the caller goes on with,
+    /// so one token serves the whole transfer.
+    pub async fn blob_exists(&self, repo: &str, digest: &str, scopes: &[String]) -> Result<bool> {
         let what = format!("HEAD blob {repo} ({digest})");
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
-        let resp = self.send(self.client.head(url).timeout(REQUEST_TIMEOUT), &what).await?;
+        let t = crate::retry::timeout();
+        let resp = self.send(&what, scopes, &|| Ok(self.client.head(url.clone()).timeout(t))).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -586,18 +924,35 @@ impl Registry {
         }
     }
 
-    /// Downloads one blob into the store, verified; returns its size.
+    /// Downloads one blob into the store, verified; returns its size. A fault mid-stream
+    /// starts the download again (bounded).
     async fn fetch_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<u64> {
+        let attempts = crate::retry::attempts();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_blob_once(store, repo, blob).await {
+                Ok(n) => return Ok(n),
+                Err(a) if a.transient && attempt < attempts => {
+                    tokio::time::sleep(crate::retry::backoff(attempt, None)).await;
+                }
+                Err(a) => return Err(a.error),
+            }
+        }
+    }
+
+    async fn fetch_blob_once(&self, store: &Store, repo: &str, blob: &Descriptor) -> std::result::Result<u64, Attempt> {
         let what = format!("GET blob {repo} ({})", blob.digest);
         let url = self.url(&format!("/v2/{repo}/blobs/{}", blob.digest))?;
         let progress = Arc::new(Mutex::new(Instant::now()));
-        let mut resp = match idle_deadline(self.send(self.client.get(url), &what), &progress, IDLE_TIMEOUT).await {
-            Some(r) => r?,
-            None => return Err(self.idle_error(&what)),
-        };
+        let mut resp =
+            self.send_once(&what, &scopes(repo, false, None), &|| Ok(self.client.get(url.clone())), &progress).await?;
         if resp.status() != StatusCode::OK {
             let status = resp.status();
-            return Err(self.status_error(&what, status, None));
+            return Err(Attempt {
+                error: self.status_error(&what, status, None),
+                transient: crate::retry::retryable_status(status),
+            });
         }
         // The file writes happen on a blocking thread, fed through a small bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -614,11 +969,12 @@ impl Registry {
             w.commit(&media_type, Some(&expected))
         });
         let mut received: u64 = 0;
-        let read: Result<()> = async {
+        let idle = crate::retry::timeout();
+        let read: std::result::Result<(), Attempt> = async {
             loop {
-                let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()).await {
-                    Err(_) => return Err(self.idle_error(&what)),
-                    Ok(r) => r.map_err(|e| self.transport_error(&what, &e))?,
+                let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
+                    Err(_) => return Err(Attempt { error: self.idle_error(&what), transient: true }),
+                    Ok(r) => r.map_err(|e| Attempt { error: self.transport_error(&what, &e, 1), transient: true })?,
                 };
                 let Some(chunk) = chunk else { return Ok(()) };
                 received += chunk.len() as u64;
@@ -626,7 +982,8 @@ impl Registry {
                     return Err(Error::failure(format!(
                         "registry {}: {what}: more than the {} bytes the manifest says",
                         self.host, blob.size
-                    )));
+                    ))
+                    .into());
                 }
                 if tx.send(chunk).await.is_err() {
                     return Ok(()); // the writer failed; its error is reported below
@@ -640,7 +997,9 @@ impl Registry {
         let desc = written.map_err(|e| e.context(format!("registry {}: {what}", self.host)))?;
         if desc.size != blob.size {
             // Unreachable with a matching sha256, but a cheap belt and braces.
-            return Err(Error::failure(format!("registry {}: {what}: size {} != {}", self.host, desc.size, blob.size)));
+            return Err(
+                Error::failure(format!("registry {}: {what}: size {} != {}", self.host, desc.size, blob.size)).into()
+            );
         }
         Ok(desc.size)
     }
@@ -653,30 +1012,111 @@ impl Registry {
             .map_err(|e| Error::usage(format!("registry {}: cannot form a URL for '{path}': {e}", self.host)))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
-        req.send().await.map_err(|e| self.transport_error(what, &e))
+    /// Sends a request built by `make` with authentication, retrying transport faults,
+    /// 5xx and 429 with backoff (bounded), and meeting one 401 challenge per try (a
+    /// token for `scopes`, or basic credentials). The response may still be an error
+    /// status: the caller decides what it means.
+    async fn send(&self, what: &str, scopes: &[String], make: &MakeRequest<'_>) -> Result<reqwest::Response> {
+        let attempts = crate::retry::attempts();
+        let mut attempt = 0;
+        // One 401 to learn the challenge, one more to renew a token the registry rejects.
+        let mut challenges = 0;
+        loop {
+            attempt += 1;
+            let mut req = make()?;
+            if let Some(h) = self.auth.header(&self.client, scopes).await? {
+                req = req.header(reqwest::header::AUTHORIZATION, crate::auth::sensitive(&h)?);
+            }
+            match req.send().await {
+                Err(e) if attempt < attempts && crate::retry::retryable_error(&e) => {
+                    tracing::debug!(registry = %self.host, attempt, "{what}: {}; retrying", short_cause(&e));
+                    tokio::time::sleep(crate::retry::backoff(attempt, None)).await;
+                }
+                Err(e) => return Err(self.transport_error(what, &e, attempt)),
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && challenges < 2 => {
+                    challenges += 1;
+                    if !self.auth.on_unauthorized(resp.headers(), scopes) {
+                        return Ok(resp);
+                    }
+                    tracing::debug!(registry = %self.host, "{what}: the registry asks for authentication");
+                    attempt -= 1;
+                }
+                Ok(resp) if attempt < attempts && crate::retry::retryable_status(resp.status()) => {
+                    let wait = crate::retry::backoff(attempt, crate::retry::retry_after(resp.headers()));
+                    tracing::debug!(registry = %self.host, attempt, status = %resp.status(),
+                        wait_ms = wait.as_millis() as u64, "{what}: retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(resp) => return Ok(resp),
+            }
+        }
     }
 
-    fn transport_error(&self, what: &str, e: &reqwest::Error) -> Error {
+    /// One try of a request whose body cannot be replayed mid-session (a blob upload),
+    /// abandoned when `progress` stalls; meets a 401 challenge once. Faults come back as
+    /// transient [`Attempt`]s for the caller to start over.
+    async fn send_once(
+        &self,
+        what: &str,
+        scopes: &[String],
+        make: &MakeRequest<'_>,
+        progress: &Mutex<Instant>,
+    ) -> std::result::Result<reqwest::Response, Attempt> {
+        let idle = crate::retry::timeout();
+        for _ in 0..3 {
+            let mut req = make()?;
+            if let Some(h) = self.auth.header(&self.client, scopes).await? {
+                req = req.header(reqwest::header::AUTHORIZATION, crate::auth::sensitive(&h)?);
+            }
+            *progress.lock().unwrap() = Instant::now();
+            let resp = match idle_deadline(req.send(), progress, idle).await {
+                None => return Err(Attempt { error: self.idle_error(what), transient: true }),
+                Some(Err(e)) => {
+                    return Err(Attempt {
+                        error: self.transport_error(what, &e, 1),
+                        transient: crate::retry::retryable_error(&e),
+                    })
+                }
+                Some(Ok(r)) => r,
+            };
+            if resp.status() == StatusCode::UNAUTHORIZED && self.auth.on_unauthorized(resp.headers(), scopes) {
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(self.status_error(what, StatusCode::UNAUTHORIZED, None).into())
+    }
+
+    fn transport_error(&self, what: &str, e: &reqwest::Error, attempts: u32) -> Error {
         let why = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
             format!("cannot connect ({}); {SERVICES_HINT}", root_cause(e))
         } else {
-            chain(e)
+            short_cause(e)
         };
-        Error::failure(format!("registry {} ({}): {what}: {why}", self.host, self.base.as_str().trim_end_matches('/')))
+        let tries = if attempts > 1 { format!(" (gave up after {attempts} attempts)") } else { String::new() };
+        Error::failure(format!(
+            "registry {} ({}): {what}: {why}{tries}",
+            self.host,
+            self.base.as_str().trim_end_matches('/')
+        ))
     }
 
     fn status_error(&self, what: &str, status: StatusCode, body: Option<&str>) -> Error {
         let hint = match status {
-            StatusCode::UNAUTHORIZED => {
-                "; the registry wants credentials, which archfarm does not support yet (use a registry that allows \
-                 anonymous push, e.g. the loopback one `ci/services.sh` starts)"
+            StatusCode::UNAUTHORIZED => format!(
+                "; the registry refused {}: run `archfarm login {}` or fix the credentials",
+                self.auth.describe(),
+                self.host
+            ),
+            StatusCode::FORBIDDEN => {
+                format!("; the registry refuses {} access to this repository", self.auth.describe())
             }
-            StatusCode::FORBIDDEN => "; the registry refuses access to this repository",
-            s if s.is_server_error() => "; the registry is failing, try again later or check its log",
-            _ => "",
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                format!("; still failing after {} attempts, try again later or check its log", crate::retry::attempts())
+            }
+            _ => String::new(),
         };
         let detail = body
             .map(|b| b.trim())
@@ -694,7 +1134,7 @@ impl Registry {
         Error::failure(format!(
             "registry {}: {what}: no progress for {} s; the connection stalled",
             self.host,
-            IDLE_TIMEOUT.as_secs()
+            crate::retry::timeout().as_secs_f64()
         ))
     }
 }
@@ -730,12 +1170,28 @@ async fn idle_deadline<F: std::future::Future>(fut: F, progress: &Mutex<Instant>
     }
 }
 
-/// Where to PUT the blob: the upload `Location` (absolute, or relative to the POST URL,
-/// possibly already carrying a query such as registry 2.8's `_state`) plus `digest=`.
-fn upload_url(post_url: &Url, location: &str, digest: &str) -> std::result::Result<Url, String> {
-    let mut url = post_url.join(location).map_err(|e| e.to_string())?;
+/// The upload URL with `digest=` appended (it may already carry a query such as
+/// registry 2.8's `_state`).
+fn with_digest(location: &Url, digest: &str) -> Url {
+    let mut url = location.clone();
     url.query_pairs_mut().append_pair("digest", digest);
-    Ok(url)
+    url
+}
+
+/// A transport error's cause in a few words, without URLs (which carry no secret, but
+/// say nothing the message does not already).
+fn short_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let root = root_cause(e);
+    if e.is_body() || e.is_decode() {
+        return format!("the transfer was cut short ({root})");
+    }
+    if e.is_request() || e.is_connect() {
+        return format!("the connection failed ({root})");
+    }
+    root
 }
 
 /// The index (or manifest list) over `children`, as `(media type, bytes)`.
@@ -831,7 +1287,8 @@ fn check_repo(repo: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_reference(reference: &str) -> Result<()> {
+/// Checks a tag (up to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`) or a `sha256:` digest.
+pub fn check_reference(reference: &str) -> Result<()> {
     if reference.starts_with("sha256:") {
         return digest_hex(reference).map(|_| ()).map_err(|e| Error::usage(e.message().to_string()));
     }
@@ -913,6 +1370,8 @@ mod tests {
         is_send(r.push_image(s, "a", "b", d));
         is_send(r.put_index("a", "b", &[]));
         is_send(r.fetch_image(s, "a", "b", p));
+        is_send(r.push_blob(s, "a", d, Some("b")));
+        is_send(r.copy_blob(r, "a", "b", d));
     }
 
     #[test]
@@ -979,16 +1438,16 @@ mod tests {
     fn upload_locations_relative_absolute_and_with_a_query() {
         let post = Url::parse("http://127.0.0.1:5000/v2/ns/img/blobs/uploads/").unwrap();
         let dg = digest_of(b"x");
-        let u = upload_url(&post, "/v2/ns/img/blobs/uploads/u1", &dg).unwrap();
+        let u = with_digest(&post.join("/v2/ns/img/blobs/uploads/u1").unwrap(), &dg);
         assert_eq!(
             u.as_str(),
             format!("http://127.0.0.1:5000/v2/ns/img/blobs/uploads/u1?digest=sha256%3A{}", &dg[7..])
         );
-        let u = upload_url(&post, "http://other:5000/v2/ns/img/blobs/uploads/u2?_state=ab%3D", &dg).unwrap();
+        let u = with_digest(&post.join("http://other:5000/v2/ns/img/blobs/uploads/u2?_state=ab%3D").unwrap(), &dg);
         assert_eq!(u.host_str(), Some("other"));
         let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
         assert_eq!(q, [("_state".to_string(), "ab=".to_string()), ("digest".to_string(), dg.clone())]);
-        let u = upload_url(&post, "u3", &dg).unwrap();
+        let u = with_digest(&post.join("u3").unwrap(), &dg);
         assert_eq!(u.path(), "/v2/ns/img/blobs/uploads/u3");
     }
 

@@ -92,7 +92,7 @@ fn jobs_spread_across_builders_and_declared_natives_get_their_platform() {
     }
     // Two equal builders with one slot each: the two children of base/busybox run at
     // once, one on each (the second sees the first builder full).
-    let repo = Repo::new("fs");
+    let repo = Repo::dockerfile_only("fs");
     write_config(
         &repo,
         &format!("builders:\n  - {{name: box-a, endpoint: '{AMD_BOX}', jobs: 1}}\n  - {{name: box-b, endpoint: '{ARM_BOX}', jobs: 1}}\n"),
@@ -123,7 +123,7 @@ fn jobs_spread_across_builders_and_declared_natives_get_their_platform() {
 
     // One builder declares arm64 native: every arm64 job goes there, natively; amd64
     // jobs go to the builder whose engine reports amd64. Parents come from the store.
-    let repo = Repo::new("fn");
+    let repo = Repo::dockerfile_only("fn");
     write_config(
         &repo,
         &format!(
@@ -182,7 +182,7 @@ fn builder_fault_mid_build(port: &str, signal: nix::sys::signal::Signal, why: &s
     let pid: i32 =
         std::fs::read_to_string(format!("{state}/dockerd-{port}/dockerd.pid")).unwrap().trim().parse().unwrap();
 
-    let repo = Repo::new(&format!("f{port}"));
+    let repo = Repo::dockerfile_only(&format!("f{port}"));
     let marker = format!("slow-{}", repo.namespace);
     add_slow_image(&repo, &marker, 15);
     write_config(
@@ -252,7 +252,7 @@ fn sigterm_stops_the_builds_on_every_builder_and_leaves_nothing_half_written() {
     if !fleet_up("fleet_sigterm") {
         return;
     }
-    let repo = Repo::new("ft");
+    let repo = Repo::dockerfile_only("ft");
     let marker = format!("term-{}", repo.namespace);
     add_slow_image(&repo, &marker, 300);
     write_config(
@@ -313,7 +313,7 @@ fn binfmt_lists_the_real_handlers_and_install_needs_root() {
     if !services_up("fleet_binfmt") {
         return;
     }
-    let repo = Repo::new("fb");
+    let repo = Repo::dockerfile_only("fb");
     let out = repo.run(&["binfmt", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -354,7 +354,7 @@ fn builders_lists_health_versions_and_platforms() {
     if !fleet_up("fleet_builders") {
         return;
     }
-    let repo = Repo::new("fl");
+    let repo = Repo::dockerfile_only("fl");
     write_config(
         &repo,
         &format!(
@@ -468,7 +468,7 @@ fn tls_builders_are_verified_against_their_ca_with_a_client_certificate() {
     if !services_up("fleet_tls") {
         return;
     }
-    let repo = Repo::new("tls");
+    let repo = Repo::dockerfile_only("tls");
     let certs = repo.path().join("tls");
     std::fs::create_dir_all(&certs).unwrap();
     make_ca(&certs, "ca");
@@ -548,7 +548,7 @@ fn ssh_builders_are_reached_through_docker_system_dial_stdio() {
         eprintln!("SKIP fleet_ssh: no /usr/sbin/sshd");
         return;
     }
-    let repo = Repo::new("ssh");
+    let repo = Repo::dockerfile_only("ssh");
     let d = repo.path().join("ssh");
     std::fs::create_dir_all(&d).unwrap();
     for key in ["host_key", "id"] {
@@ -623,7 +623,7 @@ fn a_failing_recipe_is_not_retried_and_unplaceable_jobs_are_named() {
     if !fleet_up("fleet_recipe") {
         return;
     }
-    let repo = Repo::new("fr");
+    let repo = Repo::dockerfile_only("fr");
     let dir = repo.images().join("broken");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

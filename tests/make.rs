@@ -16,12 +16,13 @@ struct MakeRepo {
 }
 
 impl MakeRepo {
-    /// The bundled images plus a group images/basic/{alpha,beta} (FROM scratch), with a
+    /// The bundled Dockerfile images plus a group images/basic/{alpha,beta} (FROM scratch), with a
     /// local prefix of its own (the recipes' FROM lines rewritten to it).
     fn new(name: &str, config_extra: &str) -> MakeRepo {
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("images");
         copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("images"), &images);
+        remove_assembled(&images);
         for (img, text) in [("basic/alpha", "alpha"), ("basic/beta", "beta")] {
             let d = images.join(img);
             std::fs::create_dir_all(&d).unwrap();

@@ -146,7 +146,7 @@ fn running_the_workflow_locally_gives_the_tags_of_one_build_push() {
     if !services_up("nightly") {
         return;
     }
-    let repo = Repo::new("nightly");
+    let repo = Repo::dockerfile_only("nightly");
     let doc = workflow();
     let ns_a = format!("{}-wf", repo.namespace);
     let ns_b = format!("{}-one", repo.namespace);

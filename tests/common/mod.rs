@@ -50,6 +50,14 @@ impl Repo {
         Repo { dir, namespace: format!("t-{}", nonce.replace('_', "-").to_lowercase()) }
     }
 
+    /// Like [`Repo::new`] without the assembled (image.yaml) images: for tests about
+    /// engines, builders and make targets, whose every job runs on an engine.
+    pub fn dockerfile_only(name: &str) -> Repo {
+        let repo = Repo::new(name);
+        remove_assembled(&repo.images());
+        repo
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -87,6 +95,18 @@ fn unique() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{:x}", n)
+}
+
+/// Removes every image folder under `images` whose recipe is an image.yaml.
+pub fn remove_assembled(images: &Path) {
+    for e in std::fs::read_dir(images).unwrap() {
+        let p = e.unwrap().path();
+        if p.join("image.yaml").is_file() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else if p.is_dir() {
+            remove_assembled(&p);
+        }
+    }
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
