@@ -96,23 +96,32 @@ EOF
   wait_for "docker-registry (log: $state/registry.log)" 30 registry_answers
 }
 
-# The publishing tests start their own registries (htpasswd basic auth, token auth) and a
-# token issuer: they need htpasswd (bcrypt entries) and the openssl CLI (key, certificate,
-# RS256 signatures).
-install_publish_test_tools() {
+# Tools the tests start services with: the publishing tests run their own registries
+# (htpasswd basic auth, token auth) and a token issuer (htpasswd for bcrypt entries, the
+# openssl CLI for keys, certificates and RS256 signatures); the fleet tests reach a builder
+# over ssh through an sshd of their own on loopback (openssh-server, never started as a
+# system service here: a policy-rc.d keeps the package from starting one).
+install_test_tools() {
   local missing=()
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v jq >/dev/null 2>&1 || missing+=(jq)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
+    local policy=/usr/sbin/policy-rc.d own_policy=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$own_policy" ] || rm -f "$policy"
   fi
 }
 
 install_packages
-install_publish_test_tools
+install_test_tools
 start_binfmt
 start_dockerd
 start_registry
