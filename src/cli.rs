@@ -175,6 +175,10 @@ pub enum Command {
         /// Platforms, comma-separated (default: the configured ones).
         #[arg(long, value_name = "P[,P...]")]
         platform: Option<String>,
+        /// Find the per-platform manifests in this namespace of the same registry (where
+        /// CI jobs pushed them) and bring them over without downloading a layer.
+        #[arg(long, value_name = "NAMESPACE")]
+        staging: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -316,11 +320,11 @@ pub async fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Stitch { names, platform, json } => {
+        Command::Stitch { names, platform, staging, json } => {
             let farm = Farm::new(config, progress)?;
             let plan = plan_for(&farm, &catalog, &names, platform.as_deref()).await?;
             let only = resolve_names(&catalog, &names)?;
-            let report = crate::stitch::run(&farm, &plan, &only).await?;
+            let report = crate::stitch::run(&farm, &plan, &only, staging.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("stitch report serializes"));
             } else {

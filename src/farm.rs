@@ -492,11 +492,23 @@ impl Farm {
     /// in the registry under its key tag (looked up in parallel); otherwise writes
     /// nothing and names the missing platforms. Used after a push and by `archfarm stitch`.
     pub async fn stitch_complete(&self, image: &crate::plan::ImagePlan) -> Result<Stitched> {
+        self.stitch_from(image, None).await
+    }
+
+    /// [`Farm::stitch_complete`], with the per-platform manifests looked up in the
+    /// `staging` namespace of the same registry (where CI jobs pushed them) and brought
+    /// into the image's repository without downloading a layer (blobs mounted).
+    pub async fn stitch_from(&self, image: &crate::plan::ImagePlan, staging: Option<&str>) -> Result<Stitched> {
         let repo = self.config.registry.repository(&image.name);
-        let repo = &repo;
+        let staging_repo = match staging {
+            Some(ns) if !ns.is_empty() => format!("{}/{}", ns.trim_matches('/'), image.name),
+            Some(_) => image.name.clone(),
+            None => repo.clone(),
+        };
+        let lookup = &staging_repo;
         let found: Vec<Option<Descriptor>> = futures::stream::iter(image.platforms.iter().map(|(platform, key)| {
             let tag = platform_tag(platform, key);
-            async move { self.registry.manifest_head(repo, &tag).await }
+            async move { self.registry.manifest_head(lookup, &tag).await }
         }))
         .buffered(16)
         .try_collect()
@@ -512,8 +524,12 @@ impl Farm {
         if !missing.is_empty() {
             return Ok(Stitched::Missing(missing));
         }
-        // Every child was just found by the HEADs above.
-        let index = self.registry.put_index_verified(repo, &image.index_key, &children).await?;
+        let index = if staging_repo == repo {
+            // Every child was just found by the HEADs above.
+            self.registry.put_index_verified(&repo, &image.index_key, &children).await?
+        } else {
+            crate::copy::stitch_from_staging(&self.registry, &staging_repo, &repo, &image.index_key, &children).await?
+        };
         self.progress.note(&format!(
             "stitched {} ({} platforms)",
             self.config.registry.reference(&image.name, &image.index_key),

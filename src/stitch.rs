@@ -23,12 +23,13 @@ pub struct StitchReport {
 }
 
 /// Stitches every image of `plan` named in `only` (all when empty) that is complete in
-/// the registry (images in parallel); names the missing platforms of the others.
-pub async fn run(farm: &Farm, plan: &Plan, only: &[String]) -> Result<StitchReport> {
+/// the registry (images in parallel); names the missing platforms of the others. With
+/// `staging`, the platforms are looked up in that namespace of the same registry.
+pub async fn run(farm: &Farm, plan: &Plan, only: &[String], staging: Option<&str>) -> Result<StitchReport> {
     farm.registry().check().await?;
     let images: Vec<&ImagePlan> = plan.images.iter().filter(|i| only.is_empty() || only.contains(&i.name)).collect();
     let results: Vec<Result<Stitched>> =
-        stream::iter(images.iter().map(|image| farm.stitch_complete(image))).buffered(8).collect().await;
+        stream::iter(images.iter().map(|image| farm.stitch_from(image, staging))).buffered(8).collect().await;
     let mut report = StitchReport { tags: Vec::new(), missing: Vec::new() };
     for (image, r) in images.iter().zip(results) {
         match r? {

@@ -111,3 +111,40 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
 }
+
+#[test]
+fn stitching_from_a_staging_namespace_brings_every_platform_over() {
+    if !services_up("stitch_staging") {
+        return;
+    }
+    let repo = Repo::dockerfile_only("stg");
+    let staging = format!("{}-staging", repo.namespace);
+    let in_staging = |args: &[&str]| {
+        let out = repo.command(args).env("ARCHFARM_REGISTRY", format!("{REGISTRY}/{staging}")).output().unwrap();
+        assert!(out.status.success(), "archfarm {args:?}: {}", stderr(&out));
+    };
+    // Nothing pushed yet: the stitch writes nothing and names what is missing.
+    let out = repo.run(&["stitch", "uname", "--staging", &staging]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("linux/arm64"), "{}", stderr(&out));
+
+    // CI jobs push each platform by key to the staging namespace, no canonical tag.
+    in_staging(&["build", "uname", "--platform", "linux/amd64", "--push", "--no-stitch"]);
+    in_staging(&["build", "uname", "--platform", "linux/arm64", "--push", "--no-stitch"]);
+
+    let report = repo.json(&["stitch", "uname", "--staging", &staging, "--json"]);
+    let tags = report["tags"].as_array().unwrap();
+    let uname = tags.iter().find(|t| t["image"] == "uname").expect("uname stitched");
+    let tag = uname["tag"].as_str().unwrap();
+    assert!(tag.starts_with(&format!("{REGISTRY}/{}/uname:", repo.namespace)), "{tag}");
+    let index = skopeo_raw(tag).expect("the canonical tag exists");
+    assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
+    // The children were brought into the release repository: the image runs from there.
+    let arm = index["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == "arm64").unwrap();
+    let by_digest = format!("{REGISTRY}/{}/uname@{}", repo.namespace, arm["digest"].as_str().unwrap());
+    assert!(skopeo_raw(&by_digest).is_some(), "{by_digest}");
+    // The same stitch again writes the same bytes.
+    let again = repo.json(&["stitch", "uname", "--staging", &staging, "--json"]);
+    let again_uname = again["tags"].as_array().unwrap().iter().find(|t| t["image"] == "uname").unwrap().clone();
+    assert_eq!(again_uname["digest"], uname["digest"]);
+}
