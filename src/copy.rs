@@ -11,9 +11,10 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::oci::{IndexDoc, ManifestDoc};
 use crate::platform::Platform;
 use crate::registry::{BlobOutcome, PushStats, Registry, BLOB_CONCURRENCY};
 use crate::store::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
@@ -88,34 +89,6 @@ impl SourceImage {
     pub fn is_index(&self) -> bool {
         is_index(&self.desc.media_type)
     }
-}
-
-#[derive(Deserialize)]
-struct IndexDoc {
-    manifests: Vec<Child>,
-}
-
-#[derive(Deserialize)]
-struct Child {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: String,
-    size: u64,
-    platform: Option<ChildPlatform>,
-}
-
-#[derive(Deserialize)]
-struct ChildPlatform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ManifestDoc {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
 }
 
 fn is_index(t: &str) -> bool {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::{digest_hex, digest_of, Descriptor, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::store::{digest_hex, digest_of, Descriptor, HashWriter, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 
 /// manifest.json larger than this is refused; configs larger than this cannot be read.
 pub const MAX_JSON: u64 = 16 << 20;
@@ -328,7 +328,7 @@ fn store_layer(store: &Store, input: &mut dyn Read, path: &str) -> Result<Result
         Box::new(head.chain(&mut raw))
     };
     let writer = store.blob_writer()?;
-    let mut enc = HashingWriter { inner: gzip_writer(writer), hasher: Sha256::new() };
+    let mut enc = HashWriter { inner: gzip_writer(writer), hasher: Sha256::new() };
     if let Err(e) = io::copy(&mut decompressed, &mut enc) {
         return Ok(Err(if gzip { format!("invalid gzip data: {e}") } else { e.to_string() }));
     }
@@ -362,22 +362,6 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
-    }
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -514,7 +498,7 @@ pub fn write_archive(
             ArchiveLayer::Tar { entries, mtime } => {
                 let size = tar_size(entries);
                 out.write_all(&member_header(&path, false, size)).map_err(werr)?;
-                let mut w = HashingWriter { inner: &mut *out, hasher: Sha256::new() };
+                let mut w = HashWriter { inner: &mut *out, hasher: Sha256::new() };
                 write_tar(entries, *mtime, &mut w).map_err(werr)?;
                 new_diff_ids.push(format!("sha256:{}", hex::encode(w.hasher.finalize())));
                 out.write_all(padding(size)).map_err(werr)?;

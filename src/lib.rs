@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod key;
 pub mod makefile;
 pub mod matrix;
+pub mod oci;
 pub mod plan;
 pub mod platform;
 pub mod publish_cli;

@@ -47,6 +47,7 @@ use serde::Deserialize;
 use crate::auth::{scopes, Authenticator, Credential};
 use crate::config::{valid_path_component, RegistryRef};
 use crate::error::{Error, Result};
+use crate::oci::{IndexChild, IndexDoc, ManifestDoc};
 use crate::platform::Platform;
 use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 
@@ -150,38 +151,6 @@ pub struct Registry {
     base: Url,
     host: String,
     auth: Arc<Authenticator>,
-}
-
-/// The parts of an image manifest (OCI or Docker v2) this module needs.
-#[derive(Deserialize)]
-struct ManifestDoc {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-/// The parts of an index (OCI index or Docker manifest list) this module needs.
-#[derive(Deserialize)]
-struct IndexDoc {
-    manifests: Vec<IndexChild>,
-}
-
-#[derive(Deserialize)]
-struct IndexChild {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: String,
-    size: u64,
-    platform: Option<ChildPlatform>,
-}
-
-#[derive(Deserialize)]
-struct ChildPlatform {
-    architecture: String,
-    os: String,
-    variant: Option<String>,
 }
 
 /// The platform fields of an image config.

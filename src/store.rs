@@ -148,7 +148,7 @@ impl Store {
 
     /// Every blob digest a manifest refers to (config then layers), read from the store.
     pub fn manifest_blobs(&self, manifest_digest: &str) -> Result<Vec<String>> {
-        let manifest: ManifestRefs = serde_json::from_slice(&self.read_blob(manifest_digest)?)
+        let manifest: crate::oci::ManifestDoc = serde_json::from_slice(&self.read_blob(manifest_digest)?)
             .map_err(|e| Error::failure(format!("manifest {manifest_digest} in the store is not valid JSON: {e}")))?;
         let mut out = vec![manifest.config.digest];
         out.extend(manifest.layers.into_iter().map(|l| l.digest));
@@ -161,13 +161,6 @@ impl Store {
         }
         Ok(self.root.join("keys").join(format!("{key}.json")))
     }
-}
-
-#[derive(Deserialize)]
-struct ManifestRefs {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
 }
 
 /// A blob being written: hashed as it streams, renamed into place on commit.
@@ -207,6 +200,23 @@ impl BlobWriter {
             self.tmp.persist(&dest).map_err(|e| Error::io("storing blob", &dest, e.error))?;
         }
         Ok(Descriptor { media_type: media_type.to_string(), digest, size: self.size })
+    }
+}
+
+/// A writer that hashes what passes through it.
+pub struct HashWriter<W> {
+    pub inner: W,
+    pub hasher: Sha256,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -127,6 +127,21 @@ struct Planned {
 }
 
 impl Planned {
+    /// Runs the plan with `opts` (which materializes its jobs in the engine), then tags
+    /// each image locally as `<local prefix>/<image>:<key>` and `:latest`.
+    async fn run_and_tag(&self, opts: &BuildOptions, json: bool) -> Result<bool> {
+        let report = self.farm.run(&self.plan, opts).await?;
+        if report.failed() {
+            return finish_report(&self.farm, &report, json);
+        }
+        let ids = self.ids_from(&report)?;
+        self.tag_local(&ids, json).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        }
+        Ok(true)
+    }
+
     async fn new(config: Config, catalog: &Catalog, progress: Progress, sel: &Selection) -> Result<Planned> {
         let platform = single_platform(&config, sel.platform.as_deref())?;
         let names = select(&config, catalog, sel)?;
@@ -226,16 +241,7 @@ pub async fn load(
         return Ok(true);
     }
     let opts = BuildOptions { materialize: p.jobs(), ..Default::default() };
-    let report = p.farm.run(&p.plan, &opts).await?;
-    if report.failed() {
-        return finish_report(&p.farm, &report, json);
-    }
-    let ids = p.ids_from(&report)?;
-    p.tag_local(&ids, json).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-    }
-    Ok(true)
+    p.run_and_tag(&opts, json).await
 }
 
 /// `pull`: the registry's image for each key becomes the local one (even over a local
@@ -282,16 +288,7 @@ pub async fn rebuild(
         return Ok(true);
     }
     let opts = BuildOptions { materialize: p.jobs(), rebuild: p.jobs(), ..Default::default() };
-    let report = p.farm.run(&p.plan, &opts).await?;
-    if report.failed() {
-        return finish_report(&p.farm, &report, json);
-    }
-    let ids = p.ids_from(&report)?;
-    p.tag_local(&ids, json).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-    }
-    Ok(true)
+    p.run_and_tag(&opts, json).await
 }
 
 /// `push`: like `load` (the local tags too, as gVisor's push depends on load), then the

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::{is_loopback, RegistryRef};
 use crate::error::{Error, Result};
+use crate::oci::ManifestDoc;
 use crate::platform::Platform;
 use crate::registry::Registry;
 use crate::store::{digest_hex, put_blob_from, Descriptor, Store, OCI_INDEX, OCI_LAYER_GZIP};
@@ -19,13 +20,6 @@ pub struct Base {
     pub config: serde_json::Value,
     /// For messages: where it came from.
     pub what: String,
-}
-
-#[derive(Deserialize)]
-struct ManifestDoc {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
 }
 
 /// Reads the image `manifest` from `store` and checks that it is for `platform`.

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::plan::{Job, Parent};
 use crate::platform::Platform;
-use crate::store::{Descriptor, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::store::{Descriptor, HashWriter, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 
 use self::base::Base;
 use self::layers::Group;
@@ -456,23 +456,6 @@ fn write_layer(store: &Store, g: &Group, mtime: u64) -> Result<(String, Descript
     let diff_id = format!("sha256:{}", hex::encode(w.hasher.finalize()));
     let blob = w.inner.finish().map_err(fail)?.into_inner().map_err(|e| fail(e.into_error()))?;
     Ok((diff_id, blob.commit(OCI_LAYER_GZIP, None)?))
-}
-
-/// A writer that hashes what passes through it.
-pub struct HashWriter<W> {
-    pub inner: W,
-    pub hasher: Sha256,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Streams the prepared image as a docker-archive to `out`, writing each new layer
