@@ -572,12 +572,27 @@ impl Registry {
         let size = bytes.len() as u64;
         let t = crate::retry::timeout();
         let make = || Ok(self.client.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone()).timeout(t));
-        let resp = self.send(&what, &scopes(repo, true, None), &make).await?;
-        let status = resp.status();
-        if status != StatusCode::CREATED && status != StatusCode::OK {
+        let mut attempt = 1;
+        let resp = loop {
+            let resp = self.send(&what, &scopes(repo, true, None), &make).await?;
+            let status = resp.status();
+            if status == StatusCode::CREATED || status == StatusCode::OK {
+                break resp;
+            }
             let body = resp.text().await.ok();
-            return Err(self.status_error(&what, status, body.as_deref()));
-        }
+            // docker-registry's filesystem driver rewrites a repository's blob link in place
+            // (truncate, then write): while another pusher re-links a blob we both uploaded,
+            // the manifest check can briefly find it unknown. Every blob was verified present
+            // before this PUT, so that answer is transient: try again, a bounded number of times.
+            let transient = status == StatusCode::BAD_REQUEST
+                && body.as_deref().is_some_and(|b| b.contains("MANIFEST_BLOB_UNKNOWN"));
+            if !transient || attempt >= crate::retry::attempts() {
+                return Err(self.status_error(&what, status, body.as_deref()));
+            }
+            tracing::debug!(registry = %self.host, %what, attempt, "blob briefly unknown to the registry; retrying");
+            tokio::time::sleep(crate::retry::backoff(attempt, None)).await;
+            attempt += 1;
+        };
         if let Some(theirs) = header_str(resp.headers(), DOCKER_CONTENT_DIGEST) {
             if theirs != digest {
                 return Err(self.digest_error(&what, &digest, &theirs));
