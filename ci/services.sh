@@ -32,7 +32,7 @@ wait_for() {
 }
 
 install_packages() {
-  local wanted=(docker.io qemu-user-static binfmt-support docker-registry skopeo umoci curl ca-certificates make)
+  local wanted=(docker.io qemu-user-static binfmt-support docker-registry skopeo umoci curl ca-certificates make xz-utils iproute2)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
