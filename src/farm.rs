@@ -1,8 +1,9 @@
 //! The coordinator: runs a [`Plan`]'s jobs concurrently (bounded), each waiting only for
 //! its own parents on the same platform; looks every key up before building (store,
-//! then local engine, then registry); builds misses on the engine; records results in
-//! the store; publishes from the store; and stitches each image's canonical index only
-//! once every platform's manifest is in the registry.
+//! then local engine, then registry); produces misses (image.yaml jobs by the
+//! assembler, Dockerfile jobs on a builder of the fleet); records results in the store;
+//! publishes from the store; and stitches each image's canonical index only once every
+//! platform's manifest is in the registry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -240,12 +241,10 @@ impl Farm {
         let mut tags = Vec::new();
         if opts.push && !opts.no_stitch {
             // Stitches are independent: run them concurrently (bounded), report in plan order.
-            let stitches: Vec<_> = plan.images.iter().map(|image| self.stitch(image, &jobs)).collect();
-            let stitched: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
-                futures::stream::iter(stitches),
-                STITCH_CONCURRENCY,
-            ))
-            .await;
+            let stitched: Vec<_> = futures::stream::iter(plan.images.iter().map(|image| self.stitch(image, &jobs)))
+                .buffered(STITCH_CONCURRENCY)
+                .collect()
+                .await;
             for (image, result) in plan.images.iter().zip(stitched) {
                 match result {
                     Ok(Some(t)) => tags.push(t),
@@ -363,10 +362,10 @@ impl Farm {
 
     /// The store entry of a finished job, fetched from the registry when it is only there.
     pub async fn ensure_in_store(&self, done: &Done) -> Result<Entry> {
-        if let Some(e) = done.entry.clone().or(self.store.entry(&done.key)?) {
-            return Ok(e);
+        match &done.entry {
+            Some(e) => Ok(e.clone()),
+            None => self.entry_in_store(&done.image, &done.platform, &done.key).await,
         }
-        self.entry_in_store(&done.image, &done.platform, &done.key).await
     }
 
     /// The store entry of `image` for `platform` under `key`: the store's, else fetched
@@ -420,15 +419,7 @@ impl Farm {
         let d = self.registry.fetch_image(&self.store, &repo, reference, platform).await?;
         let blobs = self.store.manifest_blobs(&d.digest)?;
         let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
-        let entry = Entry {
-            key: key.to_string(),
-            image: image.to_string(),
-            platform: platform.clone(),
-            manifest: d,
-            config_digest,
-        };
-        self.store.put_entry(&entry)?;
-        Ok(entry)
+        self.put_entry(image, platform, key, d, config_digest)
     }
 
     /// Makes `job`'s image exist in the local engine from what this machine already has
@@ -457,11 +448,23 @@ impl Farm {
         self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
     }
 
+    /// Records what `job` produced as the store's memo entry for its key.
     pub(crate) fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
+        self.put_entry(&job.image, &job.platform, &job.key, manifest, config_digest)
+    }
+
+    fn put_entry(
+        &self,
+        image: &str,
+        platform: &Platform,
+        key: &str,
+        manifest: Descriptor,
+        config_digest: String,
+    ) -> Result<Entry> {
         let entry = Entry {
-            key: job.key.clone(),
-            image: job.image.clone(),
-            platform: job.platform.clone(),
+            key: key.to_string(),
+            image: image.to_string(),
+            platform: platform.clone(),
             manifest,
             config_digest,
         };
