@@ -14,10 +14,8 @@
 #   benches/assemble.sh [TREE]        (default /usr/share)
 # Needs the services of ci/services.sh. Prints each time and the ratios.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 tree=${1:-/usr/share}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 w=$(mktemp -d /var/tmp/archfarm-bench-asm.XXXXXX)
 ns="bench-asm-$$"
 reg="127.0.0.1:5000/$ns"
@@ -25,7 +23,6 @@ export ARCHFARM_REGISTRY="$reg" ARCHFARM_STORE="$w/store"
 cleanup() { rm -rf "$w"; docker rmi -f "bench-asm-$$:copy" "bench-asm-$$:amd64" "bench-asm-$$:arm64" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-t() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 row() { printf '%-66s %8.2f s%s\n' "$1" "$2" "${3:-}"; }
 ratio() { printf '  (%.1fx)' "$(echo "$1 / $2" | bc -l)"; }
 

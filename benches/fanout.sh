@@ -13,11 +13,9 @@
 #                  1-engine run is what `for img in ...; docker build` does)
 # Needs root and the services of ci/services.sh; starts the extra engines itself.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 iters=${FANOUT_ITERS:-300000}
 jobs=${FANOUT_JOBS:-1}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 bash "$here/ci/services.sh" >/dev/null 2>&1
 bash "$here/ci/extra-dockerd.sh" 2376 2377
 engines=("unix:///var/run/docker.sock" "tcp://127.0.0.1:2376" "tcp://127.0.0.1:2377")

@@ -8,11 +8,9 @@
 # warm (stat cache: an unchanged tree re-keyed without reading content). Page cache is
 # warm for all three (each runs once before timing), so this compares hashing, not disk.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 files=${1:-20000}
 mib=${2:-1024}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 
 work=$(mktemp -d /var/tmp/archfarm-keys.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -45,7 +43,6 @@ printf 'FROM scratch\nCOPY . /\n' > "$tree/Dockerfile"
 pipeline() { (cd "$work/images" && find big -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
 archfarm_hash() { "$bin" --images "$work/images" --store "$work/store" hash big --platform amd64; }
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 
 pipeline >/dev/null # warm the page cache
 tp=$(t pipeline)

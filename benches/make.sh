@@ -15,10 +15,8 @@
 # Needs the Docker engine (ci/services.sh). The first run builds the 100 tiny images
 # (FROM scratch) once for the host; everything is removed at the end.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 rounds=${1:-5}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 work=$(mktemp -d /var/tmp/archfarm-bench-make.XXXXXX)
 nonce="b$$"
 prefix="bench-$nonce.local/images"   # archfarm's local prefix
@@ -79,8 +77,6 @@ gv load-groupa_img03 || { gv -p 2>/dev/null | grep -E '^H_groupa_img03|^ARCH'; d
 make -s -f "$here/Makefile" ARCHFARM="$bin" load-groupa_img03 >/dev/null
 docker image inspect "$prefix/groupa/img03:latest" "$prefix-gv/groupa/img03:latest" >/dev/null
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 af() { make -s -f "$here/Makefile" ARCHFARM="$bin" "$@"; }
 
 gl=$(for _ in $(seq "$rounds"); do t gv list-all-images; done | median)

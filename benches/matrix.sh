@@ -13,10 +13,8 @@
 # mounted across repositories). The registry answers those HEADs exactly as it would
 # after real builds; matrix only asks HEAD.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 rounds=${1:-5}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 work=$(mktemp -d /var/tmp/archfarm-bench-matrix.XXXXXX)
 ns="bench-matrix-$$"
 reg_host=127.0.0.1:5000
@@ -78,8 +76,6 @@ curl_way() {
       "http://$reg_host/v2/$ns/$image/manifests/$tag"
   done <"$work/tags.txt"
 }
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tc=$(for _ in $(seq "$rounds"); do t curl_way; done | median)
 tm=$(for _ in $(seq "$rounds"); do t "$bin" matrix; done | median)
 tg=$(for _ in $(seq "$rounds"); do t "$bin" matrix --format github --waves 3; done | median)

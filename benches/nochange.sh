@@ -7,10 +7,8 @@
 #   benches/nochange.sh [ROUNDS]     (default 3; the median is reported)
 # Needs the services of ci/services.sh.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 rounds=${1:-3}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 ns="bench-$$"
 reg="127.0.0.1:5000/$ns"
 export ARCHFARM_REGISTRY="$reg" ARCHFARM_STORE="/var/tmp/archfarm-bench-$$"
@@ -41,8 +39,6 @@ shell_way() {
 }
 archfarm_way() { "$bin" build --push >/dev/null 2>&1; }
 
-t() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "warming both (first runs build and push)" >&2
 shell_way

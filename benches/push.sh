@@ -9,11 +9,9 @@
 #   benches/push.sh [TOTAL_MB] [ROUNDS]    (default 1024 MB in 4 layers of random bytes, 2 rounds)
 # Needs the services of ci/services.sh. Uses /var/tmp for the data (about 4x TOTAL_MB).
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 total_mb=${1:-1024}
 rounds=${2:-2}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 work=/var/tmp/archfarm-bench-push-$$
 ns="bench-push-$$"
 reg=127.0.0.1:5000
@@ -75,17 +73,15 @@ printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.
 bytes=$(jq '[.layers[].size] | add' "$work/store/blobs/sha256/${manifest#sha256:}")
 echo "compressed layers: $((bytes / 1048576)) MiB" >&2
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-best() { sort -g | head -1; }
 af=() sk=() dk=()
 for r in $(seq "$rounds"); do
   stop_registries
   rm -rf "$work"/reg-*
   rd=$(fresh_registry d) rs=$(fresh_registry s) ra=$(fresh_registry a)
   docker tag "$engine_tag" "$rd/$ns/big:t" >/dev/null
-  dk+=("$(t docker push "$rd/$ns/big:t")")
-  sk+=("$(t skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t")")
-  af+=("$(t "$bin" build --push big --registry "$ra/$ns")")
+  dk+=("$(t quiet docker push "$rd/$ns/big:t")")
+  sk+=("$(t quiet skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t")")
+  af+=("$(t quiet "$bin" build --push big --registry "$ra/$ns")")
   docker rmi "$rd/$ns/big:t" >/dev/null
   echo "round $r: archfarm ${af[-1]} s, skopeo ${sk[-1]} s, docker push ${dk[-1]} s" >&2
 done
@@ -94,8 +90,8 @@ s=$(printf '%s\n' "${sk[@]}" | best)
 d=$(printf '%s\n' "${dk[@]}" | best)
 # Re-push, unchanged: everything is there already.
 before=$(grep -c 'blobs/uploads' "$work/reg-a/log" || true)
-rpa=$(for _ in 1 2 3; do t "$bin" build --push big --registry "$ra/$ns"; done | best)
-rps=$(for _ in 1 2 3; do t skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t"; done | best)
+rpa=$(for _ in 1 2 3; do t quiet "$bin" build --push big --registry "$ra/$ns"; done | best)
+rps=$(for _ in 1 2 3; do t quiet skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t"; done | best)
 # Upload requests archfarm's re-pushes made, from the registry's access log.
 uploaded=$(($(grep -c 'blobs/uploads' "$work/reg-a/log" || true) - before))
 faster=$(echo "if ($s < $d) $s else $d" | bc -l)

@@ -10,11 +10,9 @@
 #   benches/release.sh [N] [ROUNDS]    (default 50 images, best of 3 rounds, interleaved)
 # Needs the services of ci/services.sh.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/common.sh"
 n=${1:-50}
 rounds=${2:-3}
-bin="$here/target/release/archfarm"
-(cd "$here" && cargo build --release --quiet)
 work=/var/tmp/archfarm-bench-release-$$
 ns="bench-rel-$$"
 reg=127.0.0.1:5000
@@ -43,7 +41,6 @@ while IFS=$'\t' read -r img plat key; do
 done < <(jq -r '.jobs[] | [.image, .platform, .key] | @tsv' <<<"$out")
 while IFS=$'\t' read -r img tag; do index[$img]=${tag##*:}; done < <(jq -r '.tags[] | [.image, .tag] | @tsv' <<<"$out")
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 docker_manifests() { # TAG: one manifest list per image over the per-platform tags
   local img
   for img in "${names[@]}"; do
@@ -61,14 +58,13 @@ skopeo_all() { # TAG: copy every canonical index to TAG
   done
 }
 
-best() { sort -g | head -1; }
 sa=() sd=() ra=() rs=() rd=()
 for r in $(seq "$rounds"); do
-  sa+=("$(t "$bin" build --push)")
-  sd+=("$(t docker_manifests "stitched$r")")
-  ra+=("$(t "$bin" release "v1.$r" --latest)")
-  rs+=("$(t skopeo_all "s$r")")
-  rd+=("$(t docker_manifests "d$r")")
+  sa+=("$(t quiet "$bin" build --push)")
+  sd+=("$(t quiet docker_manifests "stitched$r")")
+  ra+=("$(t quiet "$bin" release "v1.$r" --latest)")
+  rs+=("$(t quiet skopeo_all "s$r")")
+  rd+=("$(t quiet docker_manifests "d$r")")
   echo "round $r: stitch ${sa[-1]} vs ${sd[-1]}; release ${ra[-1]} vs skopeo ${rs[-1]}, docker ${rd[-1]}" >&2
 done
 stitch_a=$(printf '%s\n' "${sa[@]}" | best)
@@ -76,7 +72,7 @@ stitch_d=$(printf '%s\n' "${sd[@]}" | best)
 rel_a=$(printf '%s\n' "${ra[@]}" | best)
 rel_s=$(printf '%s\n' "${rs[@]}" | best)
 rel_d=$(printf '%s\n' "${rd[@]}" | best)
-rel_again=$(for _ in 1 2 3; do t "$bin" release "v1.1" --latest; done | best)
+rel_again=$(for _ in 1 2 3; do t quiet "$bin" release "v1.1" --latest; done | best)
 # Check: the release is what skopeo sees.
 "$bin" release v1.1 --json | jq -e --arg n "$n" '(.images | length) == ($n | tonumber) and all(.images[]; .action == "unchanged")' >/dev/null
 printf '\n%s images x 2 platforms, no blob traffic, best of %s rounds:\n' "$n" "$rounds"

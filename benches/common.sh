@@ -1,0 +1,14 @@
+# Shared by the benchmark scripts (source it after `set -euo pipefail`):
+# the repository root, the release binary (built if needed), and timing helpers.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin="$here/target/release/archfarm"
+(cd "$here" && cargo build --release --quiet)
+
+# t CMD...: runs CMD (stdout discarded, stderr kept for diagnostics) and prints its wall
+# time in seconds.
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# quiet CMD...: CMD with its stderr discarded too (`t quiet CMD`).
+quiet() { "$@" 2>/dev/null; }
+# median / best: of the numbers on stdin, one a line.
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+best() { sort -g | head -1; }
