@@ -86,6 +86,25 @@ impl BuildFailure {
     }
 }
 
+/// How often a build is tried when the engine loses an image during its cache lookup.
+const LOST_CACHE_ATTEMPTS: u32 = 3;
+/// The classic builder's error when an image it listed as a cache candidate is removed
+/// before it reads it (dockerd's `getLocalCachedImage`): any concurrent `docker rmi` or
+/// prune of an unrelated image can cause it, so the build is simply run again.
+const LOST_CACHED_IMAGE: &str = "unable to find image \"sha256:";
+
+/// The outcome of one failed build attempt.
+enum Attempt {
+    LostCachedImage(String),
+    Failed(BuildFailure),
+}
+
+impl From<BuildFailure> for Attempt {
+    fn from(f: BuildFailure) -> Attempt {
+        Attempt::Failed(f)
+    }
+}
+
 impl Engine {
     /// The local engine: `DOCKER_HOST` if set, else `unix:///var/run/docker.sock`.
     pub async fn connect(deadline: Duration) -> Result<Engine> {
@@ -226,7 +245,41 @@ impl Engine {
         );
         let mut log = open_log(req.log_path).map_err(BuildFailure::Local)?;
         let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
+        log.write_all(preamble.as_bytes()).map_err(log_err)?;
+        let mut attempt = 1;
+        loop {
+            match self.build_once(req, &what, &mut log).await {
+                Err(Attempt::LostCachedImage(msg)) if attempt < LOST_CACHE_ATTEMPTS => {
+                    writeln!(
+                        log,
+                        "# archfarm: {msg}: another client removed an image while the engine probed its \
+                         build cache (a race in the classic builder, not the recipe's fault); building again"
+                    )
+                    .map_err(log_err)?;
+                    attempt += 1;
+                }
+                Err(Attempt::LostCachedImage(msg)) => {
+                    return Err(BuildFailure::Engine(Error::failure(format!(
+                        "building {what}: {msg}, {LOST_CACHE_ATTEMPTS} times: images are being removed from \
+                         the engine at {} while it builds; stop the pruning and retry (log: {})",
+                        self.endpoint,
+                        req.log_path.display()
+                    ))))
+                }
+                Err(Attempt::Failed(f)) => return Err(f),
+                Ok(id) => return Ok(id),
+            }
+        }
+    }
 
+    /// One build of `req`, its output appended to `log`.
+    async fn build_once(
+        &self,
+        req: BuildRequest<'_>,
+        what: &str,
+        log: &mut io::BufWriter<File>,
+    ) -> Result<String, Attempt> {
+        let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
         let buildargs: HashMap<&str, &str> = req.build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let labels: HashMap<&str, &str> = req.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let platform = req.platform.to_string();
@@ -245,7 +298,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let context = req.context.clone();
         let dockerfile = (req.dockerfile_path.to_string(), req.dockerfile_text.map(str::to_string));
-        let what2 = what.clone();
+        let what2 = what.to_string();
         let producer = tokio::task::spawn_blocking(move || {
             let mut w = ChannelWriter::new(tx);
             let r = write_context(&context, &dockerfile.0, dockerfile.1.as_deref(), &what2, &mut w);
@@ -260,7 +313,6 @@ impl Engine {
             }
         });
 
-        log.write_all(preamble.as_bytes()).map_err(log_err)?;
         writeln!(log, "# archfarm: building {what} on {} (API {})", self.endpoint, self.api_version())
             .map_err(log_err)?;
         let mut stream = self.long.build_image(opts.build(), None, Some(bollard::body_try_stream(receiver_stream(rx))));
@@ -305,17 +357,20 @@ impl Engine {
         if let Err(e) = &produced {
             if e.message().contains("changed during the build") || failure.is_none() {
                 let _ = writeln!(log, "# archfarm: {}", e.message());
-                return Err(BuildFailure::Local(e.clone_failure()));
+                return Err(BuildFailure::Local(e.clone_failure()).into());
             }
         }
         if let Some((msg, by_engine)) = failure {
+            if by_engine && msg.contains(LOST_CACHED_IMAGE) {
+                return Err(Attempt::LostCachedImage(msg.trim().to_string()));
+            }
             let step = lines.last_step.as_deref().map(|s| format!(" at `{s}`")).unwrap_or_default();
             let e = Error::failure(format!(
                 "building {what} failed{step}: {} (log: {})",
                 msg.trim(),
                 req.log_path.display()
             ));
-            return Err(if by_engine { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) });
+            return Err(if by_engine { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) }.into());
         }
         let id = match (image_id, lines.built) {
             (Some(id), _) => id,
@@ -331,7 +386,8 @@ impl Engine {
                     "building {what}: the engine at {} ended the build without an image ID (log: {})",
                     self.endpoint,
                     req.log_path.display()
-                ))))
+                )))
+                .into())
             }
         };
         for t in req.tags.iter().skip(1) {
