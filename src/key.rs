@@ -286,7 +286,7 @@ mod tests {
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         std::fs::File::options().write(true).open(b.path().join("Dockerfile")).unwrap().set_modified(old).unwrap();
         let key = |d: &std::path::Path| {
-            let c = crate::scan::scan(d, None).unwrap();
+            let c = crate::scan::scan(d, crate::scan::Links::InsideFolder, None).unwrap();
             let none = BTreeMap::new();
             content_key(&KeyInput {
                 platform: &amd64(),

@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::catalog::{Catalog, Image};
+use crate::catalog::{self, Catalog, Image};
 use crate::config::Config;
 use crate::context::Context;
 use crate::dockerfile;
 use crate::error::{Error, Result};
 use crate::key::{self, KeyInput};
 use crate::platform::Platform;
-use crate::scan::{self, StatCache};
+use crate::scan::{self, Links, StatCache};
 
 /// One (image, platform) to build or find.
 #[derive(Debug, Clone)]
@@ -115,7 +115,13 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
             return Ok(c.clone());
         }
         let cache = StatCache::for_folder(&cache_dir, &image.dir);
-        let ctx = scan::scan(&image.dir, Some(&cache)).map_err(|e| e.context(format!("image {}", image.name)))?;
+        // An assembled image's files are an image tree: its links name paths in the image.
+        let links = match image.recipes {
+            catalog::Recipes::Assembled { .. } => Links::ImageTree,
+            catalog::Recipes::Dockerfile { .. } => Links::InsideFolder,
+        };
+        let ctx =
+            scan::scan(&image.dir, links, Some(&cache)).map_err(|e| e.context(format!("image {}", image.name)))?;
         // A cache that cannot be saved (a read-only store) only costs time on the next run.
         if let Err(e) = cache.save() {
             tracing::debug!("stat cache for {} not saved: {}", image.name, e.message());

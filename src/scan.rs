@@ -2,8 +2,11 @@
 //! a stat cache that lets an unchanged tree be re-keyed without reading file contents.
 //!
 //! # The walk
-//! Symlinks are recorded, never followed; a link whose target is absolute or lexically
-//! leaves the folder is refused (the engine would not see its target). Directories are
+//! Symlinks are recorded, never followed. In a build context ([`Links::InsideFolder`]) a
+//! link whose target is absolute or lexically leaves the folder is refused (the engine
+//! would not see its target); in the folder of an assembled image ([`Links::ImageTree`])
+//! a link's target is a path inside the image being assembled (a Debian rootfs is full of
+//! `/etc/alternatives/...` links), so any non-empty UTF-8 target is kept as written. Directories are
 //! entries (empty ones matter to `COPY`). Sockets, FIFOs and devices are refused. Names
 //! must be UTF-8 (spaces and newlines are fine). Entries are sorted by path bytes.
 //!
@@ -74,14 +77,24 @@ pub struct ScanStats {
     pub bytes_hashed: u64,
 }
 
+/// Which symlink targets a folder may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// A Docker build context: relative links that stay inside the folder.
+    InsideFolder,
+    /// Files mapped into an assembled image: a target names a path in the image, so it
+    /// may be absolute or climb out of its source folder.
+    ImageTree,
+}
+
 /// Scans `dir` into its build context, using and refreshing `cache` if given.
-pub fn scan(dir: &Path, cache: Option<&StatCache>) -> Result<Context> {
-    scan_with_stats(dir, cache).map(|(c, _)| c)
+pub fn scan(dir: &Path, links: Links, cache: Option<&StatCache>) -> Result<Context> {
+    scan_with_stats(dir, links, cache).map(|(c, _)| c)
 }
 
 /// [`scan`], also saying how many files were read.
-pub fn scan_with_stats(dir: &Path, cache: Option<&StatCache>) -> Result<(Context, ScanStats)> {
-    scan_at(dir, cache, now_ns())
+pub fn scan_with_stats(dir: &Path, links: Links, cache: Option<&StatCache>) -> Result<(Context, ScanStats)> {
+    scan_at(dir, links, cache, now_ns())
 }
 
 fn now_ns() -> i128 {
@@ -102,14 +115,15 @@ enum Walked {
 /// A scanned entry, what to remember of it in the cache, and whether it was read.
 type Hashed = (ContextEntry, Option<(String, CacheEntry)>, bool);
 
-fn scan_at(dir: &Path, cache: Option<&StatCache>, started: i128) -> Result<(Context, ScanStats)> {
+fn scan_at(dir: &Path, links: Links, cache: Option<&StatCache>, started: i128) -> Result<(Context, ScanStats)> {
     let meta = fs::metadata(dir).map_err(|e| Error::usage(format!("image folder {}: {e}", dir.display())))?;
     if !meta.is_dir() {
         return Err(Error::usage(format!("image folder {} is not a folder", dir.display())));
     }
     let ignore = Ignore::load(dir)?;
     let mut walked = Vec::new();
-    walk(dir, dir, "", &ignore, None, &mut walked)?;
+    let walker = Walker { root: dir, ignore: &ignore, links };
+    walker.walk(dir, "", None, &mut walked)?;
 
     let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let cached = cache.map(|c| c.snapshot_for(&canonical)).unwrap_or_default();
@@ -184,74 +198,80 @@ fn hash_file(path: &Path, rel: &str) -> Result<[u8; 32]> {
     })
 }
 
-fn walk(
-    root: &Path,
-    dir: &Path,
-    prefix: &str,
-    ignore: &Ignore,
-    parent_match: Option<usize>,
-    out: &mut Vec<Walked>,
-) -> Result<bool> {
-    let read = fs::read_dir(dir).map_err(|e| Error::io("reading folder", dir, e))?;
-    let mut names = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|e| Error::io("reading folder", dir, e))?;
-        names.push(entry.file_name());
-    }
-    names.sort();
-    let mut kept_any = false;
-    for os_name in names {
-        let full = dir.join(&os_name);
-        let Some(name) = os_name.to_str() else {
-            return Err(Error::usage(format!(
-                "{}: the name is not valid UTF-8; rename it (archfarm needs UTF-8 paths in a build context)",
-                full.to_string_lossy()
-            )));
-        };
-        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
-        let meta = fs::symlink_metadata(&full).map_err(|e| Error::io("reading", &full, e))?;
-        let ft = meta.file_type();
-        let this_match = ignore.last_match(&rel, parent_match);
-        let always =
-            prefix.is_empty() && (name == "Dockerfile" || name.starts_with("Dockerfile.") || name == ".dockerignore");
-        let excluded = !always && ignore.excludes(this_match);
-        if ft.is_dir() {
-            if excluded && !ignore.has_exceptions() {
-                continue;
-            }
-            let mark = out.len();
-            out.push(Walked::Other(ContextEntry { path: rel.clone(), kind: EntryKind::Dir }));
-            let child_kept = walk(root, &full, &rel, ignore, this_match, out)?;
-            if excluded && !child_kept {
-                out.truncate(mark);
-            } else {
-                kept_any = true;
-            }
-            continue;
-        }
-        if excluded {
-            continue;
-        }
-        kept_any = true;
-        if ft.is_file() {
-            out.push(Walked::File(Found { path: rel, stat: Stat::of(&meta) }));
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&full).map_err(|e| Error::io("reading symlink", &full, e))?;
-            let target = check_link(root, &rel, &target)?;
-            out.push(Walked::Other(ContextEntry { path: rel, kind: EntryKind::Symlink { target } }));
-        } else {
-            return Err(Error::usage(format!(
-                "{}: {rel} is a socket, FIFO or device, which cannot be part of a build context; \
-                 move it out of the image folder or add it to .dockerignore",
-                root.display()
-            )));
-        }
-    }
-    Ok(kept_any)
+/// The walk of one folder: its root, `.dockerignore` and link policy.
+struct Walker<'a> {
+    root: &'a Path,
+    ignore: &'a Ignore,
+    links: Links,
 }
 
-/// Refuses absolute links and links that lexically leave the folder; returns the target.
-fn check_link(root: &Path, rel: &str, target: &Path) -> Result<String> {
+impl Walker<'_> {
+    /// Walks `dir` (at `prefix` in the context) into `out`; says whether anything was kept.
+    fn walk(&self, dir: &Path, prefix: &str, parent_match: Option<usize>, out: &mut Vec<Walked>) -> Result<bool> {
+        let (root, ignore) = (self.root, self.ignore);
+        let read = fs::read_dir(dir).map_err(|e| Error::io("reading folder", dir, e))?;
+        let mut names = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(|e| Error::io("reading folder", dir, e))?;
+            names.push(entry.file_name());
+        }
+        names.sort();
+        let mut kept_any = false;
+        for os_name in names {
+            let full = dir.join(&os_name);
+            let Some(name) = os_name.to_str() else {
+                return Err(Error::usage(format!(
+                    "{}: the name is not valid UTF-8; rename it (archfarm needs UTF-8 paths in a build context)",
+                    full.to_string_lossy()
+                )));
+            };
+            let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+            let meta = fs::symlink_metadata(&full).map_err(|e| Error::io("reading", &full, e))?;
+            let ft = meta.file_type();
+            let this_match = ignore.last_match(&rel, parent_match);
+            let always = prefix.is_empty()
+                && (name == "Dockerfile" || name.starts_with("Dockerfile.") || name == ".dockerignore");
+            let excluded = !always && ignore.excludes(this_match);
+            if ft.is_dir() {
+                if excluded && !ignore.has_exceptions() {
+                    continue;
+                }
+                let mark = out.len();
+                out.push(Walked::Other(ContextEntry { path: rel.clone(), kind: EntryKind::Dir }));
+                let child_kept = self.walk(&full, &rel, this_match, out)?;
+                if excluded && !child_kept {
+                    out.truncate(mark);
+                } else {
+                    kept_any = true;
+                }
+                continue;
+            }
+            if excluded {
+                continue;
+            }
+            kept_any = true;
+            if ft.is_file() {
+                out.push(Walked::File(Found { path: rel, stat: Stat::of(&meta) }));
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&full).map_err(|e| Error::io("reading symlink", &full, e))?;
+                let target = check_link(root, &rel, &target, self.links)?;
+                out.push(Walked::Other(ContextEntry { path: rel, kind: EntryKind::Symlink { target } }));
+            } else {
+                return Err(Error::usage(format!(
+                    "{}: {rel} is a socket, FIFO or device, which cannot be part of a build context; \
+                     move it out of the image folder or add it to .dockerignore",
+                    root.display()
+                )));
+            }
+        }
+        Ok(kept_any)
+    }
+}
+
+/// Returns a link's target after checking it against `links`: a build context refuses
+/// absolute links and links that lexically leave the folder; every link needs a
+/// non-empty UTF-8 target.
+fn check_link(root: &Path, rel: &str, target: &Path, links: Links) -> Result<String> {
     let shown = target.to_string_lossy();
     let fail = |why: &str| {
         Error::usage(format!(
@@ -261,6 +281,12 @@ fn check_link(root: &Path, rel: &str, target: &Path) -> Result<String> {
         ))
     };
     let Some(text) = target.to_str() else { return Err(fail("has a target that is not UTF-8")) };
+    if text.is_empty() {
+        return Err(fail("has an empty target"));
+    }
+    if links == Links::ImageTree {
+        return Ok(text.to_string());
+    }
     if target.is_absolute() {
         return Err(fail("is absolute, so the build would not see its target"));
     }
@@ -277,9 +303,6 @@ fn check_link(root: &Path, rel: &str, target: &Path) -> Result<String> {
             Component::Normal(_) => depth.push("x"),
             Component::RootDir | Component::Prefix(_) => return Err(fail("is absolute")),
         }
-    }
-    if text.is_empty() {
-        return Err(fail("has an empty target"));
     }
     Ok(text.to_string())
 }
@@ -564,7 +587,7 @@ mod tests {
             ".dockerignore",
             "# comment\n\n/build\n!build/keep/me.txt\n**/*.tmp\n./logs\n!logs/important.log\nDockerfile*\n.dockerignore\n top.md \n",
         );
-        let c = scan(r, None).unwrap();
+        let c = scan(r, Links::InsideFolder, None).unwrap();
         assert_eq!(
             paths(&c),
             [
@@ -592,7 +615,7 @@ mod tests {
         write(d.path(), "Dockerfile", "FROM scratch");
         write(d.path(), "node_modules/a/b.js", "x");
         write(d.path(), ".dockerignore", "node_modules\n");
-        assert_eq!(paths(&scan(d.path(), None).unwrap()), [".dockerignore", "Dockerfile"]);
+        assert_eq!(paths(&scan(d.path(), Links::InsideFolder, None).unwrap()), [".dockerignore", "Dockerfile"]);
     }
 
     #[test]
@@ -606,7 +629,7 @@ mod tests {
         fs::create_dir(r.join("empty")).unwrap();
         symlink("../Dockerfile", r.join("bin/link")).unwrap();
         symlink("nowhere", r.join("dangling")).unwrap();
-        let c = scan(r, None).unwrap();
+        let c = scan(r, Links::InsideFolder, None).unwrap();
         assert_eq!(paths(&c), ["Dockerfile", "bin", "bin/link", "bin/run me.sh", "dangling", "empty", "line\nbreak"]);
         let kinds: BTreeMap<&str, &EntryKind> = c.entries.iter().map(|e| (e.path.as_str(), &e.kind)).collect();
         assert_eq!(kinds["bin/link"], &EntryKind::Symlink { target: "../Dockerfile".into() });
@@ -624,7 +647,7 @@ mod tests {
             fs::create_dir(d.path().join("sub")).unwrap();
             symlink(target, d.path().join("sub/l")).unwrap();
             let ok_if_inside = target == "../outside";
-            let res = scan(d.path(), None);
+            let res = scan(d.path(), Links::InsideFolder, None);
             if ok_if_inside {
                 // sub/../outside stays inside the folder
                 assert!(res.is_ok());
@@ -637,20 +660,33 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         symlink("../../x", d.path().join("l")).unwrap();
-        assert!(scan(d.path(), None).is_err());
+        assert!(scan(d.path(), Links::InsideFolder, None).is_err());
+    }
+
+    #[test]
+    fn an_image_tree_keeps_absolute_and_climbing_links_as_written() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("rootfs/bin")).unwrap();
+        symlink("/bin/busybox", d.path().join("rootfs/bin/sh")).unwrap();
+        symlink("../../../usr/lib", d.path().join("rootfs/bin/lib")).unwrap();
+        let c = scan(d.path(), Links::ImageTree, None).unwrap();
+        let kinds: BTreeMap<_, _> = c.entries.iter().map(|e| (e.path.as_str(), &e.kind)).collect();
+        assert_eq!(kinds["rootfs/bin/sh"], &EntryKind::Symlink { target: "/bin/busybox".into() });
+        assert_eq!(kinds["rootfs/bin/lib"], &EntryKind::Symlink { target: "../../../usr/lib".into() });
+        assert!(scan(d.path(), Links::InsideFolder, None).is_err(), "the same tree is no build context");
     }
 
     #[test]
     fn fifos_and_non_utf8_names_are_refused() {
         let d = tempfile::tempdir().unwrap();
         nix::unistd::mkfifo(&d.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let err = scan(d.path(), None).unwrap_err();
+        let err = scan(d.path(), Links::InsideFolder, None).unwrap_err();
         assert!(err.message().contains("pipe") && err.message().contains("FIFO"), "{}", err.message());
 
         use std::os::unix::ffi::OsStrExt;
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
-        let err = scan(d.path(), None).unwrap_err();
+        let err = scan(d.path(), Links::InsideFolder, None).unwrap_err();
         assert!(err.message().contains("bad\u{fffd}name") && err.message().contains("UTF-8"), "{}", err.message());
     }
 
@@ -660,7 +696,7 @@ mod tests {
         for f in ["Dockerfile", "Dockerfile.aarch64", "Dockerfile.template", "x"] {
             write(d.path(), f, f);
         }
-        let c = scan(d.path(), None).unwrap();
+        let c = scan(d.path(), Links::InsideFolder, None).unwrap();
         let all = vec!["Dockerfile".to_string(), "Dockerfile.aarch64".to_string()];
         assert_eq!(paths(&c.for_recipe("Dockerfile", &all)), ["Dockerfile", "Dockerfile.template", "x"]);
         assert_eq!(
@@ -677,14 +713,14 @@ mod tests {
         write(r, "Dockerfile", "FROM scratch");
         write(r, "data", "aaaa");
         let cache = StatCache::for_folder(cache_dir.path(), r);
-        let (c1, s1) = scan_at(r, Some(&cache), later()).unwrap();
+        let (c1, s1) = scan_at(r, Links::InsideFolder, Some(&cache), later()).unwrap();
         assert_eq!((s1.files, s1.hashed), (2, 2));
         cache.save().unwrap();
 
         // Reopened from disk: nothing is read again.
         let cache = StatCache::for_folder(cache_dir.path(), r);
         assert_eq!(cache.len(), 2);
-        let (c2, s2) = scan_at(r, Some(&cache), later()).unwrap();
+        let (c2, s2) = scan_at(r, Links::InsideFolder, Some(&cache), later()).unwrap();
         assert_eq!(s2.hashed, 0);
         assert_eq!(c1.entries, c2.entries);
 
@@ -696,7 +732,7 @@ mod tests {
         f.set_modified(before.modified().unwrap()).unwrap();
         drop(f);
         assert_eq!(fs::metadata(r.join("data")).unwrap().modified().unwrap(), before.modified().unwrap());
-        let (c3, s3) = scan_at(r, Some(&cache), later()).unwrap();
+        let (c3, s3) = scan_at(r, Links::InsideFolder, Some(&cache), later()).unwrap();
         assert_eq!(s3.hashed, 1);
         let EntryKind::File { sha256, .. } = &c3.entries[1].kind else { panic!() };
         assert_eq!(hex::encode(sha256), hex::encode(Sha256::digest(b"bbbb")));
@@ -704,7 +740,7 @@ mod tests {
         // Another folder never uses these entries.
         let other = tempfile::tempdir().unwrap();
         write(other.path(), "data", "aaaa");
-        let (_, s4) = scan_at(other.path(), Some(&cache), later()).unwrap();
+        let (_, s4) = scan_at(other.path(), Links::InsideFolder, Some(&cache), later()).unwrap();
         assert_eq!(s4.hashed, 1);
     }
 
@@ -714,20 +750,20 @@ mod tests {
         let cache_dir = tempfile::tempdir().unwrap();
         write(d.path(), "data", "aaaa");
         let cache = StatCache::for_folder(cache_dir.path(), d.path());
-        scan_at(d.path(), Some(&cache), later()).unwrap();
+        scan_at(d.path(), Links::InsideFolder, Some(&cache), later()).unwrap();
         cache.save().unwrap();
         fs::remove_file(cache.path()).unwrap();
         let cache = StatCache::for_folder(cache_dir.path(), d.path());
-        scan_at(d.path(), Some(&cache), later()).unwrap();
+        scan_at(d.path(), Links::InsideFolder, Some(&cache), later()).unwrap();
         cache.save().unwrap();
         assert!(cache.path().exists(), "a cache read from nothing is written");
         let reopened = StatCache::for_folder(cache_dir.path(), d.path());
-        scan_at(d.path(), Some(&reopened), later()).unwrap();
+        scan_at(d.path(), Links::InsideFolder, Some(&reopened), later()).unwrap();
         fs::remove_file(reopened.path()).unwrap();
         reopened.save().unwrap();
         assert!(!reopened.path().exists(), "nothing changed, so nothing is written");
         write(d.path(), "more", "b");
-        scan_at(d.path(), Some(&reopened), later()).unwrap();
+        scan_at(d.path(), Links::InsideFolder, Some(&reopened), later()).unwrap();
         reopened.save().unwrap();
         assert!(reopened.path().exists(), "a change is written");
     }
@@ -737,10 +773,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "fresh", "x");
         let cache = StatCache::open(&d.path().join("..").join("cache-not-saved.json"));
-        let (_, s) = scan_with_stats(d.path(), Some(&cache)).unwrap();
+        let (_, s) = scan_with_stats(d.path(), Links::InsideFolder, Some(&cache)).unwrap();
         assert_eq!(s.hashed, 1);
         assert!(cache.is_empty(), "a file modified within the margin must not be cached");
-        let (_, s) = scan_with_stats(d.path(), Some(&cache)).unwrap();
+        let (_, s) = scan_with_stats(d.path(), Links::InsideFolder, Some(&cache)).unwrap();
         assert_eq!(s.hashed, 1);
     }
 

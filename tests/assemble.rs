@@ -88,6 +88,11 @@ fn the_issue_example_runs_on_amd64_and_arm64_prints_two_and_has_one_env_entry_pe
         assert!(tag.ends_with(r["key"].as_str().unwrap()), "the tag defaults to the content key: {tag}");
         assert!(load(&file).contains(tag));
         assert_eq!(run_image(p, tag, &[]), "two", "{p}");
+        // rootfs/bin/sh is an absolute link, as in any real rootfs: kept, and it works.
+        assert_eq!(
+            run_image(p, tag, &["sh", "-c", "readlink /bin/sh; /bin/sh -c 'echo via-link'"]),
+            "/bin/busybox\nvia-link"
+        );
         let inspect = docker(&["image", "inspect", tag]);
         let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
         assert_eq!(v[0]["Config"]["Env"], serde_json::json!(["PATH=/bin", "GREETING=two"]));
