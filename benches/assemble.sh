@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The daemonless assembler against what a user would otherwise run, in one run:
 #
-#  1. A copy of /usr/share (here ~650 MB, ~50,000 entries; absolute symlinks, which an
-#     image folder may not hold, are dropped from the copy) assembled and pushed to the
-#     loopback registry, against `tar --sort=name -cf - DIR | gzip -6` alone and against
+#  1. A copy of /usr/share (here ~650 MB, ~50,000 entries, absolute symlinks kept as
+#     they are) assembled and pushed to the loopback registry, against `tar --sort=name -cf - DIR | gzip -6` alone and against
 #     `docker build` (COPY) + `skopeo copy` to the same registry. Max RSS via
 #     /usr/bin/time -v.
 #  2. The same after one file changed: only its layer is recompressed and uploaded.
+#     And the same tree through a 100 MB/s uplink (benches/throttle.py in front of the
+#     registry): `build --push` uploads layers while it compresses the others, against
+#     the serial pipeline `archfarm assemble --output oci:` + `skopeo copy`.
 #  3. A multi-arch image of prebuilt files (images/hello-assembled: rootfs + per-arch
 #     busybox) for amd64 and arm64 as docker-archives, against `docker build` (COPY)
 #     per platform + `docker save`.
@@ -30,7 +32,6 @@ echo "copying $tree (not timed)" >&2
 mkdir -p "$w/images/tree" "$w/ctx"
 tar -C "$(dirname "$tree")" -cf - "$(basename "$tree")" | tar -C "$w/images/tree" -xf -
 [ "$(basename "$tree")" = share ] || mv "$w/images/tree/$(basename "$tree")" "$w/images/tree/share"
-find "$w/images/tree/share" -type l -lname '/*' -delete
 printf 'contents: [{src: share, dest: /usr/share}]\nconfig: {cmd: [ls, /usr/share]}\n' >"$w/images/tree/image.yaml"
 size=$(du -sm "$w/images/tree/share" | cut -f1)
 files=$(find "$w/images/tree/share" | wc -l)
@@ -63,8 +64,38 @@ f=$(find "$w/images/tree/share" -type f -name '*.txt' | sort | head -1)
 echo "one more line" >>"$f"
 rebuild() { "$bin" --images "$w/images" -v build tree --platform linux/amd64 --push 2>"$w/err.txt" >/dev/null; }
 tc=$(t rebuild)
-up=$(grep -o 'blobs_uploaded[^ ]* [^ ]*bytes_uploaded[^ ]*' "$w/err.txt" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)
+# Layers uploaded while assembling and the push's own uploads, summed.
+up=$(sed 's/\x1b\[[0-9;]*m//g' "$w/err.txt" | grep -o 'blobs_uploaded=[0-9]* bytes_uploaded=[0-9]*' |
+  awk -F'[= ]' '{b += $2; n += $4} END {printf "blobs_uploaded=%d bytes_uploaded=%d", b, n}')
 row "archfarm rebuild + re-push after one file changed" "$tc" "  ($up)"
+
+# Through a 100 MB/s uplink: overlapped against assemble-then-copy. A port of its own
+# each run: skopeo's blob info cache would otherwise remember where an earlier run put
+# these (deterministic) layers on this host:port and mount them instead of uploading.
+port=$((20000 + RANDOM % 20000))
+python3 "$here/benches/throttle.py" 100e6 "$port" &
+proxy=$!
+trap 'kill $proxy 2>/dev/null; cleanup' EXIT
+deadline=$((SECONDS + 10))
+until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do
+  [ $SECONDS -lt $deadline ] || { echo "throttle proxy did not start" >&2; exit 1; }
+  sleep 0.1
+done
+slow="127.0.0.1:$port/$ns-slow"
+overlapped() {
+  ARCHFARM_STORE="$w/store-slow1" ARCHFARM_REGISTRY="$slow" "$bin" --images "$w/images" build tree \
+    --platform linux/amd64 --push >/dev/null 2>"$w/err.txt" || { cat "$w/err.txt" >&2; exit 1; }
+}
+serial() {
+  ARCHFARM_STORE="$w/store-slow2" ARCHFARM_REGISTRY="$slow" "$bin" --images "$w/images" assemble tree \
+    --platform linux/amd64 --output "oci:$w/layout" >/dev/null 2>&1
+  skopeo copy -q --dest-tls-verify=false "oci:$w/layout" "docker://$slow/serial:latest" >/dev/null
+}
+tso=$(t serial)
+tov=$(t overlapped)
+row "100 MB/s uplink: archfarm assemble --output oci: + skopeo copy" "$tso"
+row "100 MB/s uplink: archfarm build --push (uploads while compressing)" "$tov" "$(ratio "$tso" "$tov")"
+kill $proxy
 
 # 3. Multi-arch prebuilt files: hello-assembled for amd64 and arm64 as docker-archives.
 mkdir -p "$w/multi/images"

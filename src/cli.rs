@@ -655,7 +655,7 @@ async fn assemble(
                 Some(e) => e,
                 None => {
                     farm.progress().started(&name, &platform);
-                    farm.assemble_job(&job, parent)
+                    farm.assemble_job(&job, parent, None)
                         .await
                         .map_err(|e| e.context(format!("assembling {name} for {platform}")))?
                 }

@@ -13,12 +13,14 @@ use futures::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::{watch, OnceCell};
 
+use crate::assemble::LayerSink;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, Placement, Route};
 use crate::plan::{Job, Plan};
 use crate::platform::Platform;
+use crate::preupload::Preupload;
 use crate::registry::Registry;
 use crate::report::Progress;
 use crate::store::{Descriptor, Entry, Store};
@@ -287,7 +289,7 @@ impl Farm {
         let (mut done, how) = match found {
             Some(found) => found,
             None if job.recipe == crate::catalog::ASSEMBLED_RECIPE => {
-                let entry = self.assemble(job, &parent_done).await?;
+                let entry = self.assemble(job, &parent_done, push.then_some(repo.as_str())).await?;
                 (done_for(job, Some(entry), None), (Outcome::Built, Source::Build))
             }
             None => {
@@ -337,22 +339,25 @@ impl Farm {
     }
 
     /// Assembles an image.yaml job straight into the store (no engine, no emulation).
-    async fn assemble(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>) -> Result<Entry> {
+    async fn assemble(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>, push_to: Option<&str>) -> Result<Entry> {
         let parent = match job.parents.first() {
             Some(p) => Some(self.ensure_in_store(&parents[&p.image]).await?.manifest.digest),
             None => None,
         };
-        self.assemble_job(job, parent).await
+        self.assemble_job(job, parent, push_to).await
     }
 
     /// Assembles `job` into the store and records it; `parent`: the manifest digest (in
-    /// the store) of its farm base. Errors keep their kind (bad input is a usage error).
-    pub async fn assemble_job(&self, job: &Job, parent: Option<String>) -> Result<Entry> {
+    /// the store) of its farm base. With `push_to` (a repository of the registry), new
+    /// layers start uploading there while the others are compressed. Errors keep their
+    /// kind (bad input is a usage error).
+    pub async fn assemble_job(&self, job: &Job, parent: Option<String>, push_to: Option<&str>) -> Result<Entry> {
         let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
         let rt = tokio::runtime::Handle::current();
+        let preupload = push_to.map(|repo| Preupload::new(self.registry.clone(), repo.to_string(), rt.clone()));
         let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
             let prepared = crate::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
-            crate::assemble::write_to_store(prepared, &store)
+            crate::assemble::write_to_store(prepared, &store, preupload.as_ref().map(|p| p as &dyn LayerSink))
         })
         .await
         .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?

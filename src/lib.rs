@@ -23,6 +23,7 @@ pub mod matrix;
 pub mod oci;
 pub mod plan;
 pub mod platform;
+pub mod preupload;
 pub mod publish_cli;
 pub mod registry;
 pub mod release;

@@ -62,5 +62,12 @@ fn init_logging(verbose: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if verbose { "archfarm=debug,warn" } else { "warn" };
     let filter = EnvFilter::try_from_env("ARCHFARM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+    // Colours only on a terminal: logs captured by CI or redirected to a file stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }

@@ -532,4 +532,22 @@ fn build_push_stitches_assembled_images_and_a_one_file_change_ships_one_new_laye
         assert_eq!(changed, 1, "{p}: only the rootfs layer changes: {old:?} -> {new:?}");
         assert_eq!(old.last(), new.last(), "{p}: the busybox layer is reused");
     }
+
+    // The new layer is uploaded while the image is assembled; the push then sends only
+    // the config and finds both layers there.
+    write(&repo.images().join("hello-assembled/rootfs/etc/motd"), "changed again\n");
+    let out = repo.run(&["-v", "build", "hello-assembled", "--platform", "linux/amd64", "--push"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let field = |line: &str, name: &str| -> u64 {
+        let v = line.split(&format!("{name}=")).nth(1).unwrap_or_else(|| panic!("{name} in {line}"));
+        v.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let early = log.lines().find(|l| l.contains("uploaded layers while assembling")).expect(&log);
+    let pushed = log.lines().find(|l| l.contains("pushed image")).expect(&log);
+    assert_eq!(field(early, "blobs_uploaded"), 1, "{log}");
+    assert_eq!((field(pushed, "blobs_uploaded"), field(pushed, "blobs_skipped")), (1, 2), "{log}");
+    let j = &repo.json(&["build", "hello-assembled", "--platform", "linux/amd64", "--push", "--json"])["jobs"][0];
+    let m = skopeo_raw(j["pushed"].as_str().unwrap()).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 2, "{m:#}");
 }

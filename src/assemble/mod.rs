@@ -388,11 +388,20 @@ fn layer_cache_path(store: &Store, key: &str) -> PathBuf {
     store.root().join("assemble/layers").join(format!("{key}.json"))
 }
 
+/// Hears of each new layer blob as soon as it is staged, while other layers are still
+/// being compressed (to start uploading it). The staged blob may be read until `settle`
+/// returns: [`write_to_store`] calls it before the staging store is committed.
+pub trait LayerSink: Sync {
+    fn layer_staged(&self, staging: &Store, blob: &Descriptor);
+    fn settle(&self);
+}
+
 /// Writes the prepared image into `store`: layers compressed in parallel into the
 /// staging store (a layer whose entry list was made before, and whose blob is still in
-/// the store, is reused without being read or compressed again), then config and
-/// manifest, then one commit. Returns the manifest descriptor and the config digest.
-pub fn write_to_store(p: Prepared, store: &Store) -> Result<(Descriptor, String)> {
+/// the store, is reused without being read or compressed again), each new one handed to
+/// `sink` when given, then config and manifest, then one commit. Returns the manifest
+/// descriptor and the config digest.
+pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) -> Result<(Descriptor, String)> {
     let mtime = p.mtime();
     let staged = &p.staging.store;
     let salt = format!("gzip {LAYER_GZIP_LEVEL}");
@@ -407,10 +416,19 @@ pub fn write_to_store(p: Prepared, store: &Store) -> Result<(Descriptor, String)
                 .filter(|c| store.has_blob(&c.blob.digest));
             match cached {
                 Some(c) => Ok((key, c, false)),
-                None => write_layer(staged, g, mtime).map(|(diff_id, blob)| (key, CachedLayer { diff_id, blob }, true)),
+                None => {
+                    let (diff_id, blob) = write_layer(staged, g, mtime)?;
+                    if let Some(sink) = sink {
+                        sink.layer_staged(staged, &blob);
+                    }
+                    Ok((key, CachedLayer { diff_id, blob }, true))
+                }
             }
         })
         .collect();
+    if let Some(sink) = sink {
+        sink.settle();
+    }
     let mut diff_ids = Vec::new();
     let mut layers: Vec<Descriptor> = p.base.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
     let mut made = Vec::new();
