@@ -10,8 +10,11 @@
 //! because only the paths that manifest.json names are used.
 //!
 //! Layers are stored gzip-compressed with a fixed header (no name, mtime 0) and a fixed
-//! level, so importing the same image twice gives the same manifest digest. The config
-//! is stored byte for byte, so its digest stays the engine's image ID.
+//! level, so importing the same image twice gives the same manifest digest. With
+//! [`Rewrite::AsIs`] the config is stored byte for byte, so its digest stays the image
+//! ID; [`Rewrite::Reproducible`] (what an engine's build goes through) rewrites layers
+//! and config as [`crate::reproducible`] describes, so the same build on any engine
+//! gives the same digests.
 //!
 //! [`export`] writes the reverse: a docker-archive that `docker load` accepts.
 
@@ -77,10 +80,20 @@ struct OciManifest {
     layers: Vec<Descriptor>,
 }
 
+/// Whether an import keeps the images as they are or makes them reproducible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    AsIs,
+    Reproducible,
+}
+
 /// A layer already in the store, from an archive file.
 #[derive(Clone)]
 struct StoredLayer {
+    /// Of the layer as the archive has it (what its config lists).
     diff_id: String,
+    /// Of the layer as stored (differs from `diff_id` only when rewritten).
+    stored_diff_id: String,
     blob: Descriptor,
 }
 
@@ -93,11 +106,12 @@ enum Member {
 /// Imports every image of a `docker save` archive into `store` (see [`import_named`] to
 /// name the archive in errors).
 pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
-    import_named(store, archive, "docker archive")
+    import_named(store, archive, "docker archive", Rewrite::AsIs)
 }
 
-/// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages.
-pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec<ImportedImage>> {
+/// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages,
+/// and the choice of [`Rewrite`].
+pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite) -> Result<Vec<ImportedImage>> {
     let bad = |what: String| Error::failure(format!("{name}: {what}; refusing the archive"));
     let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {e}"));
 
@@ -122,7 +136,7 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
                 if path == "manifest.json" && entry.header().size().unwrap_or(u64::MAX) > MAX_JSON {
                     return Err(bad(format!("manifest.json is larger than {} MiB", MAX_JSON >> 20)));
                 }
-                let member = read_member(store, &mut entry, &path).map_err(io_err)?;
+                let member = read_member(store, &mut entry, &path, rewrite).map_err(io_err)?;
                 members.insert(path, member);
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
@@ -161,7 +175,9 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
             serde_json::from_slice(b).map_err(|e| bad(format!("manifest.json is not valid: {e}")))?
         }
         Some(Member::Layer(_)) => return Err(bad(format!("manifest.json is larger than {} MiB", MAX_JSON >> 20))),
-        None if members.contains_key("repositories") => legacy_manifests(store, &lookup, &mut synthesized, &bad)?,
+        None if members.contains_key("repositories") => {
+            legacy_manifests(store, &lookup, &mut synthesized, &bad, rewrite)?
+        }
         None => return Err(bad("no manifest.json (is this a `docker save` archive?)".into())),
     };
 
@@ -186,11 +202,12 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
             )));
         }
         let mut layers = Vec::new();
+        let mut stored_diff_ids = Vec::new();
         for (path, want) in m.layers.iter().zip(&rootfs.rootfs.diff_ids) {
             let layer = match lookup(path) {
                 Some(Member::Layer(Ok(l))) => l.clone(),
                 Some(Member::Layer(Err(e))) => return Err(bad(format!("layer '{path}': {e}"))),
-                Some(Member::Memory(bytes)) => store_layer(store, &mut &bytes[..], path)
+                Some(Member::Memory(bytes)) => store_layer(store, &mut &bytes[..], path, rewrite)
                     .map_err(|e| Error::failure(format!("{name}: storing layer '{path}': {e}")))?
                     .map_err(|e| bad(format!("layer '{path}': {e}")))?,
                 None => return Err(bad(format!("manifest.json names '{path}', which is not in the archive"))),
@@ -199,8 +216,16 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str) -> Result<Vec
                 return Err(bad(format!("layer '{path}' has diff_id {} but its config says {want}", layer.diff_id)));
             }
             layers.push(layer.blob);
+            stored_diff_ids.push(layer.stored_diff_id);
         }
-        let config_desc = store.put_blob(OCI_CONFIG, config)?;
+        let config_desc = match rewrite {
+            Rewrite::AsIs => store.put_blob(OCI_CONFIG, config)?,
+            Rewrite::Reproducible => {
+                let rewritten = crate::reproducible::normalize_config(config, &stored_diff_ids)
+                    .map_err(|e| bad(format!("config '{}' is {e}", m.config)))?;
+                store.put_blob(OCI_CONFIG, &rewritten)?
+            }
+        };
         let manifest = OciManifest {
             schema_version: 2,
             media_type: OCI_MANIFEST.to_string(),
@@ -222,6 +247,7 @@ fn legacy_manifests<'a>(
     lookup: &dyn Fn(&str) -> Option<&'a Member>,
     synthesized: &mut BTreeMap<String, Vec<u8>>,
     bad: &dyn Fn(String) -> Error,
+    rewrite: Rewrite,
 ) -> Result<Vec<ArchiveManifest>> {
     let repos: BTreeMap<String, BTreeMap<String, String>> = match lookup("repositories") {
         Some(Member::Memory(b)) => {
@@ -268,7 +294,9 @@ fn legacy_manifests<'a>(
                 Some(Member::Layer(Ok(l))) => l.diff_id.clone(),
                 Some(Member::Layer(Err(e))) => return Err(bad(format!("layer '{path}': {e}"))),
                 Some(Member::Memory(bytes)) => {
-                    store_layer(store, &mut &bytes[..], path)?.map_err(|e| bad(format!("layer '{path}': {e}")))?.diff_id
+                    store_layer(store, &mut &bytes[..], path, rewrite)?
+                        .map_err(|e| bad(format!("layer '{path}': {e}")))?
+                        .diff_id
                 }
                 None => return Err(bad(format!("'{path}' is not in the archive"))),
             };
@@ -289,7 +317,7 @@ fn legacy_manifests<'a>(
 
 /// Reads one regular file: small (or JSON-looking, up to [`MAX_JSON`]) into memory,
 /// anything else streamed into the store as a candidate layer.
-fn read_member(store: &Store, entry: &mut impl Read, path: &str) -> io::Result<Member> {
+fn read_member(store: &Store, entry: &mut impl Read, path: &str, rewrite: Rewrite) -> io::Result<Member> {
     let mut prefix = Vec::new();
     (&mut *entry).take(SMALL as u64 + 1).read_to_end(&mut prefix)?;
     if prefix.len() <= SMALL {
@@ -302,14 +330,20 @@ fn read_member(store: &Store, entry: &mut impl Read, path: &str) -> io::Result<M
         }
     }
     let mut reader = io::Cursor::new(prefix).chain(entry);
-    let layer = store_layer(store, &mut reader, path).map_err(|e| io::Error::other(e.message().to_string()))?;
+    let layer =
+        store_layer(store, &mut reader, path, rewrite).map_err(|e| io::Error::other(e.message().to_string()))?;
     Ok(Member::Layer(layer))
 }
 
-/// Stores one layer (plain tar or gzip) gzip-compressed; returns its diff_id and blob,
-/// or (inner Err) why the content is not a usable layer. Outer Err: store I/O failed.
-/// If `path` is `blobs/sha256/<hex>`, the raw bytes must hash to `<hex>`.
-fn store_layer(store: &Store, input: &mut dyn Read, path: &str) -> Result<Result<StoredLayer, String>> {
+/// Stores one layer (plain tar or gzip) gzip-compressed, rewritten if asked; returns its
+/// diff_ids and blob, or (inner Err) why the content is not a usable layer. Outer Err:
+/// store I/O failed. If `path` is `blobs/sha256/<hex>`, the raw bytes must hash to `<hex>`.
+fn store_layer(
+    store: &Store,
+    input: &mut dyn Read,
+    path: &str,
+    rewrite: Rewrite,
+) -> Result<Result<StoredLayer, String>> {
     let mut raw = HashingReader { inner: input, hasher: Sha256::new() };
     let mut magic = [0u8; 2];
     let mut got = 0;
@@ -329,11 +363,28 @@ fn store_layer(store: &Store, input: &mut dyn Read, path: &str) -> Result<Result
     };
     let writer = store.blob_writer()?;
     let mut enc = HashWriter { inner: gzip_writer(writer), hasher: Sha256::new() };
-    if let Err(e) = io::copy(&mut decompressed, &mut enc) {
-        return Ok(Err(if gzip { format!("invalid gzip data: {e}") } else { e.to_string() }));
-    }
+    let invalid = |e: io::Error| if gzip { format!("invalid gzip data: {e}") } else { e.to_string() };
+    // Only a rewritten layer needs its input hashed apart from its output.
+    let input_diff_id = match rewrite {
+        Rewrite::AsIs => {
+            if let Err(e) = io::copy(&mut decompressed, &mut enc) {
+                return Ok(Err(invalid(e)));
+            }
+            None
+        }
+        Rewrite::Reproducible => {
+            let mut plain = HashingReader { inner: &mut decompressed, hasher: Sha256::new() };
+            let rewritten = crate::reproducible::normalize_layer(&mut plain, &mut enc)
+                .and_then(|()| io::copy(&mut plain, &mut io::sink()));
+            if let Err(e) = rewritten {
+                return Ok(Err(invalid(e)));
+            }
+            Some(format!("sha256:{}", hex::encode(plain.hasher.finalize())))
+        }
+    };
     drop(decompressed);
-    let diff_id = format!("sha256:{}", hex::encode(enc.hasher.finalize()));
+    let stored_diff_id = format!("sha256:{}", hex::encode(enc.hasher.finalize()));
+    let diff_id = input_diff_id.unwrap_or_else(|| stored_diff_id.clone());
     let blob_writer = enc.inner.finish().map_err(|e| Error::failure(format!("compressing layer '{path}': {e}")))?;
     // Drain anything after the gzip stream so the raw digest covers the whole file.
     io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::failure(format!("reading layer '{path}': {e}")))?;
@@ -344,7 +395,7 @@ fn store_layer(store: &Store, input: &mut dyn Read, path: &str) -> Result<Result
         }
     }
     let blob = blob_writer.commit(OCI_LAYER_GZIP, None)?;
-    Ok(Ok(StoredLayer { diff_id, blob }))
+    Ok(Ok(StoredLayer { diff_id, stored_diff_id, blob }))
 }
 
 /// A deterministic gzip stream: no file name, mtime 0, unknown OS, fixed level.
@@ -617,7 +668,7 @@ mod tests {
             h.set_cksum();
             b.append(&h, &b"x"[..]).unwrap();
             let bytes = b.into_inner().unwrap();
-            let err = import_named(&store, &bytes[..], "evil.tar").unwrap_err();
+            let err = import_named(&store, &bytes[..], "evil.tar", Rewrite::AsIs).unwrap_err();
             assert!(err.message().contains("evil.tar") && err.message().contains("unsafe"), "{}", err.message());
         }
         let mut b = tar::Builder::new(Vec::new());

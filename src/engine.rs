@@ -397,15 +397,16 @@ impl Engine {
         Ok(id)
     }
 
-    /// `docker save` of image `id` streamed into the store. The result's config digest
-    /// is the image ID.
+    /// `docker save` of image `id` streamed into the store, made reproducible on the way
+    /// ([`crate::reproducible`]): the stored config digest is not the engine's image ID,
+    /// but the same build on any engine gives the same manifest digest.
     pub async fn export_to_store(&self, id: &str, store: &Store) -> Result<ImportedImage> {
-        let want = if id.starts_with("sha256:") { id.to_string() } else { format!("sha256:{id}") };
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let store2 = store.clone();
         let name = format!("`docker save {id}` from {}", self.endpoint);
         let importer = tokio::task::spawn_blocking(move || {
-            docker_archive::import_named(&store2, ChannelReader { rx, cur: Bytes::new() }, &name)
+            let archive = ChannelReader { rx, cur: Bytes::new() };
+            docker_archive::import_named(&store2, archive, &name, docker_archive::Rewrite::Reproducible)
         });
         let mut stream = self.long.export_image(id);
         while let Some(chunk) = stream.next().await {
@@ -416,10 +417,13 @@ impl Engine {
             }
         }
         drop(tx);
-        let images = importer.await.map_err(|e| Error::failure(format!("importing {id} panicked: {e}")))??;
-        images.into_iter().find(|i| i.config_digest == want).ok_or_else(|| {
-            Error::failure(format!("`docker save {id}` from {} did not contain image {want}", self.endpoint))
-        })
+        let mut images = importer.await.map_err(|e| Error::failure(format!("importing {id} panicked: {e}")))??;
+        match (images.pop(), images.is_empty()) {
+            (Some(image), true) => Ok(image),
+            _ => {
+                Err(Error::failure(format!("`docker save {id}` from {} did not hold exactly one image", self.endpoint)))
+            }
+        }
     }
 
     /// `docker load` of a manifest from the store; returns the image ID (config digest).

@@ -28,6 +28,7 @@ pub mod publish_cli;
 pub mod registry;
 pub mod release;
 pub mod report;
+pub mod reproducible;
 pub mod retry;
 pub mod scan;
 pub mod stitch;

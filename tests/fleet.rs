@@ -240,6 +240,30 @@ fn builder_fault_mid_build(port: &str, signal: nix::sys::signal::Signal, why: &s
     assert_eq!(tag["tag"], slow_listed["canonical_tag"]);
     let index = skopeo_raw(tag["tag"].as_str().unwrap()).unwrap();
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
+
+    // A clean run of the same tree on another engine (the local one, which holds none of
+    // it until the `docker run`s below pull it), into a fresh store and namespace: the
+    // same digests, job by job, because engine builds are made reproducible.
+    write_config(&repo, "builders:\n  - {name: local, endpoint: 'unix:///var/run/docker.sock'}\n");
+    let clean = repo
+        .command(&["build", "slow", "--push", "--json"])
+        .env("ARCHFARM_STORE", repo.path().join("clean-store"))
+        .env("ARCHFARM_REGISTRY", format!("{REGISTRY}/{}-clean", repo.namespace))
+        .output()
+        .unwrap();
+    assert!(clean.status.success(), "the clean run failed:\n{}", stderr(&clean));
+    let clean: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    let digest = |j: &serde_json::Value| j["digest"].as_str().unwrap_or_else(|| panic!("no digest: {j:#}")).to_string();
+    let mut compared = 0;
+    for j in jobs(&report) {
+        let twin = jobs(&clean).into_iter().find(|c| c["image"] == j["image"] && c["platform"] == j["platform"]);
+        let twin = twin.unwrap_or_else(|| panic!("no clean job for {j:#}"));
+        assert_eq!(twin["outcome"], "built", "{twin:#}");
+        assert_eq!(digest(&twin), digest(&j), "{} {}: the clean run's digest differs", j["image"], j["platform"]);
+        compared += 1;
+    }
+    assert!(compared >= 4, "{report:#}");
+
     for (platform, want) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
         let j = slow.iter().find(|j| j["platform"] == platform).unwrap();
         let run = docker(&["run", "--rm", "--network", "none", "--platform", platform, j["pushed"].as_str().unwrap()]);

@@ -60,8 +60,13 @@ pub fn from_store(store: &Store, manifest: &str, platform: &Platform, what: &str
 /// A `docker save` tarball (with manifest.json or only the legacy parent chain).
 pub fn docker_archive(staging: &Store, path: &Path, platform: &Platform, what: &str) -> Result<Base> {
     let file = std::fs::File::open(path).map_err(|e| Error::usage(format!("base {what}: {e}")))?;
-    let images = crate::docker_archive::import_named(staging, std::io::BufReader::new(file), what)
-        .map_err(|e| Error::usage(e.message().to_string()))?;
+    let images = crate::docker_archive::import_named(
+        staging,
+        std::io::BufReader::new(file),
+        what,
+        crate::docker_archive::Rewrite::AsIs,
+    )
+    .map_err(|e| Error::usage(e.message().to_string()))?;
     let mut last = None;
     for img in &images {
         match from_store(staging, &img.manifest.digest, platform, what) {
