@@ -9,8 +9,9 @@
 //! `<id>.json`) and newer Dockers' OCI-style layout (`blobs/sha256/<hex>`) are handled,
 //! because only the paths that manifest.json names are used.
 //!
-//! Layers are stored gzip-compressed with a fixed header (no name, mtime 0) and a fixed
-//! level, so importing the same image twice gives the same manifest digest. With
+//! Layers are stored gzip-compressed in parallel, in fixed chunks with fixed headers (no
+//! name, mtime 0) and a fixed level ([`crate::pgzip`]), so importing the same image twice
+//! gives the same manifest digest. With
 //! [`Rewrite::AsIs`] the config is stored byte for byte, so its digest stays the image
 //! ID; [`Rewrite::Reproducible`] (what an engine's build goes through) rewrites layers
 //! and config as [`crate::reproducible`] describes, so the same build on any engine
@@ -398,9 +399,10 @@ fn store_layer(
     Ok(Ok(StoredLayer { diff_id, stored_diff_id, blob }))
 }
 
-/// A deterministic gzip stream: no file name, mtime 0, unknown OS, fixed level.
-pub fn gzip_writer<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
-    flate2::GzBuilder::new().mtime(0).operating_system(255).write(w, flate2::Compression::new(GZIP_LEVEL))
+/// A deterministic gzip stream compressed on every core ([`crate::pgzip`]): fixed
+/// members of no name, mtime 0, unknown OS, fixed level.
+pub fn gzip_writer<W: Write>(w: W) -> crate::pgzip::ParallelGz<W> {
+    crate::pgzip::ParallelGz::new(w, GZIP_LEVEL)
 }
 
 struct HashingReader<R> {

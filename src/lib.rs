@@ -21,6 +21,7 @@ pub mod key;
 pub mod makefile;
 pub mod matrix;
 pub mod oci;
+pub mod pgzip;
 pub mod plan;
 pub mod platform;
 pub mod preupload;
