@@ -396,9 +396,9 @@ impl Farm {
             Some(e) => Some(e.clone()),
             None => self.store.entry(&done.key)?,
         };
-        // The store entry's own image (its ID is its config digest), not just any image
-        // with the key label: after a rebuild or a pull the engine may also hold another
-        // image with the same key.
+        // The store entry's own image (loaded, its ID is its config digest), not just any
+        // image with the key label: the engine may also hold its own unrewritten build,
+        // or another image with the same key after a rebuild or a pull.
         if let Some(e) = &known {
             if let Some((id, _)) = engine.resolve_image(&e.config_digest).await? {
                 return Ok(id);

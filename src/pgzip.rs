@@ -122,11 +122,8 @@ impl<W: Write> ParallelGz<W> {
         while !self.in_flight.is_empty() {
             self.write_oldest()?;
         }
-        // `self` implements no Drop itself: move `out` out, and the workers stop as the
-        // rest of `self` drops.
-        let ParallelGz { out, workers, .. } = self;
-        drop(workers);
-        Ok(out)
+        // The workers stop as the rest of `self` drops here.
+        Ok(self.out)
     }
 }
 

@@ -42,7 +42,8 @@ pub struct Entry {
     pub image: String,
     pub platform: Platform,
     pub manifest: Descriptor,
-    /// The image ID (config digest) the engine knows the image by.
+    /// The config digest: the image ID an engine gives this image once it is loaded
+    /// there (an engine's own build has another ID until its rewrite is loaded).
     pub config_digest: String,
 }
 
