@@ -34,6 +34,56 @@ struct RawConfig {
     /// Images (or groups) left out of the make targets' `-all-test-images` forms.
     #[serde(default)]
     non_test_images: Vec<String>,
+    /// The platform whose builders run `FROM --platform=$BUILDPLATFORM` stages.
+    build_platform: Option<String>,
+    /// Build secrets for `RUN --mount=type=secret,id=ID`: where each value comes from.
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+/// Where a build secret's value is read from, at build time only: the value itself is
+/// never part of the configuration, a key, a log or the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Whether the value can be read now (the variable is set, the file exists).
+    pub fn available(&self) -> bool {
+        match self {
+            SecretSource::Env(v) => std::env::var_os(v).is_some(),
+            SecretSource::File(p) => p.is_file(),
+        }
+    }
+
+    /// Where the value comes from, for messages (`environment variable TOKEN`).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(v) => format!("environment variable {v}"),
+            SecretSource::File(p) => format!("file {}", p.display()),
+        }
+    }
+
+    /// Reads the value (at build time).
+    pub fn read(&self) -> Result<crate::auth::Secret> {
+        match self {
+            SecretSource::Env(v) => std::env::var(v)
+                .map(crate::auth::Secret::new)
+                .map_err(|_| Error::usage(format!("build secret: environment variable {v} is not set"))),
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map(crate::auth::Secret::new)
+                .map_err(|e| Error::usage(format!("build secret: cannot read {}: {e}", p.display()))),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +92,10 @@ struct RawImage {
     platforms: Option<Vec<String>>,
     #[serde(default)]
     build_args: BTreeMap<String, String>,
+    /// `false`: always the classic builder for this image.
+    buildkit: Option<bool>,
+    /// Build this stage of the Dockerfile (`docker build --target`).
+    target: Option<String>,
 }
 
 /// Where images are published: `host[:port]/namespace`.
@@ -115,6 +169,10 @@ pub struct ImageSettings {
     /// Narrows the image's platforms; `None` keeps what its recipes give.
     pub platforms: Option<Vec<Platform>>,
     pub build_args: BTreeMap<String, String>,
+    /// `Some(false)`: never BuildKit for this image.
+    pub buildkit: Option<bool>,
+    /// The Dockerfile stage to build.
+    pub target: Option<String>,
 }
 
 /// The resolved configuration.
@@ -138,6 +196,11 @@ pub struct Config {
     pub source: String,
     /// Hosts other than loopback allowed plain HTTP / unverified TLS.
     pub insecure_registries: Vec<String>,
+    /// The platform whose builders run cross stages (`FROM --platform=$BUILDPLATFORM`)
+    /// of recipes that read BUILD* args; it enters their keys.
+    pub build_platform: Platform,
+    /// Declared build secrets by id.
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// What the command line and environment can override.
@@ -255,7 +318,35 @@ impl Config {
                     ));
                 }
             }
-            images.insert(name, ImageSettings { platforms, build_args: img.build_args });
+            if img.target.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(field_err(
+                    &format!("images.{name}.target"),
+                    "empty; name a stage of the Dockerfile".into(),
+                ));
+            }
+            images.insert(
+                name,
+                ImageSettings { platforms, build_args: img.build_args, buildkit: img.buildkit, target: img.target },
+            );
+        }
+
+        let build_platform = match &raw.build_platform {
+            Some(p) => arches.parse_platform(p).map_err(|e| field_err("build_platform", e.message().to_string()))?,
+            None => platforms[0].clone(),
+        };
+
+        let mut secrets = BTreeMap::new();
+        for (id, raw) in raw.secrets {
+            let field = format!("secrets.{id}");
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                return Err(field_err(&field, "a secret id is letters, digits and . _ -".into()));
+            }
+            let source = match (raw.env, raw.file) {
+                (Some(v), None) if !v.is_empty() => SecretSource::Env(v),
+                (None, Some(f)) => SecretSource::File(if f.is_absolute() { f } else { root.join(f) }),
+                _ => return Err(field_err(&field, "give exactly one of env: VARIABLE or file: PATH".into())),
+            };
+            secrets.insert(id, source);
         }
 
         let builders = crate::fleet::parse_builders(raw.builders, &arches, root, source)?;
@@ -274,6 +365,8 @@ impl Config {
             non_test_images: raw.non_test_images,
             source: source.to_string(),
             insecure_registries: insecure,
+            build_platform,
+            secrets,
         })
     }
 
@@ -352,6 +445,27 @@ mod tests {
         assert!(e.message().contains("field 'jobs'"), "{}", e.message());
         let e = load_text("images:\n  x: {platfoms: [amd64]}\n", &Overrides::default()).unwrap_err();
         assert!(e.message().contains("platfoms"), "{}", e.message());
+        let e = load_text("secrets:\n  tok: {env: A, file: b}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'secrets.tok'"), "{}", e.message());
+        let e = load_text("build_platform: mips\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'build_platform'"), "{}", e.message());
+        let e = load_text("images:\n  x: {target: ''}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("images.x.target"), "{}", e.message());
+    }
+
+    #[test]
+    fn secrets_build_platform_and_image_builder_settings() {
+        let c = load_text(
+            "platforms: [arm64, amd64]\nsecrets:\n  tok: {env: TOKEN}\n  npm: {file: npmrc}\n\
+             images:\n  x: {buildkit: false, target: final}\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.build_platform.to_string(), "linux/arm64", "the first platform by default");
+        assert_eq!(c.secrets["tok"], SecretSource::Env("TOKEN".into()));
+        assert!(matches!(&c.secrets["npm"], SecretSource::File(p) if p.is_absolute()));
+        let x = c.image_settings("x");
+        assert_eq!((x.buildkit, x.target.as_deref()), (Some(false), Some("final")));
     }
 
     #[test]

@@ -1,16 +1,20 @@
-//! Just enough of the Dockerfile grammar to know which images a recipe builds FROM, and
-//! to rewrite those references to exact image IDs.
+//! Just enough of the Dockerfile grammar to know what a recipe needs from the farm: the
+//! images it builds FROM (and on which platform), the secrets it mounts, whether it
+//! needs BuildKit, and its stages; and to rewrite those image references.
 //!
 //! Handled: parser directives (`# escape=` changes the continuation character), comments,
-//! line continuations, case-insensitive instructions, `FROM [--flag=...] image [AS name]`,
-//! `ARG` before the first `FROM` (defaults, overridden by build args) with `$VAR`,
+//! line continuations, case-insensitive instructions, `FROM [--platform=...] image [AS
+//! name]`, `ARG` before the first `FROM` (defaults, overridden by build args) with `$VAR`,
 //! `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}` and `${VAR+alt}`
-//! substitution, and `COPY --from=<image>` (an external image, unlike `--from=<stage>`
-//! or `--from=<index>`). `scratch` and references to earlier stages are not images.
+//! substitution, BuildKit's automatic platform args (`TARGETARCH`, `BUILDPLATFORM`...)
+//! in FROM lines, `RUN --mount=type=secret,id=...` and the other RUN flags only BuildKit
+//! knows, and `COPY --from=<image>` (an external image, unlike `--from=<stage>` or
+//! `--from=<index>`). `scratch` and references to earlier stages are not images.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+use crate::platform::BUILD_PLATFORM_ARGS;
 
 /// An image a Dockerfile builds FROM (or copies from), after argument substitution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,39 +22,138 @@ pub struct FromRef {
     pub image: String,
     /// 1-based line of the instruction in the Dockerfile.
     pub line: usize,
+    /// The FROM's `--platform=` after substitution; `None`: the target platform.
+    pub platform: Option<String>,
 }
 
-/// The external images `text` builds FROM, in order (`COPY --from=<image>` included).
-pub fn from_refs(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<FromRef>> {
-    Ok(analyze(text, build_args)?.into_iter().map(|r| FromRef { image: r.image, line: r.line }).collect())
+/// A `RUN --mount=type=secret` of the recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUse {
+    pub id: String,
+    pub line: usize,
 }
 
-/// `text` with every FROM image (and `COPY --from=` image) whose resolved reference is a
-/// key of `replacements` replaced by its value; everything else is kept byte for byte.
-/// A Dockerfile that does not parse is returned unchanged (building it reports the error).
-pub fn rewrite_from(text: &str, replacements: &BTreeMap<String, String>) -> String {
-    rewrite_from_with_args(text, replacements, &BTreeMap::new())
+/// What a recipe needs, read from its text for one set of arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// External images in order (`COPY --from=<image>` included).
+    pub refs: Vec<FromRef>,
+    /// Stage names (`AS name`, lowercased) in order.
+    pub stages: Vec<String>,
+    /// Every FROM's `--platform=` after substitution, with its line (scratch included).
+    pub platforms: Vec<(String, usize)>,
+    /// Secrets mounted by RUN steps, in order, each id once.
+    pub secrets: Vec<SecretUse>,
+    /// The first construct only BuildKit builds (`line N: RUN --mount`), if any.
+    pub buildkit_only: Option<String>,
+    /// Whether the recipe reads `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH` or `BUILDVARIANT`
+    /// anywhere: its output may then depend on the builder's platform.
+    pub reads_build_platform: bool,
 }
 
-/// Like [`rewrite_from`], resolving `ARG` references with `build_args` as the build will.
-pub fn rewrite_from_with_args(
+/// Reads `text` with `args` (build args and the automatic platform args) as the build will.
+pub fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Analysis> {
+    let mut a = Analysis { reads_build_platform: reads_build_platform(text), ..Analysis::default() };
+    for r in scan(text, args)? {
+        match r {
+            Found::Ref(r) => a.refs.push(FromRef { image: r.image, line: r.line, platform: r.platform }),
+            Found::Stage(name) => a.stages.push(name),
+            Found::Platform(p, line) => a.platforms.push((p, line)),
+            Found::Secret(s) => {
+                if !a.secrets.iter().any(|x| x.id == s.id) {
+                    a.secrets.push(s)
+                }
+            }
+            Found::BuildKitOnly(what) => {
+                a.buildkit_only.get_or_insert(what);
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// `text` with every external image reference for which `replace` returns a value
+/// replaced by it; everything else is kept byte for byte. A Dockerfile that does not
+/// parse is returned unchanged (building it reports the error).
+pub fn rewrite_refs(
     text: &str,
-    replacements: &BTreeMap<String, String>,
-    build_args: &BTreeMap<String, String>,
+    args: &BTreeMap<String, String>,
+    mut replace: impl FnMut(&FromRef) -> Option<String>,
 ) -> String {
-    let Ok(refs) = analyze(text, build_args) else { return text.to_string() };
-    let mut edits: Vec<(usize, usize, &str)> =
-        refs.iter().filter_map(|r| replacements.get(&r.image).map(|new| (r.span.0, r.span.1, new.as_str()))).collect();
+    let Ok(found) = scan(text, args) else { return text.to_string() };
+    let mut edits: Vec<(usize, usize, String)> = found
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Ref(r) => {
+                let from = FromRef { image: r.image, line: r.line, platform: r.platform };
+                replace(&from).map(|new| (r.span.0, r.span.1, new))
+            }
+            _ => None,
+        })
+        .collect();
     edits.sort_by_key(|e| e.0);
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (start, end, new) in edits {
         out.push_str(&text[at..start]);
-        out.push_str(new);
+        out.push_str(&new);
         at = end;
     }
     out.push_str(&text[at..]);
     out
+}
+
+/// `text` for the classic builder, which knows none of BuildKit's automatic platform
+/// args: they are declared (`ARG TARGETPLATFORM`...) before the first instruction, so
+/// a `FROM --platform=$BUILDPLATFORM` means the same on both builders once the values
+/// are passed as build args. Parser directives stay first.
+pub fn declare_platform_args(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 200);
+    let mut rest = text;
+    while let Some(line) = rest.split_inclusive('\n').next() {
+        if !is_directive(line) {
+            break;
+        }
+        out.push_str(line);
+        rest = &rest[line.len()..];
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for name in crate::platform::TARGET_PLATFORM_ARGS.iter().chain(&BUILD_PLATFORM_ARGS) {
+        out.push_str("ARG ");
+        out.push_str(name);
+        out.push('\n');
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` without a `# syntax=docker/dockerfile:...` directive: that frontend image
+/// would be pulled from Docker Hub, and the engine's built-in frontend builds what it
+/// asks for (mounts, secrets, platforms). Another `syntax` (a custom frontend) is kept.
+/// Returns `None` when there was nothing to drop.
+pub fn drop_official_syntax(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut dropped = false;
+    let mut in_directives = true;
+    for line in text.split_inclusive('\n') {
+        if in_directives && is_directive(line) {
+            let (key, value) = line.trim().trim_start_matches('#').split_once('=').unwrap_or_default();
+            let value = value.trim();
+            if key.trim().eq_ignore_ascii_case("syntax")
+                && (value.starts_with("docker/dockerfile:") || value.starts_with("docker.io/docker/dockerfile:"))
+            {
+                dropped = true;
+                out.push('\n'); // keep the line numbers
+                continue;
+            }
+        } else {
+            in_directives = false;
+        }
+        out.push_str(line);
+    }
+    dropped.then_some(out)
 }
 
 /// The farm image named by `image_ref` (`<local_prefix>/<name>[:tag][@digest]`), if any:
@@ -67,11 +170,41 @@ pub fn farm_parent<'a>(image_ref: &'a str, local_prefix: &str) -> Option<&'a str
     (!name.is_empty() && name.split('/').all(crate::config::valid_path_component)).then_some(name)
 }
 
+/// A `# key=value` parser directive line.
+fn is_directive(line: &str) -> bool {
+    let Some(body) = line.trim().strip_prefix('#') else { return false };
+    let Some((key, _)) = body.split_once('=') else { return false };
+    let key = key.trim();
+    !key.is_empty() && !key.contains(char::is_whitespace)
+}
+
+/// Whether `text` names one of the BUILD* platform args as a whole word.
+fn reads_build_platform(text: &str) -> bool {
+    BUILD_PLATFORM_ARGS.iter().any(|name| {
+        text.match_indices(name).any(|(i, _)| {
+            let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            let before = text[..i].chars().next_back().is_none_or(|c| !word(c));
+            let after = text[i + name.len()..].chars().next().is_none_or(|c| !word(c));
+            before && after
+        })
+    })
+}
+
 /// One external image reference with the byte range of its text in the Dockerfile.
 struct RawRef {
     image: String,
     line: usize,
     span: (usize, usize),
+    platform: Option<String>,
+}
+
+/// What [`scan`] finds, in the order of the text.
+enum Found {
+    Ref(RawRef),
+    Stage(String),
+    Platform(String, usize),
+    Secret(SecretUse),
+    BuildKitOnly(String),
 }
 
 /// A character of a logical line and its byte offset in the original text.
@@ -83,8 +216,23 @@ struct Instruction {
     line: usize,
 }
 
-fn analyze(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<RawRef>> {
-    let mut args: BTreeMap<String, String> = BTreeMap::new();
+/// The value of a `--name=value` flag word, if `w` is that flag (case-insensitive name).
+fn flag<'a>(w: &'a [Located], name: &str) -> Option<&'a [Located]> {
+    let prefix = format!("--{name}=");
+    let t = word_text(w);
+    (t.len() > prefix.len() && t.get(..prefix.len()).is_some_and(|f| f.eq_ignore_ascii_case(&prefix)))
+        .then(|| &w[prefix.chars().count()..])
+}
+
+fn scan(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<Found>> {
+    // The automatic platform args are defined in the global scope without an ARG.
+    let mut args: BTreeMap<String, String> = build_args
+        .iter()
+        .filter(|(k, _)| {
+            crate::platform::TARGET_PLATFORM_ARGS.contains(&k.as_str()) || BUILD_PLATFORM_ARGS.contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut stages: BTreeSet<String> = BTreeSet::new();
     let mut stage_count = 0usize;
     let mut seen_from = false;
@@ -101,12 +249,18 @@ fn analyze(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<RawR
                         Some((n, v)) => (n.to_string(), Some(unquote(v))),
                         None => (w.clone(), None),
                     };
-                    let value = build_args.get(&name).cloned().or(default.map(|d| substitute(&d, &args)));
+                    let value = build_args
+                        .get(&name)
+                        .cloned()
+                        .or(default.map(|d| substitute(&d, &args)))
+                        .or_else(|| args.get(&name).cloned());
                     args.insert(name, value.unwrap_or_default());
                 }
             }
             "FROM" => {
                 seen_from = true;
+                let platform =
+                    words[1..].iter().find_map(|w| flag(w, "platform")).map(|v| substitute(&word_text(v), &args));
                 let rest: Vec<&[Located]> =
                     words[1..].iter().copied().filter(|w| !word_text(w).starts_with("--")).collect();
                 let (image_word, alias) = match rest.as_slice() {
@@ -130,28 +284,48 @@ fn analyze(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<RawR
                         word_text(image_word)
                     )));
                 }
+                if platform.as_deref() == Some("") {
+                    return Err(Error::usage(format!(
+                        "line {}: FROM --platform= resolves to an empty platform; set the build argument it uses",
+                        ins.line
+                    )));
+                }
+                if let Some(p) = &platform {
+                    out.push(Found::Platform(p.clone(), ins.line));
+                }
                 let lower = image.to_ascii_lowercase();
                 if lower != "scratch" && !stages.contains(&lower) {
-                    out.push(RawRef { image, line: ins.line, span: span(image_word) });
+                    out.push(Found::Ref(RawRef { image, line: ins.line, span: span(image_word), platform }));
                 }
                 stage_count += 1;
                 if let Some(a) = alias {
-                    stages.insert(a);
+                    stages.insert(a.clone());
+                    out.push(Found::Stage(a));
+                }
+            }
+            "RUN" => {
+                for w in words[1..].iter().take_while(|w| word_text(w).starts_with("--")) {
+                    let name = word_text(w);
+                    let name = name.split('=').next().unwrap_or_default().to_ascii_lowercase();
+                    out.push(Found::BuildKitOnly(format!("line {}: RUN {name}", ins.line)));
+                    if let Some(m) = flag(w, "mount") {
+                        if let Some(id) = secret_id(&substitute(&word_text(m), &args)) {
+                            out.push(Found::Secret(SecretUse { id, line: ins.line }));
+                        }
+                    }
                 }
             }
             "COPY" | "ADD" => {
                 for w in &words[1..] {
-                    let t = word_text(w);
-                    if !t.starts_with("--") {
+                    if !word_text(w).starts_with("--") {
                         break;
                     }
-                    if t.len() > 7 && t.get(..7).is_some_and(|f| f.eq_ignore_ascii_case("--from=")) {
-                        let value = &w[7..];
+                    if let Some(value) = flag(w, "from") {
                         let image = substitute(&word_text(value), &args);
                         let lower = image.to_ascii_lowercase();
                         let is_index = lower.parse::<usize>().is_ok_and(|i| i < stage_count);
                         if !image.is_empty() && !is_index && !stages.contains(&lower) && lower != "scratch" {
-                            out.push(RawRef { image, line: ins.line, span: span(value) });
+                            out.push(Found::Ref(RawRef { image, line: ins.line, span: span(value), platform: None }));
                         }
                     }
                 }
@@ -160,6 +334,22 @@ fn analyze(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<RawR
         }
     }
     Ok(out)
+}
+
+/// The secret id of a `--mount` value (`type=secret,id=tok,target=...`), BuildKit's
+/// rules: `id` defaults to the base name of `target` (or `dst`/`destination`).
+fn secret_id(mount: &str) -> Option<String> {
+    let fields: BTreeMap<String, String> = mount
+        .split(',')
+        .filter_map(|f| f.split_once('=').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    if fields.get("type").map(String::as_str) != Some("secret") {
+        return None;
+    }
+    fields.get("id").cloned().or_else(|| {
+        let target = fields.get("target").or(fields.get("dst")).or(fields.get("destination"))?;
+        target.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string)
+    })
 }
 
 fn word_text(w: &[Located]) -> String {
@@ -202,14 +392,9 @@ fn instructions(text: &str) -> Vec<Instruction> {
     }
     // Parser directives: `# key=value` lines at the very top.
     let mut start = 0;
-    for (_, line) in &lines {
-        let Some(body) = line.trim().strip_prefix('#') else { break };
-        let Some((key, value)) = body.split_once('=') else { break };
-        let key = key.trim().to_ascii_lowercase();
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            break;
-        }
-        if key == "escape" && value.trim() == "`" {
+    for (_, line) in lines.iter().take_while(|(_, l)| is_directive(l)) {
+        let (key, value) = line.trim().trim_start_matches('#').split_once('=').unwrap_or_default();
+        if key.trim().eq_ignore_ascii_case("escape") && value.trim() == "`" {
             escape = '`';
         }
         start += 1;
@@ -296,9 +481,21 @@ fn expand_braced(inner: &str, args: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
 
-    fn images(text: &str, args: &[(&str, &str)]) -> Vec<String> {
-        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        from_refs(text, &args).unwrap().into_iter().map(|r| r.image).collect()
+    fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn refs(text: &str, a: &[(&str, &str)]) -> Vec<FromRef> {
+        analyze(text, &args(a)).unwrap().refs
+    }
+
+    fn images(text: &str, a: &[(&str, &str)]) -> Vec<String> {
+        refs(text, a).into_iter().map(|r| r.image).collect()
+    }
+
+    fn platform_args() -> BTreeMap<String, String> {
+        let t = crate::platform::ArchTable::builtin();
+        crate::platform::platform_args(&t.parse_platform("arm64").unwrap(), &t.parse_platform("amd64").unwrap())
     }
 
     #[test]
@@ -310,9 +507,13 @@ mod tests {
                     From --platform=$BUILDPLATFORM debian:12 as final\n\
                     COPY --from=builder /a /b\nCOPY --from=0 /a /b\n\
                     copy --chown=1:1 --from=busybox:1.36 /bin/sh /sh\n";
-        assert_eq!(images(text, &[]), ["golang:1.22", "debian:12", "busybox:1.36"]);
-        let refs = from_refs(text, &BTreeMap::new()).unwrap();
-        assert_eq!(refs.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 6, 9]);
+        let a = analyze(text, &platform_args()).unwrap();
+        assert_eq!(
+            a.refs.iter().map(|r| r.image.as_str()).collect::<Vec<_>>(),
+            ["golang:1.22", "debian:12", "busybox:1.36"]
+        );
+        assert_eq!(a.refs.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 6, 9]);
+        assert_eq!(a.stages, ["builder", "again", "final"]);
     }
 
     #[test]
@@ -322,7 +523,7 @@ mod tests {
                     FROM $BASE\n";
         assert_eq!(images(text, &[]), ["docker.io/ubuntu:22.04", "ubuntu"]);
         assert_eq!(images(text, &[("TAG", "24.04"), ("BASE", "debian")]), ["docker.io/debian:24.04", "debian"]);
-        assert_eq!(from_refs(text, &BTreeMap::new()).unwrap()[0].line, 4);
+        assert_eq!(refs(text, &[])[0].line, 4);
     }
 
     #[test]
@@ -333,28 +534,85 @@ mod tests {
 
     #[test]
     fn bad_from_names_the_line() {
-        let err = from_refs("FROM\n", &BTreeMap::new()).unwrap_err();
+        let err = analyze("FROM\n", &BTreeMap::new()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        let err = from_refs("# hi\n\nFROM a b c d\n", &BTreeMap::new()).unwrap_err();
+        let err = analyze("# hi\n\nFROM a b c d\n", &BTreeMap::new()).unwrap_err();
         assert!(err.message().contains("line 3"), "{}", err.message());
-        let err = from_refs("FROM $NOPE\n", &BTreeMap::new()).unwrap_err();
+        let err = analyze("FROM $NOPE\n", &BTreeMap::new()).unwrap_err();
         assert!(err.message().contains("empty"), "{}", err.message());
+        let err = analyze("FROM --platform=$BUILDPLATFORM x\n", &BTreeMap::new()).unwrap_err();
+        assert!(err.message().contains("empty platform"), "{}", err.message());
+    }
+
+    #[test]
+    fn platform_args_reach_from_lines_without_an_arg() {
+        let text = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nARG TARGETARCH\n\
+                    RUN GOARCH=$TARGETARCH go build\n\
+                    FROM --platform=linux/amd64 tools-${TARGETARCH}\nFROM alpine\n";
+        let a = analyze(text, &platform_args()).unwrap();
+        let got: Vec<(&str, Option<&str>)> = a.refs.iter().map(|r| (r.image.as_str(), r.platform.as_deref())).collect();
+        assert_eq!(got, [("golang:1.22", Some("linux/amd64")), ("tools-arm64", Some("linux/amd64")), ("alpine", None)]);
+        assert!(a.reads_build_platform);
+        assert!(a.buildkit_only.is_none());
+        // A user's build arg is not visible in FROM without an ARG; the platform args are.
+        assert_eq!(images("FROM x${V}\n", &[("V", "1")]), ["x"]);
+        // An ARG without a default keeps the automatic value.
+        let text = "ARG TARGETARCH\nFROM base-$TARGETARCH\n";
+        assert_eq!(analyze(text, &platform_args()).unwrap().refs[0].image, "base-arm64");
+    }
+
+    #[test]
+    fn reading_build_platform_is_a_whole_word() {
+        let read = |t: &str| analyze(t, &BTreeMap::new()).unwrap().reads_build_platform;
+        assert!(read("FROM x\nARG BUILDARCH\nRUN echo $BUILDARCH\n"));
+        assert!(read("FROM x\nRUN echo ${BUILDOS:-linux}\n"));
+        assert!(!read("FROM x\nRUN echo $MYBUILDARCH $BUILDARCH_X $TARGETARCH\n"));
+    }
+
+    #[test]
+    fn secrets_and_buildkit_only_flags() {
+        let text = "FROM x\nRUN echo hi\n\
+                    RUN --mount=type=cache,target=/c make\n\
+                    RUN --mount=type=secret,id=tok --mount=type=secret,target=/root/.npmrc cat /run/secrets/tok\n\
+                    RUN --mount=type=secret,id=tok true\n";
+        let a = analyze(text, &BTreeMap::new()).unwrap();
+        assert_eq!(a.buildkit_only.as_deref(), Some("line 3: RUN --mount"));
+        assert_eq!(a.secrets, [SecretUse { id: "tok".into(), line: 4 }, SecretUse { id: ".npmrc".into(), line: 4 }]);
+        assert!(analyze("FROM x\nRUN make\n", &BTreeMap::new()).unwrap().buildkit_only.is_none());
     }
 
     #[test]
     fn rewrite_keeps_everything_else() {
         let text = "ARG P=gvisor.dev/images\n# c\nFROM --platform=linux/arm64 ${P}/basic/alpine:latest AS base\n\
                     FROM base\nCOPY --from=${P}/basic/alpine /x /y\nFROM other\n";
-        let mut rep = BTreeMap::new();
-        rep.insert("gvisor.dev/images/basic/alpine:latest".to_string(), "sha256:aaa".to_string());
-        rep.insert("gvisor.dev/images/basic/alpine".to_string(), "sha256:bbb".to_string());
-        let out = rewrite_from(text, &rep);
+        let out = rewrite_refs(text, &BTreeMap::new(), |r| match (r.image.as_str(), r.platform.as_deref()) {
+            ("gvisor.dev/images/basic/alpine:latest", Some("linux/arm64")) => Some("sha256:aaa".into()),
+            ("gvisor.dev/images/basic/alpine", None) => Some("sha256:bbb".into()),
+            _ => None,
+        });
         assert_eq!(
             out,
             "ARG P=gvisor.dev/images\n# c\nFROM --platform=linux/arm64 sha256:aaa AS base\n\
              FROM base\nCOPY --from=sha256:bbb /x /y\nFROM other\n"
         );
-        assert_eq!(rewrite_from(text, &BTreeMap::new()), text);
+        assert_eq!(rewrite_refs(text, &BTreeMap::new(), |_| None), text);
+    }
+
+    #[test]
+    fn classic_gets_the_platform_args_declared_after_directives() {
+        let out = declare_platform_args("# escape=`\nFROM --platform=$BUILDPLATFORM x\n");
+        assert!(out.starts_with("# escape=`\nARG TARGETPLATFORM\n"), "{out}");
+        assert!(out.ends_with("ARG BUILDVARIANT\nFROM --platform=$BUILDPLATFORM x\n"), "{out}");
+        let a = analyze(&out, &platform_args()).unwrap();
+        assert_eq!(a.refs[0].platform.as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn the_official_syntax_directive_is_dropped_keeping_lines() {
+        let text = "# syntax=docker/dockerfile:1.4\nFROM x\n";
+        assert_eq!(drop_official_syntax(text).as_deref(), Some("\nFROM x\n"));
+        assert_eq!(drop_official_syntax("# syntax=example.com/my/frontend\nFROM x\n"), None);
+        assert_eq!(drop_official_syntax("FROM x\n# syntax=docker/dockerfile:1\n"), None);
     }
 
     #[test]

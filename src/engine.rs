@@ -63,6 +63,26 @@ pub struct BuildRequest<'a> {
     pub tags: &'a [String],
     /// The engine's whole output goes here (parent folders are created).
     pub log_path: &'a Path,
+    pub backend: Backend,
+    /// Build this stage.
+    pub target: Option<&'a str>,
+    /// Secrets for `RUN --mount=type=secret` (BuildKit only).
+    pub secrets: &'a [BuildSecret],
+}
+
+/// Which of the engine's builders runs a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Classic,
+    BuildKit,
+}
+
+/// A build secret: its id and value (never printed).
+#[derive(Debug, Clone)]
+pub struct BuildSecret {
+    pub id: String,
+    pub value: crate::auth::Secret,
 }
 
 /// Why a build failed, which decides whether another engine should try it.
@@ -171,6 +191,11 @@ impl Engine {
     pub async fn version_and_arch(&self) -> Result<(String, String)> {
         let info = self.docker.info().await.map_err(|e| self.err("asking for the engine's info".into(), e))?;
         Ok((info.server_version.unwrap_or_default(), info.architecture.unwrap_or_default()))
+    }
+
+    /// Whether this engine can run BuildKit builds.
+    pub async fn buildkit_available(&self) -> Result<bool> {
+        Ok(false)
     }
 
     /// The API version in use after negotiation, e.g. `1.41`.
@@ -292,6 +317,9 @@ impl Engine {
             .forcerm(true);
         if let Some(t) = req.tags.first() {
             opts = opts.t(t);
+        }
+        if let Some(t) = req.target {
+            opts = opts.target(t);
         }
 
         // The context: a blocking thread writes the tar into a bounded channel.

@@ -52,6 +52,15 @@ pub enum Outcome {
     Failed,
 }
 
+/// What produced an image: an engine's BuildKit or classic builder, or the assembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    BuildKit,
+    Classic,
+    Assembler,
+}
+
 /// Where a cached result was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +100,12 @@ pub struct JobReport {
     /// `native` or `emulated` (built jobs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<Route>,
+    /// What produced it: `buildkit`, `classic` or `assembler` (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// The builder's platform the key covers, for recipes that read BUILD* args.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_platform: Option<String>,
 }
 
 /// A canonical multi-arch tag written (or confirmed) in the registry.
@@ -159,11 +174,17 @@ pub struct Done {
     entry: Option<Entry>,
     /// The manifest in the registry under the per-platform tag, if it is there.
     remote: Option<Descriptor>,
-    /// Where it was built, when this run built it.
+    /// Where it was built, when this run built it on an engine.
     placed: Option<Placement>,
+    /// What produced it, when this run did.
+    backend: Option<BackendKind>,
 }
 
 type Slot = watch::Receiver<Option<std::result::Result<Arc<Done>, String>>>;
+/// A parent job: (image, the platform it is built for).
+pub(crate) type ParentKey = (String, Platform);
+/// The finished parents of a job.
+pub(crate) type ParentsDone = BTreeMap<ParentKey, Arc<Done>>;
 
 /// Shared state of one run.
 pub struct Farm {
@@ -207,14 +228,20 @@ impl Farm {
         if opts.push {
             self.registry.check().await?;
         }
+        if plan.jobs.iter().any(|j| j.recipe != crate::catalog::ASSEMBLED_RECIPE) {
+            self.fleet.check_buildkit().await?;
+        }
         let mut slots: BTreeMap<(String, Platform), Slot> = BTreeMap::new();
         let mut tasks = Vec::new();
         for job in &plan.jobs {
             let (tx, rx) = watch::channel(None);
-            let parents: Vec<(String, Slot)> = job
+            let parents: Vec<(ParentKey, Slot)> = job
                 .parents
                 .iter()
-                .map(|p| (p.image.clone(), slots[&(p.image.clone(), job.platform.clone())].clone()))
+                .map(|p| {
+                    let at = (p.image.clone(), p.platform.clone());
+                    (at.clone(), slots[&at].clone())
+                })
                 .collect();
             slots.insert((job.image.clone(), job.platform.clone()), rx);
             let farm = Arc::clone(self);
@@ -269,17 +296,20 @@ impl Farm {
     async fn run_job(
         &self,
         job: &Job,
-        parents: Vec<(String, Slot)>,
+        parents: Vec<(ParentKey, Slot)>,
         push: bool,
         materialize: bool,
         rebuild: bool,
     ) -> Result<(Done, (Outcome, Source))> {
         let mut parent_done = BTreeMap::new();
-        for (name, mut rx) in parents {
+        for (at, mut rx) in parents {
             let v = rx.wait_for(|v| v.is_some()).await.map_err(|_| Error::failure("a parent job vanished"))?;
             match v.as_ref().expect("waited for Some") {
-                Ok(d) => parent_done.insert(name, Arc::clone(d)),
-                Err(_) => return Err(Error::failure(format!("not built: its parent {name} failed"))),
+                Ok(d) => parent_done.insert(at, Arc::clone(d)),
+                Err(_) if at.1 == job.platform => {
+                    return Err(Error::failure(format!("not built: its parent {} failed", at.0)))
+                }
+                Err(_) => return Err(Error::failure(format!("not built: its parent {} for {} failed", at.0, at.1))),
             };
         }
         let repo = self.config.registry.repository(&job.image);
@@ -290,12 +320,18 @@ impl Farm {
             Some(found) => found,
             None if job.recipe == crate::catalog::ASSEMBLED_RECIPE => {
                 let entry = self.assemble(job, &parent_done, push.then_some(repo.as_str())).await?;
-                (done_for(job, Some(entry), None), (Outcome::Built, Source::Build))
+                let mut done = done_for(job, Some(entry), None);
+                done.backend = Some(BackendKind::Assembler);
+                (done, (Outcome::Built, Source::Build))
             }
             None => {
                 // The fleet bounds concurrency: each builder runs at most its `jobs`.
                 let (entry, placed) = self.build_on_fleet(job, &parent_done).await?;
                 let mut done = done_for(job, Some(entry), None);
+                done.backend = Some(match placed.backend {
+                    crate::engine::Backend::BuildKit => BackendKind::BuildKit,
+                    crate::engine::Backend::Classic => BackendKind::Classic,
+                });
                 done.placed = Some(placed);
                 (done, (Outcome::Built, Source::Build))
             }
@@ -339,9 +375,11 @@ impl Farm {
     }
 
     /// Assembles an image.yaml job straight into the store (no engine, no emulation).
-    async fn assemble(&self, job: &Job, parents: &BTreeMap<String, Arc<Done>>, push_to: Option<&str>) -> Result<Entry> {
+    async fn assemble(&self, job: &Job, parents: &ParentsDone, push_to: Option<&str>) -> Result<Entry> {
         let parent = match job.parents.first() {
-            Some(p) => Some(self.ensure_in_store(&parents[&p.image]).await?.manifest.digest),
+            Some(p) => {
+                Some(self.ensure_in_store(&parents[&(p.image.clone(), p.platform.clone())]).await?.manifest.digest)
+            }
             None => None,
         };
         self.assemble_job(job, parent, push_to).await
@@ -567,6 +605,8 @@ impl Farm {
             error: None,
             builder: None,
             route: None,
+            backend: None,
+            build_platform: job.build_platform.as_ref().map(|p| p.to_string()),
         };
         match result {
             Ok((done, (outcome, source))) => {
@@ -580,6 +620,7 @@ impl Farm {
                 r.image_id = done.engine_id.clone();
                 r.builder = done.placed.as_ref().map(|p| p.builder.clone());
                 r.route = done.placed.as_ref().map(|p| p.route);
+                r.backend = done.backend;
                 r.pushed = done
                     .remote
                     .as_ref()
@@ -595,6 +636,13 @@ impl Farm {
     }
 }
 
+impl Done {
+    /// The content key of the finished job.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done {
     Done {
         image: job.image.clone(),
@@ -604,5 +652,6 @@ fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done
         entry,
         remote,
         placed: None,
+        backend: None,
     }
 }

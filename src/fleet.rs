@@ -20,9 +20,9 @@ use tokio::sync::{Notify, OnceCell};
 use crate::binfmt;
 use crate::config::is_loopback;
 use crate::dockerfile;
-use crate::engine::{BuildFailure, BuildRequest, Engine};
+use crate::engine::{Backend, BuildFailure, BuildRequest, BuildSecret, Engine};
 use crate::error::{Error, Result};
-use crate::farm::{engine_deadline, platform_tag, Done, Farm, LABEL_IMAGE, LABEL_KEY, LABEL_PLATFORM};
+use crate::farm::{engine_deadline, platform_tag, Farm, ParentsDone, LABEL_IMAGE, LABEL_KEY, LABEL_PLATFORM};
 use crate::plan::Job;
 use crate::platform::{ArchTable, Platform};
 use crate::store::Entry;
@@ -40,6 +40,28 @@ pub struct RawBuilder {
     platforms: Option<Vec<String>>,
     emulates: Option<Vec<String>>,
     jobs: Option<usize>,
+    buildkit: Option<RawBuildKit>,
+}
+
+/// `buildkit: auto|true|false` as written (YAML booleans or the word).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBuildKit {
+    Bool(bool),
+    Word(String),
+}
+
+/// Whether a builder builds with BuildKit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildKitMode {
+    /// When the engine offers it (the default).
+    #[default]
+    Auto,
+    /// Always; an engine without BuildKit is a configuration error.
+    True,
+    /// Never: the classic builder.
+    False,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +101,7 @@ pub struct BuilderSpec {
     pub emulates: Vec<Platform>,
     /// Most builds at once; `None`: the top-level `jobs`.
     pub jobs: Option<usize>,
+    pub buildkit: BuildKitMode,
 }
 
 impl BuilderSpec {
@@ -177,7 +200,18 @@ pub fn parse_builders(raw: Vec<RawBuilder>, arches: &ArchTable, root: &Path, sou
         if b.jobs == Some(0) {
             return Err(err("jobs", "must be at least 1".into()));
         }
-        out.push(BuilderSpec { name, endpoint_text, endpoint, platforms, emulates, jobs: b.jobs });
+        let buildkit = match b.buildkit {
+            None => BuildKitMode::Auto,
+            Some(RawBuildKit::Bool(true)) => BuildKitMode::True,
+            Some(RawBuildKit::Bool(false)) => BuildKitMode::False,
+            Some(RawBuildKit::Word(w)) => match w.as_str() {
+                "auto" => BuildKitMode::Auto,
+                "true" => BuildKitMode::True,
+                "false" => BuildKitMode::False,
+                _ => return Err(err("buildkit", format!("'{w}': use auto, true or false"))),
+            },
+        };
+        out.push(BuilderSpec { name, endpoint_text, endpoint, platforms, emulates, jobs: b.jobs, buildkit });
     }
     Ok(out)
 }
@@ -195,6 +229,18 @@ pub enum Route {
 pub struct Placement {
     pub builder: String,
     pub route: Route,
+    pub backend: Backend,
+}
+
+/// What a job needs of a builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wants<'a> {
+    /// The image's platform (its target stage runs on it).
+    pub platform: &'a Platform,
+    /// The platform its cross stages run on (BUILDPLATFORM), when it is pinned.
+    pub build_platform: Option<&'a Platform>,
+    /// The recipe needs BuildKit (RUN --mount, secrets).
+    pub buildkit: bool,
 }
 
 /// What a probe of a builder found.
@@ -214,6 +260,10 @@ pub struct BuilderStatus {
     pub emulates: Vec<String>,
     /// `binfmt` (this machine's handlers, plus any declared) or `declared`.
     pub emulates_from: String,
+    /// Whether builds there use BuildKit (null when the builder did not answer).
+    pub buildkit: Option<bool>,
+    /// The configured `buildkit:` (auto, true, false).
+    pub buildkit_mode: BuildKitMode,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -223,6 +273,14 @@ struct Facts {
     native_from: &'static str,
     emulates: Vec<Platform>,
     emulates_from: &'static str,
+    /// Builds there use BuildKit.
+    buildkit: bool,
+}
+
+impl Facts {
+    fn runs(&self, p: &Platform) -> bool {
+        self.native.contains(p) || self.emulates.contains(p)
+    }
 }
 
 struct Builder {
@@ -280,6 +338,7 @@ impl Fleet {
                 platforms: None,
                 emulates: Vec::new(),
                 jobs: None,
+                buildkit: BuildKitMode::Auto,
             };
             builders.push(Builder::new(spec, default_jobs, engine_deadline(), false));
         } else {
@@ -341,15 +400,35 @@ impl Fleet {
                     native_from: if b.spec.platforms.is_some() { "declared" } else { "engine" }.into(),
                     emulates: if b.facts.get().is_some() { names(&f.emulates) } else { names(&b.spec.emulates) },
                     emulates_from: if b.spec.on_this_machine() { "binfmt" } else { "declared" }.into(),
+                    buildkit: b.facts.get().map(|f| f.buildkit),
+                    buildkit_mode: b.spec.buildkit,
                 }
             })
             .collect()
     }
 
-    /// Takes a slot for a build of `platform` on the best builder not in `tried`,
-    /// waiting while the right builders are all busy. Fails when no healthy builder
-    /// can build the platform at all.
-    async fn acquire(&self, platform: &Platform, tried: &[usize]) -> Result<Lease<'_>> {
+    /// A builder configured `buildkit: true` whose engine has no BuildKit is a
+    /// configuration error (exit 2) naming it; probes the fleet only when one is.
+    pub(crate) async fn check_buildkit(&self) -> Result<()> {
+        if !self.builders.iter().any(|b| b.spec.buildkit == BuildKitMode::True) {
+            return Ok(());
+        }
+        self.probe().await;
+        for b in self.builders.iter().filter(|b| b.spec.buildkit == BuildKitMode::True) {
+            if b.facts.get().is_some_and(|f| !f.buildkit) {
+                return Err(Error::usage(format!(
+                    "builder {} ({}) has `buildkit: true`, but its engine offers no BuildKit; \
+                     set `buildkit: auto` or `false` for it in the configuration",
+                    b.spec.name, b.spec.endpoint_text
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a slot for a build on the best builder not in `tried`, waiting while the
+    /// right builders are all busy. Fails when no healthy builder can build it at all.
+    async fn acquire(&self, wants: Wants<'_>, tried: &[usize]) -> Result<Lease<'_>> {
         self.probe().await;
         loop {
             let notified = self.changed.notified();
@@ -357,16 +436,21 @@ impl Fleet {
             notified.as_mut().enable();
             {
                 let mut slots = self.slots.lock().expect("fleet lock");
-                match self.choose(&slots, platform, tried) {
+                match self.choose(&slots, wants, tried) {
                     Choice::Take(i, route, reason) => {
                         slots[i].running += 1;
                         return Ok(Lease { fleet: self, index: i, route, reason });
                     }
                     Choice::Wait => {}
                     Choice::Nowhere(why) => {
-                        return Err(Error::failure(format!(
-                            "could not be placed: no healthy builder runs {platform} natively or can emulate it ({why})"
-                        )))
+                        let what = match wants.build_platform {
+                            Some(b) if b != wants.platform => {
+                                format!("no healthy builder runs {b} (its cross stages) and {}", wants.platform)
+                            }
+                            _ => format!("no healthy builder runs {} natively or can emulate it", wants.platform),
+                        };
+                        let bk = if wants.buildkit { " with BuildKit" } else { "" };
+                        return Err(Error::failure(format!("could not be placed: {what}{bk} ({why})")));
                     }
                 }
             }
@@ -374,20 +458,21 @@ impl Fleet {
         }
     }
 
-    fn choose(&self, slots: &[Slot], platform: &Platform, tried: &[usize]) -> Choice {
+    /// The builder for `wants`: among those that can run every platform it needs (and
+    /// BuildKit when it needs it), the ones that run its primary platform natively (the
+    /// cross stages' platform when pinned, else the image's), else those that emulate it.
+    fn choose(&self, slots: &[Slot], wants: Wants<'_>, tried: &[usize]) -> Choice {
+        let platform = wants.platform;
+        let primary = wants.build_platform.unwrap_or(platform);
         let usable = |i: usize| slots[i].unhealthy.is_none() && !tried.contains(&i);
         let facts = |i: usize| self.builders[i].facts.get();
-        let native: Vec<usize> = (0..self.builders.len())
-            .filter(|&i| usable(i) && facts(i).is_some_and(|f| f.native.contains(platform)))
-            .collect();
-        let emulating: Vec<usize> = (0..self.builders.len())
-            .filter(|&i| usable(i) && facts(i).is_some_and(|f| f.emulates.contains(platform)))
-            .collect();
-        let (pool, route) = if !native.is_empty() {
-            (native, Route::Native)
-        } else if !emulating.is_empty() {
-            (emulating, Route::Emulated)
-        } else {
+        let fits = |f: &Facts| f.runs(platform) && f.runs(primary) && (f.buildkit || !wants.buildkit);
+        let eligible: Vec<usize> =
+            (0..self.builders.len()).filter(|&i| usable(i) && facts(i).is_some_and(fits)).collect();
+        let native: Vec<usize> =
+            eligible.iter().copied().filter(|&i| facts(i).is_some_and(|f| f.native.contains(primary))).collect();
+        let pool = if native.is_empty() { eligible } else { native };
+        if pool.is_empty() {
             let why = (0..self.builders.len())
                 .map(|i| {
                     let b = &self.builders[i];
@@ -397,14 +482,15 @@ impl Fleet {
                         "already failed this job".to_string()
                     } else {
                         let f = facts(i).cloned().unwrap_or_default();
-                        format!("runs {}, emulates {}", list(&f.native), list(&f.emulates))
+                        let bk = if wants.buildkit && !f.buildkit { ", no BuildKit" } else { "" };
+                        format!("runs {}, emulates {}{bk}", list(&f.native), list(&f.emulates))
                     };
                     format!("{}: {state}", b.spec.name)
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
             return Choice::Nowhere(why);
-        };
+        }
         let free = |i: usize| self.builders[i].jobs.saturating_sub(slots[i].running);
         // The largest share of free slots; ties go to the builder listed first.
         let best = pool.iter().copied().filter(|&i| free(i) > 0).max_by(|&a, &b| {
@@ -414,7 +500,8 @@ impl Fleet {
         let Some(i) = best else { return Choice::Wait };
         let b = &self.builders[i];
         let f = facts(i).cloned().unwrap_or_default();
-        let how = match route {
+        let route = if f.native.contains(platform) { Route::Native } else { Route::Emulated };
+        let mut how = match route {
             Route::Native => format!("runs {platform} natively (native: {}, {})", list(&f.native), f.native_from),
             Route::Emulated => format!(
                 "no healthy builder runs {platform} natively; it emulates it (emulates: {}, {})",
@@ -422,6 +509,10 @@ impl Fleet {
                 f.emulates_from
             ),
         };
+        if primary != platform {
+            let cross = if f.native.contains(primary) { "natively" } else { "emulated" };
+            how.push_str(&format!("; its cross stages run on {primary}, {cross}"));
+        }
         let loads = pool
             .iter()
             .map(|&j| format!("{} {}/{} free", self.builders[j].spec.name, free(j), self.builders[j].jobs))
@@ -586,7 +677,14 @@ impl Builder {
             "declared in the configuration"
         };
         emulates.retain(|p| !native.contains(p));
-        let _ = self.facts.set(Facts { version: Some(version), native, native_from, emulates, emulates_from });
+        let buildkit = match self.spec.buildkit {
+            BuildKitMode::False => false,
+            BuildKitMode::Auto | BuildKitMode::True => {
+                engine.buildkit_available().await.map_err(|e| e.message().to_string())?
+            }
+        };
+        let _ =
+            self.facts.set(Facts { version: Some(version), native, native_from, emulates, emulates_from, buildkit });
         Ok(())
     }
 }
@@ -701,18 +799,19 @@ impl Farm {
     /// and records the result in the store. An engine or connection failure marks a
     /// builder that no longer answers unhealthy and tries the next builder; a failure
     /// of the recipe itself is final.
-    pub(crate) async fn build_on_fleet(
-        &self,
-        job: &Job,
-        parents: &BTreeMap<String, Arc<Done>>,
-    ) -> Result<(Entry, Placement)> {
+    pub(crate) async fn build_on_fleet(&self, job: &Job, parents: &ParentsDone) -> Result<(Entry, Placement)> {
         let fleet = &self.fleet;
         let mut tried: Vec<usize> = Vec::new();
         let mut history = String::new();
         let mut started = false;
         let mut last_failure: Option<Error> = None;
         loop {
-            let lease = match fleet.acquire(&job.platform, &tried).await {
+            let wants = Wants {
+                platform: &job.platform,
+                build_platform: job.build_platform.as_ref(),
+                buildkit: job.needs.buildkit_only.is_some() || !job.needs.secrets.is_empty(),
+            };
+            let lease = match fleet.acquire(wants, &tried).await {
                 Ok(lease) => lease,
                 // Say what went wrong where it was tried, not only that nothing is left.
                 Err(e) => {
@@ -723,6 +822,14 @@ impl Farm {
                 }
             };
             let builder = &fleet.builders[lease.index];
+            let facts = builder.facts.get().cloned().unwrap_or_default();
+            let backend = if facts.buildkit && !job.needs.classic_only { Backend::BuildKit } else { Backend::Classic };
+            // The builder's platform: pinned for recipes that read it, else the builder's own.
+            let build_platform = job
+                .build_platform
+                .clone()
+                .or_else(|| facts.native.first().cloned())
+                .unwrap_or_else(|| job.platform.clone());
             if !started {
                 self.progress().started(&job.image, &job.platform);
                 started = true;
@@ -732,14 +839,14 @@ impl Farm {
             let attempt = match builder.engine().await {
                 // A hung engine never ends the build stream: the watchdog does.
                 Ok(engine) => tokio::select! {
-                    r = self.build_on(engine, job, parents, &preamble) => r,
+                    r = self.build_on(engine, job, parents, backend, &build_platform, &preamble) => r,
                     e = watchdog(engine, builder.deadline) => Err(BuildFailure::Engine(e)),
                 },
                 Err(e) => Err(BuildFailure::Engine(e)),
             };
             let e = match attempt {
                 Ok(entry) => {
-                    return Ok((entry, Placement { builder: builder.spec.name.clone(), route: lease.route }));
+                    return Ok((entry, Placement { builder: builder.spec.name.clone(), route: lease.route, backend }));
                 }
                 Err(BuildFailure::Local(e)) => return Err(e),
                 Err(BuildFailure::Recipe(e)) => {
@@ -775,19 +882,69 @@ impl Farm {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn build_on(
         &self,
         engine: &Engine,
         job: &Job,
-        parents: &BTreeMap<String, Arc<Done>>,
+        parents: &ParentsDone,
+        backend: Backend,
+        build_platform: &Platform,
         preamble: &str,
     ) -> std::result::Result<Entry, BuildFailure> {
-        let mut replacements = BTreeMap::new();
+        // Each farm parent by the exact image this engine holds for its platform: the
+        // classic builder takes an image ID; BuildKit takes only names, so the image gets
+        // its per-platform key tag (unique to that image, platform and key).
+        let mut replacements: BTreeMap<(String, Platform), String> = BTreeMap::new();
         for p in &job.parents {
-            let id = self.ensure_on(engine, &parents[&p.image]).await.map_err(BuildFailure::Engine)?;
-            replacements.insert(p.reference.clone(), id);
+            let at = (p.image.clone(), p.platform.clone());
+            let done = &parents[&at];
+            let id = self.ensure_on(engine, done).await.map_err(BuildFailure::Engine)?;
+            let name = match backend {
+                Backend::Classic => id,
+                Backend::BuildKit => {
+                    let tag = platform_tag(&p.platform, done.key());
+                    let repo = format!("{}/{}", self.config.registry.host, self.config.registry.repository(&p.image));
+                    engine.tag(&id, &repo, &tag).await.map_err(BuildFailure::Engine)?;
+                    format!("{repo}:{tag}")
+                }
+            };
+            replacements.insert((p.reference.clone(), p.platform.clone()), name);
         }
-        let text = dockerfile::rewrite_from(&job.recipe_text, &replacements);
+        let mut args = job.build_args.clone();
+        args.extend(crate::platform::platform_args(&job.platform, build_platform));
+        let text = dockerfile::rewrite_refs(&job.recipe_text, &args, |r| {
+            let platform = match &r.platform {
+                Some(p) => self.config.arches.parse_platform(p).ok()?,
+                None => job.platform.clone(),
+            };
+            replacements.get(&(r.image.clone(), platform)).cloned()
+        });
+        let mut preamble = preamble.to_string();
+        let (text, build_args) = match backend {
+            // BuildKit sets its platform args itself.
+            Backend::BuildKit => match dockerfile::drop_official_syntax(&text) {
+                Some(t) => {
+                    preamble.push_str(
+                        "# archfarm: `# syntax=docker/dockerfile` dropped: the engine's built-in frontend builds it\n",
+                    );
+                    (t, job.build_args.clone())
+                }
+                None => (text, job.build_args.clone()),
+            },
+            Backend::Classic => (dockerfile::declare_platform_args(&text), args),
+        };
+        let secrets = job
+            .needs
+            .secrets
+            .iter()
+            .map(|id| {
+                let source =
+                    self.config.secrets.get(id).ok_or_else(|| Error::usage(format!("secret {id} is not declared")))?;
+                Ok(BuildSecret { id: id.clone(), value: source.read()? })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(BuildFailure::Local)?;
         let labels = BTreeMap::from([
             (LABEL_KEY.to_string(), job.key.clone()),
             (LABEL_IMAGE.to_string(), job.image.clone()),
@@ -800,12 +957,15 @@ impl Farm {
             dockerfile_path: &job.recipe,
             dockerfile_text: Some(&text),
             platform: &job.platform,
-            build_args: &job.build_args,
+            build_args: &build_args,
             labels: &labels,
             tags: &tags,
             log_path: &log_path,
+            backend,
+            target: job.needs.target.as_deref(),
+            secrets: &secrets,
         };
-        let id = engine.build_logged(request, preamble).await?;
+        let id = engine.build_logged(request, &preamble).await?;
         let imported = engine.export_to_store(&id, &self.store).await.map_err(BuildFailure::Engine)?;
         self.record(job, imported.manifest, imported.config_digest).map_err(BuildFailure::Local)
     }
@@ -920,6 +1080,10 @@ mod tests {
         }
     }
 
+    fn wants(p: &Platform) -> Wants<'_> {
+        Wants { platform: p, build_platform: None, buildkit: false }
+    }
+
     fn fleet_with(facts: &[(&str, &[&str], &[&str], usize)]) -> Fleet {
         let t = ArchTable::builtin();
         let specs: Vec<BuilderSpec> = facts
@@ -932,6 +1096,7 @@ mod tests {
                 platforms: None,
                 emulates: vec![],
                 jobs: Some(*jobs),
+                buildkit: BuildKitMode::Auto,
             })
             .collect();
         let fleet = Fleet::new(&specs, 4, &t);
@@ -944,6 +1109,7 @@ mod tests {
                     native_from: "declared",
                     emulates: p(emu),
                     emulates_from: "binfmt",
+                    buildkit: true,
                 })
                 .unwrap();
         }
@@ -958,7 +1124,7 @@ mod tests {
         let arm = ArchTable::builtin().parse_platform("arm64").unwrap();
         let amd = ArchTable::builtin().parse_platform("amd64").unwrap();
         // arm64 goes to its native builder, not to the emulating one.
-        let l1 = fleet.acquire(&arm, &[]).await.unwrap();
+        let l1 = fleet.acquire(wants(&arm), &[]).await.unwrap();
         assert_eq!((l1.index, l1.route), (2, Route::Native));
         assert!(l1.reason.contains("natively"), "{}", l1.reason);
         // amd64: a (1/1 free) and b (2/2) tie at 100%: the first listed; then b (2/2) beats a (0/1);
@@ -967,7 +1133,7 @@ mod tests {
             let mut v = Vec::new();
             let mut held = Vec::new();
             for _ in 0..3 {
-                let l = fleet.acquire(&amd, &[]).await.unwrap();
+                let l = fleet.acquire(wants(&amd), &[]).await.unwrap();
                 v.push(l.index);
                 held.push(l);
             }
@@ -977,10 +1143,10 @@ mod tests {
         // The native arm64 builder is unhealthy: arm64 is emulated on a.
         drop(l1);
         fleet.mark_unhealthy(2, "gone");
-        let l = fleet.acquire(&arm, &[]).await.unwrap();
+        let l = fleet.acquire(wants(&arm), &[]).await.unwrap();
         assert_eq!((l.index, l.route), (0, Route::Emulated));
         // Nobody else can: the error names every builder's state.
-        let Err(e) = fleet.acquire(&arm, &[0]).await else { panic!("placed without a builder") };
+        let Err(e) = fleet.acquire(wants(&arm), &[0]).await else { panic!("placed without a builder") };
         assert!(
             e.message().contains("could not be placed") && e.message().contains("c: unhealthy: gone"),
             "{}",
@@ -992,10 +1158,10 @@ mod tests {
     async fn a_full_builder_makes_the_job_wait_for_a_slot() {
         let fleet = Arc::new(fleet_with(&[("a", &["amd64"], &[], 1)]));
         let amd = ArchTable::builtin().parse_platform("amd64").unwrap();
-        let first = fleet.acquire(&amd, &[]).await.unwrap();
+        let first = fleet.acquire(wants(&amd), &[]).await.unwrap();
         let f2 = Arc::clone(&fleet);
         let amd2 = amd.clone();
-        let waiter = tokio::spawn(async move { f2.acquire(&amd2, &[]).await.map(|l| l.index) });
+        let waiter = tokio::spawn(async move { f2.acquire(wants(&amd2), &[]).await.map(|l| l.index) });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(first);

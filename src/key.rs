@@ -8,17 +8,26 @@
 //! ```text
 //! archfarm-key v1\n
 //! platform F(os) F(architecture) F(variant or empty)\n
+//! build F(os) F(architecture) F(variant or empty)\n               only for recipes that read BUILD* args
 //! recipe F(file name)\n
 //! entry F(path) F(kind) F(sha256 hex | link target | empty)\n      one per entry, in order
 //! arg F(name) F(value)\n                                            sorted by name
-//! parent F(farm image name) F(its key for this platform)\n          sorted by name
-//! base F(external reference) F(resolved digest or image id)\n       sorted by reference
+//! parent F(farm image name[ for platform]) F(its key)\n            sorted by name
+//! base F(external reference[ for platform]) F(resolved digest or id)   sorted by reference
 //! ```
 //!
 //! Fields within a record are separated by one space; `kind` is `file`, `exec`, `symlink`
 //! or `dir`. Because every field carries its length, no byte of a path (spaces,
 //! newlines, `:`) can be mistaken for a separator, so two different inputs never encode
 //! to the same bytes.
+//!
+//! The `build` record (the builder's platform) is there only when the recipe reads
+//! `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH` or `BUILDVARIANT`: only then may two builders
+//! of different platforms produce different bytes, so only then must they not share a
+//! key. A parent or base used for another platform than the job's (a cross stage's
+//! `FROM --platform=$BUILDPLATFORM <image>`) is named `<image> for os/arch[/variant]`;
+//! no image name or reference holds a space. Recipes with neither encode exactly as before, so
+//! their keys are unchanged.
 
 use std::collections::BTreeMap;
 
@@ -36,12 +45,14 @@ pub const INDEX_SCHEME: &str = "archfarm-index v1";
 #[derive(Debug, Clone, Copy)]
 pub struct KeyInput<'a> {
     pub platform: &'a Platform,
+    /// The builder's platform, for recipes whose output may depend on it.
+    pub build_platform: Option<&'a Platform>,
     /// The recipe file used for this platform (`Dockerfile.x86_64` or `Dockerfile`).
     pub recipe: &'a str,
     /// The platform's context entries (see `Context::for_recipe`), sorted by path bytes.
     pub entries: &'a [ContextEntry],
     pub build_args: &'a BTreeMap<String, String>,
-    /// Farm image name -> its key for this platform.
+    /// Farm image name (`name for os/arch` when built for another platform) -> its key.
     pub parents: &'a BTreeMap<String, String>,
     /// External base reference -> its resolved digest or image id.
     pub bases: &'a BTreeMap<String, String>,
@@ -67,12 +78,13 @@ pub fn encode(input: &KeyInput) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + input.entries.len() * 100);
     out.extend_from_slice(KEY_SCHEME.as_bytes());
     out.push(b'\n');
-    let p = input.platform;
-    record(
-        &mut out,
-        "platform",
-        &[p.os.as_bytes(), p.architecture.as_bytes(), p.variant.as_deref().unwrap_or("").as_bytes()],
-    );
+    let platform_record = |out: &mut Vec<u8>, name: &str, p: &Platform| {
+        record(out, name, &[p.os.as_bytes(), p.architecture.as_bytes(), p.variant.as_deref().unwrap_or("").as_bytes()])
+    };
+    platform_record(&mut out, "platform", input.platform);
+    if let Some(b) = input.build_platform {
+        platform_record(&mut out, "build", b);
+    }
     record(&mut out, "recipe", &[input.recipe.as_bytes()]);
     let mut entries: Vec<&ContextEntry> = input.entries.iter().collect();
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -148,6 +160,7 @@ mod tests {
         args: BTreeMap<String, String>,
         parents: BTreeMap<String, String>,
         bases: BTreeMap<String, String>,
+        build: Option<Platform>,
     }
 
     impl Fixture {
@@ -164,12 +177,14 @@ mod tests {
                 args: map(&[("VERSION", "1.2.3")]),
                 parents: map(&[("basic/alpine", &"a".repeat(64))]),
                 bases: map(&[("ubuntu:22.04", &format!("sha256:{}", "b".repeat(64)))]),
+                build: None,
             }
         }
 
         fn key(&self) -> String {
             content_key(&KeyInput {
                 platform: &self.platform,
+                build_platform: self.build.as_ref(),
                 recipe: &self.recipe,
                 entries: &self.entries,
                 build_args: &self.args,
@@ -191,6 +206,7 @@ mod tests {
         let none = BTreeMap::new();
         let input = KeyInput {
             platform: &platform,
+            build_platform: None,
             recipe: "Dockerfile.armhf",
             entries: &entries,
             build_args: &args,
@@ -204,6 +220,26 @@ mod tests {
         );
         assert_eq!(String::from_utf8(encode(&input)).unwrap(), want);
         assert_eq!(content_key(&input), "8fc15218a79c7deb39573a14df7270a85e4c104ca9c4e44b457f50f97c8b1205");
+    }
+
+    #[test]
+    fn golden_build_record() {
+        let mut f = Fixture::new();
+        f.build = Some(armv7());
+        let text = String::from_utf8(encode(&KeyInput {
+            platform: &f.platform,
+            build_platform: f.build.as_ref(),
+            recipe: &f.recipe,
+            entries: &[],
+            build_args: &BTreeMap::new(),
+            parents: &BTreeMap::new(),
+            bases: &BTreeMap::new(),
+        }))
+        .unwrap();
+        assert_eq!(
+            text,
+            "archfarm-key v1\nplatform 5:linux 5:amd64 0:\nbuild 5:linux 3:arm 2:v7\nrecipe 10:Dockerfile\n"
+        );
     }
 
     #[test]
@@ -244,6 +280,15 @@ mod tests {
             ("base digest", Box::new(|f| drop(f.bases.insert("ubuntu:22.04".into(), "sha256:00".into())))),
             ("empty dir", Box::new(|f| f.entries.push(ContextEntry { path: "zzz".into(), kind: EntryKind::Dir }))),
             ("file to link", Box::new(|f| f.entries[0].kind = EntryKind::Symlink { target: "x".into() })),
+            ("build platform", Box::new(|f| f.build = Some(amd64()))),
+            ("other build platform", Box::new(|f| f.build = Some(armv7()))),
+            (
+                "parent for another platform",
+                Box::new(|f| {
+                    let k = f.parents.remove("basic/alpine").unwrap();
+                    f.parents.insert("basic/alpine for linux/amd64".into(), k);
+                }),
+            ),
         ];
         let mut seen = std::collections::BTreeSet::new();
         seen.insert(base.clone());
@@ -290,6 +335,7 @@ mod tests {
             let none = BTreeMap::new();
             content_key(&KeyInput {
                 platform: &amd64(),
+                build_platform: None,
                 recipe: "Dockerfile",
                 entries: &c.entries,
                 build_args: &none,

@@ -29,17 +29,58 @@ pub struct Job {
     /// Exactly the files hashed into the key; also the engine's build context.
     pub context: Context,
     pub build_args: BTreeMap<String, String>,
-    /// Farm images this one builds FROM (same platform), with the reference used.
+    /// Farm images this one builds FROM, each for the platform its stage runs on.
     pub parents: Vec<Parent>,
-    /// External bases and the digests they were resolved to (exactly what the key covers).
+    /// External bases and the digests they were resolved to (exactly what the key
+    /// covers), named by [`Base::key_name`].
     pub bases: BTreeMap<String, String>,
+    /// The builder's platform, for recipes that read BUILD* args (it is in the key, and
+    /// the job runs on a builder of that platform); `None`: any builder.
+    pub build_platform: Option<Platform>,
+    /// What the recipe asks of the engine's builder.
+    pub needs: Needs,
 }
 
+/// A farm image a job builds FROM.
 #[derive(Debug, Clone)]
 pub struct Parent {
     pub image: String,
     /// The reference as written in the recipe (after ARG substitution).
     pub reference: String,
+    /// The platform its stage runs on: the job's, or a cross stage's `--platform`.
+    pub platform: Platform,
+}
+
+/// An external base image a job builds FROM, for the platform its stage runs on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Base {
+    pub reference: String,
+    pub platform: Platform,
+}
+
+impl Base {
+    /// Its name in `Job.bases` and the key: the reference, with ` for <platform>` when
+    /// the stage runs on another platform than the job (no reference holds a space).
+    pub fn key_name(&self, job_platform: &Platform) -> String {
+        if &self.platform == job_platform {
+            self.reference.clone()
+        } else {
+            format!("{} for {}", self.reference, self.platform)
+        }
+    }
+}
+
+/// What a Dockerfile job asks of the engine's builder (all empty for image.yaml jobs).
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// The first construct only BuildKit builds (`line 3: RUN --mount`).
+    pub buildkit_only: Option<String>,
+    /// The image's `buildkit: false`: the classic builder only.
+    pub classic_only: bool,
+    /// Secret ids mounted by RUN steps (all declared in the configuration).
+    pub secrets: Vec<String>,
+    /// The stage to build (`images.<name>.target`).
+    pub target: Option<String>,
 }
 
 /// An (image, platform) left out, and why.
@@ -90,7 +131,9 @@ struct DraftJob {
     build_args: BTreeMap<String, String>,
     parents: Vec<Parent>,
     /// External base references (not farm images, not scratch).
-    bases: Vec<String>,
+    bases: Vec<Base>,
+    build_platform: Option<Platform>,
+    needs: Needs,
 }
 
 /// A plan whose keys are not yet computed.
@@ -101,7 +144,9 @@ pub struct Draft {
 }
 
 /// Reads recipes and folders of `selection` (all images when empty) and their farm
-/// parents, checks the FROM graph, and decides each image's platforms.
+/// parents, checks the FROM graph, and decides each image's platforms. A parent used by
+/// a cross stage (`FROM --platform=$BUILDPLATFORM <farm image>`) is planned for that
+/// stage's platform too.
 pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice: &PlatformChoice) -> Result<Draft> {
     for name in selection {
         if !catalog.images.contains_key(name) {
@@ -130,46 +175,13 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         Ok(ctx)
     };
 
-    // Parse every recipe of every image once.
+    // Parse every recipe of every image once per platform.
     let mut recipes = Recipes::new();
     for image in catalog.images.values() {
-        let settings = config.image_settings(&image.name);
         for platform in image.available_platforms(&config.arches) {
             let Some(recipe) = image.recipe_for(&platform) else { continue };
-            let path = image.dir.join(recipe);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
-            if recipe == crate::catalog::ASSEMBLED_RECIPE {
-                let (parents, bases) = crate::assemble::refs(config, catalog, image, &path, &text)?;
-                let parsed = ParsedRecipe { file: recipe.to_string(), text, parents, bases };
-                recipes.insert((image.name.clone(), platform), parsed);
-                continue;
-            }
-            let refs = dockerfile::from_refs(&text, &settings.build_args)
-                .map_err(|e| e.context(format!("image {} ({})", image.name, path.display())))?;
-            let mut parents = Vec::new();
-            let mut bases = Vec::new();
-            for r in refs {
-                match dockerfile::farm_parent(&r.image, &config.local_prefix) {
-                    Some(name) if catalog.images.contains_key(name) => {
-                        parents.push(Parent { image: name.to_string(), reference: r.image.clone() })
-                    }
-                    Some(name) => {
-                        return Err(Error::usage(format!(
-                            "{}:{}: FROM {} names farm image '{name}', which is not under {}; add the folder or fix the name",
-                            path.display(),
-                            r.line,
-                            r.image,
-                            config.images_dir.display()
-                        )))
-                    }
-                    None => bases.push(r.image.clone()),
-                }
-            }
-            recipes.insert(
-                (image.name.clone(), platform),
-                ParsedRecipe { file: recipe.to_string(), text, parents, bases },
-            );
+            let parsed = parse_recipe(config, catalog, image, recipe, &platform)?;
+            recipes.insert((image.name.clone(), platform), parsed);
         }
     }
 
@@ -187,6 +199,24 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
             PlatformChoice::Defaults => narrow.unwrap_or_else(|| config.platforms.clone()),
         }
     };
+    // The selected images get their wanted platforms; a parent (not itself selected)
+    // gets the platforms its children's stages need of it: the child's own, or a cross
+    // stage's `--platform`.
+    let mut wanted: BTreeMap<&str, Vec<Platform>> =
+        order.iter().map(|n| (n.as_str(), if roots.contains(n) { wanted_platforms(n) } else { Vec::new() })).collect();
+    for name in order.iter().rev() {
+        let platforms = wanted[name.as_str()].clone();
+        for platform in platforms {
+            let Some(r) = recipes.get(&(name.clone(), platform.clone())) else { continue };
+            for p in &r.parents {
+                let narrow = config.image_settings(&p.image).platforms;
+                let list = wanted.get_mut(p.image.as_str()).expect("parents are in the order");
+                if !list.contains(&p.platform) && narrow.is_none_or(|n| n.contains(&p.platform)) {
+                    list.push(p.platform.clone());
+                }
+            }
+        }
+    }
 
     let mut jobs: Vec<DraftJob> = Vec::new();
     let mut skipped = Vec::new();
@@ -194,11 +224,9 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
     for name in &order {
         let image = &catalog.images[name];
         let settings = config.image_settings(name);
-        for platform in wanted_platforms(name) {
+        for platform in wanted[name.as_str()].clone() {
             let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
-            let Some(ParsedRecipe { file: recipe, text, parents, bases }) =
-                recipes.get(&(name.clone(), platform.clone()))
-            else {
+            let Some(parsed) = recipes.get(&(name.clone(), platform.clone())) else {
                 skipped.push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config))));
                 continue;
             };
@@ -208,31 +236,137 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
                     continue;
                 }
             }
-            if let Some(p) = parents.iter().find(|p| !planned.contains(&(p.image.clone(), platform.clone()))) {
-                skipped.push(skip(format!("it builds FROM {}, which is not available for {platform}", p.image)));
+            if let Some(p) = parsed.parents.iter().find(|p| !planned.contains(&(p.image.clone(), p.platform.clone()))) {
+                let what = if p.platform == platform {
+                    format!("it builds FROM {}, which is not available for {platform}", p.image)
+                } else {
+                    format!(
+                        "a stage of it runs on {} and builds FROM {}, which is not available for {}; \
+                         give {} a recipe for {} or set build_platform",
+                        p.platform, p.image, p.platform, p.image, p.platform
+                    )
+                };
+                skipped.push(skip(what));
                 continue;
             }
-            let ctx = scan_image(image)?.for_recipe(recipe, &image.recipe_files());
+            let ctx = scan_image(image)?.for_recipe(&parsed.file, &image.recipe_files());
             planned.insert((name.clone(), platform.clone()));
             jobs.push(DraftJob {
                 image: name.clone(),
                 platform: platform.clone(),
-                recipe: recipe.clone(),
-                recipe_text: text.clone(),
+                recipe: parsed.file.clone(),
+                recipe_text: parsed.text.clone(),
                 context: ctx,
                 build_args: settings.build_args.clone(),
-                parents: parents.clone(),
-                bases: bases.clone(),
+                parents: parsed.parents.clone(),
+                bases: parsed.bases.clone(),
+                build_platform: parsed.build_platform.clone(),
+                needs: parsed.needs.clone(),
             });
         }
     }
     Ok(Draft { jobs, skipped, order })
 }
 
+/// Reads one recipe of `image` for `platform`: its farm parents and external bases with
+/// the platform each stage runs on, and what it needs of the builder.
+fn parse_recipe(
+    config: &Config,
+    catalog: &Catalog,
+    image: &Image,
+    recipe: &str,
+    platform: &Platform,
+) -> Result<ParsedRecipe> {
+    let path = image.dir.join(recipe);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
+    if recipe == crate::catalog::ASSEMBLED_RECIPE {
+        let (parents, bases) = crate::assemble::refs(config, catalog, image, &path, &text, platform)?;
+        let bases = bases.into_iter().map(|reference| Base { reference, platform: platform.clone() }).collect();
+        return Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, ..Default::default() });
+    }
+    let settings = config.image_settings(&image.name);
+    let mut args = settings.build_args.clone();
+    args.extend(crate::platform::platform_args(platform, &config.build_platform));
+    let at = |line: usize| format!("{}:{line}", path.display());
+    let analysis = dockerfile::analyze(&text, &args)
+        .map_err(|e| e.context(format!("image {} ({})", image.name, path.display())))?;
+    let stage_platform = |p: &str, line: usize| {
+        config.arches.parse_platform(p).map_err(|e| {
+            Error::usage(format!("{}: image {} for {platform}: FROM --platform: {}", at(line), image.name, e.message()))
+        })
+    };
+    for (p, line) in &analysis.platforms {
+        stage_platform(p, *line)?;
+    }
+    let mut parents = Vec::new();
+    let mut bases = Vec::new();
+    for r in analysis.refs {
+        let stage_platform = match &r.platform {
+            Some(p) => stage_platform(p, r.line)?,
+            None => platform.clone(),
+        };
+        match dockerfile::farm_parent(&r.image, &config.local_prefix) {
+            Some(name) if catalog.images.contains_key(name) => {
+                parents.push(Parent { image: name.to_string(), reference: r.image.clone(), platform: stage_platform })
+            }
+            Some(name) => {
+                return Err(Error::usage(format!(
+                    "{}: FROM {} names farm image '{name}', which is not under {}; add the folder or fix the name",
+                    at(r.line),
+                    r.image,
+                    config.images_dir.display()
+                )))
+            }
+            None => bases.push(Base { reference: r.image.clone(), platform: stage_platform }),
+        }
+    }
+    for s in &analysis.secrets {
+        if !config.secrets.contains_key(&s.id) {
+            return Err(Error::usage(format!(
+                "{}: image {} mounts secret '{}', which {} does not declare; add `secrets: {{{}: {{env: VARIABLE}}}}` \
+                 (or `{{file: PATH}}`)",
+                at(s.line),
+                image.name,
+                s.id,
+                config.source,
+                s.id
+            )));
+        }
+    }
+    if let Some(target) = &settings.target {
+        if !analysis.stages.iter().any(|s| s.eq_ignore_ascii_case(target)) {
+            return Err(Error::usage(format!(
+                "{}: field 'images.{}.target': {} has no stage '{target}' (its stages: {})",
+                config.source,
+                image.name,
+                path.display(),
+                if analysis.stages.is_empty() { "none named".to_string() } else { analysis.stages.join(", ") }
+            )));
+        }
+    }
+    let needs = Needs {
+        buildkit_only: analysis.buildkit_only,
+        classic_only: settings.buildkit == Some(false),
+        secrets: analysis.secrets.into_iter().map(|s| s.id).collect(),
+        target: settings.target.clone(),
+    };
+    if let (true, Some(what)) = (needs.classic_only, &needs.buildkit_only) {
+        return Err(Error::usage(format!(
+            "{}: field 'images.{}.buildkit' is false, but {} needs BuildKit ({what}); remove the field or the construct",
+            config.source,
+            image.name,
+            path.display()
+        )));
+    }
+    let build_platform = analysis.reads_build_platform.then(|| config.build_platform.clone());
+    Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, build_platform, needs })
+}
+
 impl Draft {
     /// The external base images the keys depend on, with the platform each is needed for.
     pub fn external_bases(&self) -> BTreeSet<(String, Platform)> {
-        self.jobs.iter().flat_map(|j| j.bases.iter().map(|b| (b.clone(), j.platform.clone()))).collect()
+        self.jobs.iter().flat_map(|j| j.bases.iter().map(|b| (b.reference.clone(), b.platform.clone()))).collect()
     }
 
     /// Computes every key, parents first. `resolved` maps each external base (and
@@ -244,17 +378,24 @@ impl Draft {
             let parents: BTreeMap<String, String> = d
                 .parents
                 .iter()
-                .map(|p| (p.image.clone(), keys[&(p.image.clone(), d.platform.clone())].clone()))
+                .map(|p| {
+                    let name = Base { reference: p.image.clone(), platform: p.platform.clone() }.key_name(&d.platform);
+                    (name, keys[&(p.image.clone(), p.platform.clone())].clone())
+                })
                 .collect();
             let mut bases = BTreeMap::new();
             for b in &d.bases {
-                let digest = resolved.get(&(b.clone(), d.platform.clone())).ok_or_else(|| {
-                    Error::failure(format!("image {} for {}: base image {b} was not resolved", d.image, d.platform))
+                let digest = resolved.get(&(b.reference.clone(), b.platform.clone())).ok_or_else(|| {
+                    Error::failure(format!(
+                        "image {} for {}: base image {} was not resolved",
+                        d.image, b.platform, b.reference
+                    ))
                 })?;
-                bases.insert(b.clone(), digest.clone());
+                bases.insert(b.key_name(&d.platform), digest.clone());
             }
             let key = key::content_key(&KeyInput {
                 platform: &d.platform,
+                build_platform: d.build_platform.as_ref(),
                 recipe: &d.recipe,
                 entries: &d.context.entries,
                 build_args: &d.build_args,
@@ -272,6 +413,8 @@ impl Draft {
                 build_args: d.build_args,
                 parents: d.parents,
                 bases,
+                build_platform: d.build_platform,
+                needs: d.needs,
             });
         }
         let images = self
@@ -297,11 +440,14 @@ pub fn pinned_digest(reference: &str) -> Option<&str> {
 }
 
 /// One recipe as read for one platform: its file, text, farm parents and external bases.
+#[derive(Default)]
 struct ParsedRecipe {
     file: String,
     text: String,
     parents: Vec<Parent>,
-    bases: Vec<String>,
+    bases: Vec<Base>,
+    build_platform: Option<Platform>,
+    needs: Needs,
 }
 
 type Recipes = BTreeMap<(String, Platform), ParsedRecipe>;
@@ -337,7 +483,7 @@ fn check_cycles(recipes: &Recipes) -> Result<()> {
         stack.push(node.0.clone());
         if let Some(recipe) = recipes.get(node) {
             for p in &recipe.parents {
-                visit(&(p.image.clone(), node.1.clone()), recipes, marks, stack)?;
+                visit(&(p.image.clone(), p.platform.clone()), recipes, marks, stack)?;
             }
         }
         stack.pop();
@@ -409,4 +555,113 @@ fn unknown_image(catalog: &Catalog, name: &str) -> Error {
         format!("did you mean {}?", close.join(", "))
     };
     Error::usage(format!("unknown image '{name}': no folder with a recipe under the images folder; {hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    /// A repository with `archfarm.yaml` text and images given as (folder, Dockerfile).
+    fn repo(yaml: &str, images: &[(&str, &str)]) -> (tempfile::TempDir, Config, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("archfarm.yaml"), yaml).unwrap();
+        for (name, text) in images {
+            let d = dir.path().join("images").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("Dockerfile"), text).unwrap();
+        }
+        let o = Overrides { store: Some(dir.path().join("store")), ..Default::default() };
+        let config = Config::load(dir.path(), &o).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        (dir, config, catalog)
+    }
+
+    fn plan(config: &Config, catalog: &Catalog, names: &[&str], platforms: &str) -> Result<Plan> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let choice = PlatformChoice::Requested(config.arches.parse_platform_list(platforms)?);
+        prepare(config, catalog, &names, &choice)?.finish(&BTreeMap::new())
+    }
+
+    const CROSS: &str = "FROM --platform=$BUILDPLATFORM archfarm.local/images/tools AS build\n\
+                         ARG TARGETARCH\nRUN make GOARCH=$TARGETARCH\n\
+                         FROM scratch\nCOPY --from=build /out /out\n";
+
+    #[test]
+    fn a_cross_stage_needs_its_farm_parent_for_the_build_platform() {
+        let (_d, config, catalog) = repo("", &[("tools", "FROM scratch\n"), ("app", CROSS)]);
+        let p = plan(&config, &catalog, &["app"], "arm64").unwrap();
+        let jobs: Vec<String> = p.jobs.iter().map(|j| format!("{} {}", j.image, j.platform)).collect();
+        assert_eq!(jobs, ["tools linux/amd64", "app linux/arm64"], "the parent comes first, for amd64");
+        let app = p.job("app", &config.arches.parse_platform("arm64").unwrap()).unwrap();
+        assert_eq!(app.parents[0].platform.to_string(), "linux/amd64");
+        assert_eq!(app.build_platform.as_ref().map(|b| b.to_string()).as_deref(), Some("linux/amd64"));
+        // Only the platforms asked for are stitched for app; tools gets the one it was built for.
+        let stitched: Vec<(String, usize)> = p.images.iter().map(|i| (i.name.clone(), i.platforms.len())).collect();
+        assert_eq!(stitched, [("tools".to_string(), 1), ("app".to_string(), 1)]);
+    }
+
+    #[test]
+    fn the_build_platform_enters_only_the_keys_of_recipes_that_read_it() {
+        let images = [("tools", "FROM scratch\n"), ("app", CROSS), ("plain", "FROM scratch\nARG TARGETARCH\n")];
+        let key = |yaml: &str, image: &str| {
+            let (_d, config, catalog) = repo(yaml, &images);
+            plan(&config, &catalog, &[image], "arm64").unwrap().jobs.last().unwrap().key.clone()
+        };
+        // app reads BUILDPLATFORM: builders of another platform may make other bytes.
+        assert_ne!(key("build_platform: amd64\n", "app"), key("build_platform: riscv64\n", "app"));
+        // plain does not: any builder makes the same image, so they share one key.
+        assert_eq!(key("build_platform: amd64\n", "plain"), key("build_platform: riscv64\n", "plain"));
+        // And its key is what it was before cross stages existed (no build record).
+        let (_d, config, catalog) = repo("", &images);
+        let p = plan(&config, &catalog, &["plain"], "arm64").unwrap();
+        assert!(p.jobs[0].build_platform.is_none());
+    }
+
+    #[test]
+    fn bad_platforms_secrets_and_targets_are_usage_errors_naming_the_place() {
+        let (_d, config, catalog) = repo("", &[("a", "FROM --platform=linux/mips99 scratch AS x\nFROM scratch\n")]);
+        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().contains("Dockerfile:1") && e.message().contains("mips99"), "{}", e.message());
+
+        let secret = "FROM scratch\nRUN --mount=type=secret,id=tok true\n";
+        let (_d, config, catalog) = repo("", &[("a", secret)]);
+        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().contains("Dockerfile:2") && e.message().contains("'tok'"), "{}", e.message());
+        let (_d, config, catalog) = repo("secrets:\n  tok: {env: ARCHFARM_TEST_TOKEN}\n", &[("a", secret)]);
+        let p = plan(&config, &catalog, &["a"], "amd64").unwrap();
+        assert_eq!(p.jobs[0].needs.secrets, ["tok"]);
+        assert_eq!(p.jobs[0].needs.buildkit_only.as_deref(), Some("line 2: RUN --mount"));
+
+        let (_d, config, catalog) = repo("images:\n  a: {target: nope}\n", &[("a", "FROM scratch AS one\n")]);
+        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
+        assert!(e.message().contains("no stage 'nope'") && e.message().contains("one"), "{}", e.message());
+
+        let (_d, config, catalog) = repo("images:\n  a: {buildkit: false}\n", &[("a", secret)]);
+        assert!(plan(&config, &catalog, &["a"], "amd64").is_err());
+    }
+
+    #[test]
+    fn a_cross_parent_that_cannot_be_built_for_the_build_platform_skips_with_what_to_do() {
+        let yaml = "images:\n  tools: {platforms: [arm64]}\n";
+        let (_d, config, catalog) = repo(yaml, &[("tools", "FROM scratch\n"), ("app", CROSS)]);
+        let p = plan(&config, &catalog, &["app"], "arm64").unwrap();
+        let skip = p.skipped.iter().find(|s| s.image == "app").expect("app is skipped");
+        assert!(
+            skip.reason.contains("runs on linux/amd64") && skip.reason.contains("build_platform"),
+            "{}",
+            skip.reason
+        );
+    }
+
+    #[test]
+    fn cycles_across_platforms_are_found() {
+        let a = "FROM --platform=linux/amd64 archfarm.local/images/b AS x\nFROM scratch\n";
+        let b = "FROM archfarm.local/images/a\n";
+        let (_d, config, catalog) = repo("", &[("a", a), ("b", b)]);
+        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
+        assert!(e.message().contains("FROM cycle"), "{}", e.message());
+    }
 }

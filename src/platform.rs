@@ -41,6 +41,25 @@ impl Platform {
     }
 }
 
+/// The names of BuildKit's automatic platform arguments (the `BUILD*` half describes the
+/// builder, the `TARGET*` half the image being built).
+pub const BUILD_PLATFORM_ARGS: [&str; 4] = ["BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"];
+pub const TARGET_PLATFORM_ARGS: [&str; 4] = ["TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"];
+
+/// BuildKit's automatic platform arguments for a build of `target` on a builder of
+/// platform `build`, with BuildKit's exact values: `TARGETPLATFORM=linux/arm/v7`,
+/// `TARGETOS=linux`, `TARGETARCH=arm`, `TARGETVARIANT=v7` (empty without a variant).
+pub fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    for (names, p) in [(TARGET_PLATFORM_ARGS, target), (BUILD_PLATFORM_ARGS, build)] {
+        let values = [p.to_string(), p.os.clone(), p.architecture.clone(), p.variant.clone().unwrap_or_default()];
+        for (name, value) in names.iter().zip(values) {
+            args.insert(name.to_string(), value);
+        }
+    }
+    args
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -246,6 +265,22 @@ mod tests {
         let mut t = ArchTable::builtin();
         t.merge_dir(dir.path()).unwrap();
         assert_eq!(t.parse_platform("loongarch64").unwrap().to_string(), "linux/loong64");
+    }
+
+    #[test]
+    fn platform_args_have_buildkits_values() {
+        let t = ArchTable::builtin();
+        let args = platform_args(&t.parse_platform("armv7l").unwrap(), &t.parse_platform("x86_64").unwrap());
+        let get = |k: &str| args[k].as_str();
+        assert_eq!(
+            [get("TARGETPLATFORM"), get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT")],
+            ["linux/arm/v7", "linux", "arm", "v7"]
+        );
+        assert_eq!(
+            [get("BUILDPLATFORM"), get("BUILDOS"), get("BUILDARCH"), get("BUILDVARIANT")],
+            ["linux/amd64", "linux", "amd64", ""]
+        );
+        assert_eq!(args.len(), 8);
     }
 
     #[test]

@@ -121,6 +121,9 @@ async fn builds_exports_loads_and_reports_failures() {
                     labels,
                     tags,
                     log_path: &log,
+                    backend: archfarm::engine::Backend::Classic,
+                    target: None,
+                    secrets: &[],
                 })
                 .await
         }
@@ -154,6 +157,9 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &[],
             log_path: &tmp.path().join("logs/child.log"),
+            backend: archfarm::engine::Backend::Classic,
+            target: None,
+            secrets: &[],
         })
         .await
         .unwrap();
@@ -219,6 +225,9 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &[],
             log_path: &fail_log,
+            backend: archfarm::engine::Backend::Classic,
+            target: None,
+            secrets: &[],
         })
         .await
         .unwrap_err();
@@ -245,6 +254,9 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &["archfarm-test/changed:x".to_string()],
             log_path: &tmp.path().join("logs/changed.log"),
+            backend: archfarm::engine::Backend::Classic,
+            target: None,
+            secrets: &[],
         })
         .await
         .unwrap_err();
@@ -309,6 +321,9 @@ async fn engine_refusal_before_the_context_is_read_does_not_hang() {
         labels: &empty,
         log_path: &log,
         tags: &bad_tag,
+        backend: archfarm::engine::Backend::Classic,
+        target: None,
+        secrets: &[],
     });
     let err = tokio::time::timeout(Duration::from_secs(60), build).await.expect("build returned").unwrap_err();
     assert!(err.message().contains("invalid reference format"), "{}", err.message());

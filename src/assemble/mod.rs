@@ -49,6 +49,7 @@ pub fn refs(
     image: &Image,
     path: &Path,
     text: &str,
+    platform: &Platform,
 ) -> Result<(Vec<Parent>, Vec<String>)> {
     let recipe = Recipe::parse(path, text, &config.arches)?;
     let is_farm = |n: &str| -> Option<String> {
@@ -62,7 +63,11 @@ pub fn refs(
     let mut parents = Vec::new();
     let mut bases = Vec::new();
     match recipe.from_kind(path, &image.dir, &is_farm)? {
-        From::Farm(name) => parents.push(Parent { image: name, reference: recipe.from.clone().unwrap_or_default() }),
+        From::Farm(name) => parents.push(Parent {
+            image: name,
+            reference: recipe.from.clone().unwrap_or_default(),
+            platform: platform.clone(),
+        }),
         From::Registry(r) => bases.push(format!("{BASE_REGISTRY}{r}")),
         From::Scratch | From::OciLayout(_) | From::DockerArchive(_) => {}
     }
