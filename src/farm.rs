@@ -228,6 +228,7 @@ impl Farm {
         if opts.push {
             self.registry.check().await?;
         }
+        self.check_secrets(plan)?;
         if plan.jobs.iter().any(|j| j.recipe != crate::catalog::ASSEMBLED_RECIPE) {
             self.fleet.check_buildkit().await?;
         }
@@ -291,6 +292,28 @@ impl Farm {
             .map(|s| SkipReport { image: s.image.clone(), platform: s.platform.to_string(), reason: s.reason.clone() })
             .collect();
         Ok(BuildReport { jobs, tags, skipped, errors })
+    }
+
+    /// Every secret a planned job mounts can be read (its variable is set, its file
+    /// exists): a configuration error before anything builds, naming them all.
+    fn check_secrets(&self, plan: &Plan) -> Result<()> {
+        let mut missing = std::collections::BTreeSet::new();
+        for job in &plan.jobs {
+            for id in &job.needs.secrets {
+                match self.config.secrets.get(id) {
+                    Some(source) if source.available() => {}
+                    Some(source) => drop(missing.insert(format!("{id} ({}, for {})", source.describe(), job.image))),
+                    None => drop(missing.insert(format!("{id} (not declared, for {})", job.image))),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::usage(format!(
+            "build secrets not available: {}; set them (archfarm.yaml `secrets:` says where each comes from)",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        )))
     }
 
     async fn run_job(

@@ -991,8 +991,13 @@ pub async fn builders_command(config: crate::config::Config, json: bool) -> Resu
             };
             println!("{} {} ({health})", b.name, b.endpoint);
             if b.healthy || b.native_from == "declared" {
+                let builder = match b.buildkit {
+                    Some(true) => "BuildKit",
+                    Some(false) => "classic builder",
+                    None => "builder unknown",
+                };
                 println!(
-                    "  jobs {}; native: {} ({}); emulates: {} ({})",
+                    "  jobs {}; native: {} ({}); emulates: {} ({}); {builder}",
                     b.jobs,
                     join(&b.native),
                     b.native_from,

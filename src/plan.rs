@@ -296,8 +296,15 @@ fn parse_recipe(
             Error::usage(format!("{}: image {} for {platform}: FROM --platform: {}", at(line), image.name, e.message()))
         })
     };
+    // dockerd 20.10's classic builder refuses `COPY --from=<stage>` of a stage built for
+    // another platform ("does not match the specified platform"): only BuildKit builds
+    // a recipe whose stages run on another platform than the image.
+    let mut other_platform = None;
     for (p, line) in &analysis.platforms {
-        stage_platform(p, *line)?;
+        let p = stage_platform(p, *line)?;
+        if &p != platform && other_platform.is_none() {
+            other_platform = Some(format!("line {line}: a stage for {p} in an image for {platform}"));
+        }
     }
     let mut parents = Vec::new();
     let mut bases = Vec::new();
@@ -346,7 +353,7 @@ fn parse_recipe(
         }
     }
     let needs = Needs {
-        buildkit_only: analysis.buildkit_only,
+        buildkit_only: analysis.buildkit_only.or(other_platform),
         classic_only: settings.buildkit == Some(false),
         secrets: analysis.secrets.into_iter().map(|s| s.id).collect(),
         target: settings.target.clone(),
