@@ -3,7 +3,7 @@
 //!
 //! Planning is two-phase so it needs no engine unless it must: [`prepare`] reads recipes,
 //! scans folders and checks the FROM graph; the caller resolves the external bases it
-//! names (pinned digests need nothing; unpinned ones ask the local engine), and
+//! names (pinned digests need nothing; unpinned ones go to [`crate::bases`]), and
 //! [`Draft::finish`] computes the keys.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,12 +63,20 @@ pub struct Plan {
     /// Topological order: every job comes after the jobs of its parents.
     pub jobs: Vec<Job>,
     pub skipped: Vec<Skip>,
+    /// Images whose every planned platform has a key.
     pub images: Vec<ImagePlan>,
+    /// Jobs left out because a base (theirs or a parent's) is unresolved.
+    pub unresolved: Vec<Unresolved>,
 }
 
 impl Plan {
     pub fn job(&self, image: &str, platform: &Platform) -> Option<&Job> {
         self.jobs.iter().find(|j| j.image == image && &j.platform == platform)
+    }
+
+    /// Why `image` for `platform` is unresolved, if it is.
+    pub fn unresolved(&self, image: &str, platform: &Platform) -> Option<&Unresolved> {
+        self.unresolved.iter().find(|u| u.image == image && &u.platform == platform)
     }
 }
 
@@ -236,23 +244,42 @@ impl Draft {
     }
 
     /// Computes every key, parents first. `resolved` maps each external base (and
-    /// platform) to the digest or image ID it stands for.
-    pub fn finish(self, resolved: &BTreeMap<(String, Platform), String>) -> Result<Plan> {
+    /// platform) to the digest or image ID it stands for, or to why there is none. A job
+    /// with an unresolved base, and every job built FROM it, is left out of the jobs and
+    /// listed in [`Plan::unresolved`]; an image with any unresolved platform has no
+    /// [`ImagePlan`] (no canonical tag over part of it). The rest of the tree is planned.
+    pub fn finish(self, resolved: &Resolutions) -> Result<Plan> {
         let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, Platform), String> = BTreeMap::new();
         let mut jobs = Vec::with_capacity(self.jobs.len());
+        let mut unresolved = Vec::new();
         for d in self.jobs {
+            let parent_failure = d.parents.iter().find_map(|p| {
+                failed
+                    .get(&(p.image.clone(), d.platform.clone()))
+                    .map(|why| format!("its parent {} for {} is unresolved: {why}", p.image, d.platform))
+            });
+            let mut bases = BTreeMap::new();
+            let mut base_failure = None;
+            for b in &d.bases {
+                match resolved.get(&(b.clone(), d.platform.clone())) {
+                    Some(Ok(digest)) => {
+                        bases.insert(b.clone(), digest.clone());
+                    }
+                    Some(Err(why)) => base_failure = base_failure.or(Some(why.clone())),
+                    None => base_failure = base_failure.or(Some(format!("internal: base image {b} was not resolved"))),
+                }
+            }
+            if let Some(reason) = parent_failure.or(base_failure) {
+                failed.insert((d.image.clone(), d.platform.clone()), reason.clone());
+                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason });
+                continue;
+            }
             let parents: BTreeMap<String, String> = d
                 .parents
                 .iter()
                 .map(|p| (p.image.clone(), keys[&(p.image.clone(), d.platform.clone())].clone()))
                 .collect();
-            let mut bases = BTreeMap::new();
-            for b in &d.bases {
-                let digest = resolved.get(&(b.clone(), d.platform.clone())).ok_or_else(|| {
-                    Error::failure(format!("image {} for {}: base image {b} was not resolved", d.image, d.platform))
-                })?;
-                bases.insert(b.clone(), digest.clone());
-            }
             let key = key::content_key(&KeyInput {
                 platform: &d.platform,
                 recipe: &d.recipe,
@@ -277,6 +304,7 @@ impl Draft {
         let images = self
             .order
             .iter()
+            .filter(|name| !unresolved.iter().any(|u: &Unresolved| &&u.image == name))
             .filter_map(|name| {
                 let platforms: Vec<(Platform, String)> =
                     jobs.iter().filter(|j| &j.image == name).map(|j| (j.platform.clone(), j.key.clone())).collect();
@@ -287,13 +315,28 @@ impl Draft {
                 })
             })
             .collect();
-        Ok(Plan { jobs, skipped: self.skipped, images })
+        Ok(Plan { jobs, skipped: self.skipped, images, unresolved })
     }
 }
 
-/// Resolves an external base that is pinned by digest (`name@sha256:…`) without any engine.
-pub fn pinned_digest(reference: &str) -> Option<&str> {
-    reference.rsplit_once('@').map(|(_, d)| d).filter(|d| d.starts_with("sha256:"))
+/// What each external (base, platform) resolved to: a digest (or local image ID), or why not.
+pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<String, String>>;
+
+/// An (image, platform) whose key cannot be computed: a base of it, or of a farm parent,
+/// could not be resolved.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub image: String,
+    pub platform: Platform,
+    /// Names the base and every place asked, or the unresolved parent.
+    pub reason: String,
+}
+
+/// Resolves an external base that is pinned by digest (`name@sha256:…`,
+/// `name:tag@sha256:…`) without any engine or registry: the digest as written, when the
+/// reference is valid.
+pub fn pinned_digest(reference: &str) -> Option<String> {
+    crate::reference::Reference::parse(reference).ok()?.digest
 }
 
 /// One recipe as read for one platform: its file, text, farm parents and external bases.
