@@ -48,11 +48,11 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct BaseFlags {
     /// Resolve unpinned base images now, ignoring the cache (also ARCHFARM_REFRESH_BASES=1).
-    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", conflicts_with = "offline")]
+    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = clap::builder::FalseyValueParser::new())]
     pub refresh_bases: bool,
     /// Resolve base images from the cache only, whatever its age; ask no registry
-    /// (also ARCHFARM_OFFLINE=1).
-    #[arg(long, global = true, env = "ARCHFARM_OFFLINE")]
+    /// (also ARCHFARM_OFFLINE=1). Wins over --refresh-bases.
+    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub offline: bool,
 }
 
