@@ -76,6 +76,8 @@ pub struct Resolver<'a> {
     insecure: Vec<String>,
     engine_mirrors: EngineMirrors<'a>,
     engine_answer: tokio::sync::OnceCell<Vec<String>>,
+    /// One client per host: one connection pool and one token cache for all lookups.
+    clients: std::sync::Mutex<BTreeMap<String, Registry>>,
 }
 
 /// One remembered answer.
@@ -127,37 +129,57 @@ impl<'a> Resolver<'a> {
             insecure: config.insecure_registries.clone(),
             engine_mirrors,
             engine_answer: tokio::sync::OnceCell::new(),
+            clients: Default::default(),
         }
     }
 
     /// Resolves every (reference as written, platform): distinct references concurrently
     /// (bounded), each reference's manifest fetched once for all its platforms.
     pub async fn resolve(&self, wanted: &BTreeSet<(String, Platform)>) -> BTreeMap<(String, Platform), Resolution> {
-        let mut groups: BTreeMap<String, Vec<Platform>> = BTreeMap::new();
+        // Grouped by canonical reference, so `busybox` and `docker.io/library/busybox`
+        // are one lookup; references that do not parse are unresolved as they are.
+        let mut groups: BTreeMap<Reference, BTreeSet<Platform>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        let mut parsed = Vec::new();
         for (text, platform) in wanted {
-            groups.entry(text.clone()).or_default().push(platform.clone());
+            match Reference::parse(text) {
+                Ok(r) => {
+                    groups.entry(r.clone()).or_default().insert(platform.clone());
+                    parsed.push((text, platform, r));
+                }
+                Err(e) => {
+                    out.insert((text.clone(), platform.clone()), Err(e.message().to_string()));
+                }
+            }
         }
-        let results: Vec<Vec<((String, Platform), Resolution)>> = stream::iter(groups)
-            .map(|(text, platforms)| async move {
-                let out = self.resolve_reference(&text, &platforms).await;
-                platforms.into_iter().zip(out).map(|(p, r)| ((text.clone(), p), r)).collect()
+        let answers: BTreeMap<(Reference, Platform), Resolution> = stream::iter(groups)
+            .map(|(reference, platforms)| async move {
+                let platforms: Vec<Platform> = platforms.into_iter().collect();
+                let answers = self.resolve_reference(&reference, &platforms).await;
+                platforms.into_iter().zip(answers).map(|(p, r)| ((reference.clone(), p), r)).collect::<Vec<_>>()
             })
             .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        results.into_iter().flatten().collect()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for (text, platform, reference) in parsed {
+            let r = answers.get(&(reference, platform.clone())).cloned();
+            out.insert(
+                (text.clone(), platform.clone()),
+                r.unwrap_or_else(|| Err(format!("internal: {text} was not resolved"))),
+            );
+        }
+        out
     }
 
     /// One reference for its platforms, in the order given.
-    async fn resolve_reference(&self, text: &str, platforms: &[Platform]) -> Vec<Resolution> {
-        let reference = match Reference::parse(text) {
-            Ok(r) => r,
-            Err(e) => return platforms.iter().map(|_| Err(e.message().to_string())).collect(),
-        };
+    async fn resolve_reference(&self, reference: &Reference, platforms: &[Platform]) -> Vec<Resolution> {
         let now = now_secs();
         let mut out: Vec<Option<Resolution>> = platforms
             .iter()
-            .map(|p| self.read_cache(&reference, p).and_then(|c| c.usable(now, self.ttl, self.mode)))
+            .map(|p| self.read_cache(reference, p).and_then(|c| c.usable(now, self.ttl, self.mode)))
             .collect();
         let missing: Vec<Platform> =
             platforms.iter().zip(&out).filter(|(_, r)| r.is_none()).map(|(p, _)| p.clone()).collect();
@@ -173,9 +195,9 @@ impl<'a> Resolver<'a> {
             };
             missing.iter().map(|p| (Err(why(p)), None)).collect()
         } else {
-            let answers = self.ask(&reference, &missing).await;
+            let answers = self.ask(reference, &missing).await;
             for (p, (r, source)) in missing.iter().zip(&answers) {
-                self.write_cache(&reference, p, r, source.as_deref(), now);
+                self.write_cache(reference, p, r, source.as_deref(), now);
             }
             answers
         };
@@ -199,7 +221,9 @@ impl<'a> Resolver<'a> {
                 .clone(),
             None => Vec::new(),
         };
-        let mut places: Vec<(String, bool)> = mirrors.into_iter().map(|m| (m, true)).collect();
+        // The engine writes mirrors as URLs (`http://127.0.0.1:5096/`): keep the host.
+        let host = |m: String| RegistryRef::parse(&m, &self.insecure).map(|r| r.host).unwrap_or(m);
+        let mut places: Vec<(String, bool)> = mirrors.into_iter().map(|m| (host(m), true)).collect();
         places.push((reference.api_host().to_string(), false));
         places
     }
@@ -242,9 +266,7 @@ impl<'a> Resolver<'a> {
         reference: &Reference,
         platforms: &[Platform],
     ) -> std::result::Result<Option<Vec<Resolution>>, String> {
-        let registry = RegistryRef::parse(host, &self.insecure)
-            .and_then(|r| Registry::new(&r))
-            .map_err(|e| e.message().to_string())?;
+        let registry = self.client(host)?;
         let repo = &reference.repository;
         let Some(head) = registry.manifest_head(repo, reference.lookup()).await.map_err(|e| short(&e))? else {
             return Ok(None);
@@ -282,6 +304,19 @@ impl<'a> Resolver<'a> {
         ))
     }
 
+    /// The client for `host` (loopback hosts and `insecure_registries` over plain HTTP).
+    fn client(&self, host: &str) -> std::result::Result<Registry, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(host) {
+            return Ok(c.clone());
+        }
+        let c = RegistryRef::parse(host, &self.insecure)
+            .and_then(|r| Registry::new(&r))
+            .map_err(|e| e.message().to_string())?;
+        clients.insert(host.to_string(), c.clone());
+        Ok(c)
+    }
+
     fn cache_path(&self, reference: &Reference, platform: &Platform) -> PathBuf {
         let id = digest_of(format!("{}\n{platform}", reference.canonical()).as_bytes());
         self.cache_dir.join(format!("{}.json", id.trim_start_matches("sha256:")))
@@ -312,10 +347,12 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// A registry error without the memo lookup's "not a miss" explanation, which is about
-/// published tags, not bases.
+/// A registry error without the memo lookup's "not a miss" explanation and the hint about
+/// starting archfarm's own registry: both are about the publishing registry, not bases.
 fn short(e: &crate::error::Error) -> String {
-    e.message().split("; treated as an error, not a miss").next().unwrap_or_default().to_string()
+    let m = e.message();
+    let m = m.split("; treated as an error, not a miss").next().unwrap_or_default();
+    m.split("; is it running?").next().unwrap_or_default().to_string()
 }
 
 /// The digest of `index`'s child for `want`: an exact platform match first, else one
@@ -458,10 +495,25 @@ mod tests {
     async fn offline_names_the_base_it_lacks_and_asks_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let r = resolver(dir.path(), Mode::Offline);
-        let wanted = BTreeSet::from([("busybox:1".to_string(), platform("linux/amd64"))]);
+        let amd64 = platform("linux/amd64");
+        let wanted = BTreeSet::from([
+            ("busybox:1".to_string(), amd64.clone()),
+            ("docker.io/library/busybox:1".to_string(), amd64.clone()),
+            ("Busybox".to_string(), amd64.clone()),
+        ]);
         let out = r.resolve(&wanted).await;
-        let why = out.values().next().unwrap().clone().unwrap_err();
-        assert!(why.contains("docker.io/library/busybox:1 for linux/amd64") && why.contains("offline"), "{why}");
+        assert_eq!(out.len(), 3, "every spelling gets its answer: {out:?}");
+        for text in ["busybox:1", "docker.io/library/busybox:1"] {
+            let why = out[&(text.to_string(), amd64.clone())].clone().unwrap_err();
+            assert!(why.contains("docker.io/library/busybox:1 for linux/amd64") && why.contains("offline"), "{why}");
+        }
+        let why = out[&("Busybox".to_string(), amd64.clone())].clone().unwrap_err();
+        assert!(why.contains("uppercase"), "{why}");
+        // A cached resolution serves every spelling of the reference, at any age offline.
+        r.write_cache(&Reference::parse("busybox:1").unwrap(), &amd64, &Ok("sha256:d".into()), None, 1);
+        let out = r.resolve(&wanted).await;
+        assert_eq!(out[&("docker.io/library/busybox:1".to_string(), amd64.clone())], Ok("sha256:d".to_string()));
+        std::fs::remove_dir_all(dir.path().join("store/bases")).unwrap();
         assert!(!dir.path().join("store/bases").exists(), "offline writes nothing");
     }
 

@@ -453,3 +453,55 @@ fn unknown_image(catalog: &Catalog, name: &str) -> Error {
     };
     Error::usage(format!("unknown image '{name}': no folder with a recipe under the images folder; {hint}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unresolved_base_leaves_its_image_and_children_out_and_plans_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        for (image, recipe) in [
+            ("a", "FROM nosuch:1\n"),
+            ("b", "FROM archfarm.local/images/a\n"),
+            ("c", "FROM busybox:1\n"),
+            ("d", "FROM scratch\n"),
+        ] {
+            std::fs::create_dir_all(dir.path().join("images").join(image)).unwrap();
+            std::fs::write(dir.path().join("images").join(image).join("Dockerfile"), recipe).unwrap();
+        }
+        // e: amd64 resolves, arm64 does not: its amd64 job is planned, the image has no index.
+        std::fs::create_dir_all(dir.path().join("images/e")).unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.x86_64"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.aarch64"), "FROM nosuch:1\n").unwrap();
+        let overrides = crate::config::Overrides { store: Some(dir.path().join("store")), ..Default::default() };
+        let config = Config::load(dir.path(), &overrides).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        let draft = prepare(&config, &catalog, &[], &PlatformChoice::Defaults).unwrap();
+        let mut resolved = Resolutions::new();
+        for (base, platform) in draft.external_bases() {
+            let r = if base == "nosuch:1" { Err(format!("{base} is nowhere")) } else { Ok("sha256:d".to_string()) };
+            resolved.insert((base, platform), r);
+        }
+        let plan = draft.finish(&resolved).unwrap();
+        let platforms = config.platforms.len();
+        assert_eq!(platforms, 2, "the default platforms are amd64 and arm64");
+        assert_eq!(plan.unresolved.len(), 2 * platforms + 1);
+        for u in &plan.unresolved {
+            match u.image.as_str() {
+                "a" => assert_eq!(u.reason, "nosuch:1 is nowhere"),
+                "b" => {
+                    assert_eq!(u.reason, format!("its parent a for {} is unresolved: nosuch:1 is nowhere", u.platform))
+                }
+                "e" => assert_eq!(u.platform.architecture, "arm64"),
+                other => panic!("{other} should be planned"),
+            }
+        }
+        let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["c", "d"]);
+        assert_eq!(plan.jobs.len(), 2 * platforms + 1);
+        assert!(plan.job("e", &config.arches.parse_platform("amd64").unwrap()).is_some());
+        assert!(plan.jobs.iter().filter(|j| j.image == "c").all(|j| j.bases["busybox:1"] == "sha256:d"));
+        assert!(plan.unresolved("b", &config.platforms[0]).is_some());
+    }
+}

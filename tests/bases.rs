@@ -173,6 +173,16 @@ fn public_bases_resolve_through_a_mirror_and_unresolved_ones_do_not_sink_the_tre
     assert!(plain.status.success(), "{}", stderr(&plain));
     assert!(stdout(&plain).contains("unresolved: base image docker.io/library/nosuch:1"), "{}", stdout(&plain));
 
+    // matrix: the unresolved jobs in their own array, exit 0 (the mirror is the registry here).
+    let out = command(dir, &["matrix"]).env("ARCHFARM_REGISTRY", format!("{}/farm", mirror.addr)).output().unwrap();
+    assert!(out.status.success(), "matrix: {}", stderr(&out));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unresolved: Vec<&str> =
+        m["unresolved"].as_array().unwrap().iter().map(|u| u["image"].as_str().unwrap()).collect();
+    assert_eq!(unresolved, ["broken", "broken", "child", "child"], "{m:#}");
+    assert_eq!(m["jobs"], 2, "app's two platforms are still built: {m:#}");
+    assert_eq!(m["stitch"], serde_json::json!(["app"]), "{m:#}");
+
     // build / hash of the unresolved image: exit 1 with the reason.
     let out = archfarm(dir, &["build", "broken", "--platform", "amd64"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
