@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RegistryRef};
 use crate::error::Result;
-use crate::oci::IndexDoc;
+use crate::oci::{IndexChild, IndexDoc};
 use crate::platform::Platform;
 use crate::reference::{Reference, DOCKER_HUB};
 use crate::registry::Registry;
@@ -78,6 +78,15 @@ pub struct Resolver<'a> {
     engine_answer: tokio::sync::OnceCell<Vec<String>>,
     /// One client per host: one connection pool and one token cache for all lookups.
     clients: std::sync::Mutex<BTreeMap<String, Registry>>,
+}
+
+/// What a place has under the tag.
+enum Found {
+    /// An index: the answer for each platform asked.
+    Index(Vec<Resolution>),
+    /// One image manifest (this digest, at this registry): its config says its platform,
+    /// so it is fetched, config and layers into the store, where later runs find them.
+    Image(Registry, String),
 }
 
 /// One remembered answer.
@@ -247,8 +256,21 @@ impl<'a> Resolver<'a> {
                 lookup.await
             };
             match found {
-                Ok(Some(answers)) => {
+                Ok(Some(Found::Index(answers))) => {
                     return answers.into_iter().map(|r| (r, Some(label.clone()))).collect();
+                }
+                Ok(Some(Found::Image(registry, digest))) => {
+                    // Outside the mirror's deadline: layers take the time they take.
+                    let mut out = Vec::new();
+                    for p in platforms {
+                        let r = registry
+                            .fetch_image(&self.store, &reference.repository, &digest, p)
+                            .await
+                            .map(|d| d.digest)
+                            .map_err(|e| format!("base image {reference} for {p}: {}", e.message()));
+                        out.push((r, Some(label.clone())));
+                    }
+                    return out;
                 }
                 Ok(None) => tried.push(format!("{label}: not found")),
                 Err(e) => tried.push(format!("{label}: {e}")),
@@ -259,40 +281,29 @@ impl<'a> Resolver<'a> {
         platforms.iter().map(|p| (Err(reason(p)), None)).collect()
     }
 
-    /// One place: `Ok(None)` when it does not have the tag; otherwise an answer per platform.
+    /// One place: `Ok(None)` when it does not have the tag.
     async fn lookup(
         &self,
         host: &str,
         reference: &Reference,
         platforms: &[Platform],
-    ) -> std::result::Result<Option<Vec<Resolution>>, String> {
+    ) -> std::result::Result<Option<Found>, String> {
         let registry = self.client(host)?;
         let repo = &reference.repository;
         let Some(head) = registry.manifest_head(repo, reference.lookup()).await.map_err(|e| short(&e))? else {
             return Ok(None);
         };
-        let is_index = head.media_type == OCI_INDEX || head.media_type == DOCKER_LIST;
-        if !is_index {
-            // One image: fetched (config and layers, into the store) to check its platform.
-            let mut out = Vec::new();
-            for p in platforms {
-                let r = registry
-                    .fetch_image(&self.store, repo, &head.digest, p)
-                    .await
-                    .map(|d| d.digest)
-                    .map_err(|e| format!("base image {reference} for {p}: {}", e.message()));
-                out.push(r);
-            }
-            return Ok(Some(out));
+        if head.media_type != OCI_INDEX && head.media_type != DOCKER_LIST {
+            return Ok(Some(Found::Image(registry, head.digest)));
         }
         let (_, bytes) = registry.get_manifest(repo, &head.digest).await.map_err(|e| short(&e))?;
         let index: IndexDoc = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{host}/{repo}: index {} is not valid: {e}", digest_of(&bytes)))?;
-        Ok(Some(
+        Ok(Some(Found::Index(
             platforms
                 .iter()
                 .map(|p| {
-                    select_child(&index, p).map_err(|have| {
+                    select_child(&index, p).map(|c| c.digest.clone()).map_err(|have| {
                         format!(
                             "base image {reference} has no image for {p} (at {host}; it has {}); use a base that \
                              has {p} or drop {p} for this image",
@@ -301,7 +312,7 @@ impl<'a> Resolver<'a> {
                     })
                 })
                 .collect(),
-        ))
+        )))
     }
 
     /// The client for `host` (loopback hosts and `insecure_registries` over plain HTTP).
@@ -355,17 +366,17 @@ fn short(e: &crate::error::Error) -> String {
     m.split("; is it running?").next().unwrap_or_default().to_string()
 }
 
-/// The digest of `index`'s child for `want`: an exact platform match first, else one
-/// whose missing or `v8` variant means the same (`linux/arm64` is `linux/arm64/v8`);
-/// otherwise the platforms it has.
-pub fn select_child(index: &IndexDoc, want: &Platform) -> std::result::Result<String, Vec<String>> {
-    let children: Vec<(Platform, &str)> = index
+/// The child of `index` for `want`: an exact platform match first, else one whose
+/// missing or `v8` variant means the same (`linux/arm64` is `linux/arm64/v8`); otherwise
+/// the platforms it has (attestation entries, `unknown/unknown`, left out).
+pub fn select_child<'i>(index: &'i IndexDoc, want: &Platform) -> std::result::Result<&'i IndexChild, Vec<String>> {
+    let children: Vec<(Platform, &IndexChild)> = index
         .manifests
         .iter()
         .filter_map(|c| {
             let p = c.platform.as_ref()?;
             let p = Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() };
-            Some((p, c.digest.as_str()))
+            Some((p, c))
         })
         .filter(|(p, _)| p.os != "unknown")
         .collect();
@@ -382,7 +393,7 @@ pub fn select_child(index: &IndexDoc, want: &Platform) -> std::result::Result<St
         .iter()
         .find(|(p, _)| p == want)
         .or_else(|| children.iter().find(|(p, _)| same(p)))
-        .map(|(_, d)| d.to_string())
+        .map(|(_, c)| *c)
         .ok_or_else(|| children.iter().map(|(p, _)| p.to_string()).collect())
 }
 
@@ -413,6 +424,10 @@ mod tests {
         serde_json::from_value(serde_json::json!({ "manifests": manifests })).unwrap()
     }
 
+    fn pick(index: &IndexDoc, want: &str) -> std::result::Result<String, Vec<String>> {
+        select_child(index, &platform(want)).map(|c| c.digest.clone())
+    }
+
     #[test]
     fn index_child_for_each_platform() {
         let i = index(&[
@@ -422,18 +437,18 @@ mod tests {
             ("linux/arm/v6", "d"),
             ("unknown/unknown", "attestation"),
         ]);
-        assert_eq!(select_child(&i, &platform("linux/amd64")).unwrap(), "a");
-        assert_eq!(select_child(&i, &platform("linux/arm64")).unwrap(), "b", "arm64 is arm64/v8");
-        assert_eq!(select_child(&i, &platform("linux/arm64/v8")).unwrap(), "b");
-        assert_eq!(select_child(&i, &platform("linux/arm/v7")).unwrap(), "c");
-        let have = select_child(&i, &platform("linux/s390x")).unwrap_err();
+        assert_eq!(pick(&i, "linux/amd64").unwrap(), "a");
+        assert_eq!(pick(&i, "linux/arm64").unwrap(), "b", "arm64 is arm64/v8");
+        assert_eq!(pick(&i, "linux/arm64/v8").unwrap(), "b");
+        assert_eq!(pick(&i, "linux/arm/v7").unwrap(), "c");
+        let have = pick(&i, "linux/s390x").unwrap_err();
         assert_eq!(have, ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"]);
         // arm/v7 never takes another arm variant; an exact match beats a loose one.
-        assert!(select_child(&index(&[("linux/arm/v6", "d")]), &platform("linux/arm/v7")).is_err());
+        assert!(pick(&index(&[("linux/arm/v6", "d")]), "linux/arm/v7").is_err());
         let both = index(&[("linux/arm64/v8", "loose"), ("linux/arm64", "exact")]);
-        assert_eq!(select_child(&both, &platform("linux/arm64")).unwrap(), "exact");
+        assert_eq!(pick(&both, "linux/arm64").unwrap(), "exact");
         let plain = index(&[("linux/arm64", "e")]);
-        assert_eq!(select_child(&plain, &platform("linux/arm64/v8")).unwrap(), "e");
+        assert_eq!(pick(&plain, "linux/arm64/v8").unwrap(), "e");
     }
 
     fn cached(at: u64, digest: Option<&str>, error: Option<&str>) -> Cached {

@@ -221,6 +221,15 @@ fn public_bases_resolve_through_a_mirror_and_unresolved_ones_do_not_sink_the_tre
     let out = archfarm(dir, &["list", "--names"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(cached_digest(dir, "linux/amd64").is_none(), "list --names resolved a base");
+
+    // A tag that is one image, not an index: its config says which platform it serves.
+    std::fs::create_dir_all(dir.join("images/single")).unwrap();
+    std::fs::write(dir.join("images/single/Dockerfile"), "FROM busybox:seed-amd64-one\n").unwrap();
+    let out = archfarm(dir, &["hash", "single", "--platform", "amd64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = archfarm(dir, &["hash", "single", "--platform", "arm64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not linux/arm64"), "{}", stderr(&out));
 }
 
 /// A tiny HTTP server that answers every request with 500.
