@@ -187,6 +187,11 @@ fn public_bases_resolve_through_a_mirror_and_unresolved_ones_do_not_sink_the_tre
     let out = archfarm(dir, &["build", "broken", "--platform", "amd64"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("docker.io/library/nosuch:1"), "{}", stderr(&out));
+    for target in ["load", "local-image"] {
+        let out = archfarm(dir, &[target, "broken", "--platform", "amd64"]);
+        assert_eq!(out.status.code(), Some(1), "{target}: {}", stderr(&out));
+        assert!(stderr(&out).contains("docker.io/library/nosuch:1"), "{target}: {}", stderr(&out));
+    }
     let out = archfarm(dir, &["hash", "child", "--platform", "amd64"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("its parent broken"), "{}", stderr(&out));
