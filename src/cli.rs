@@ -1,7 +1,7 @@
 //! The command line: argument parsing and one function per subcommand. `main.rs` only
 //! maps the result to an exit code (0 ok, 1 build or push failure, 2 usage/config).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +38,33 @@ pub struct Cli {
     /// More detail on stderr (cached jobs too).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub bases: BaseFlags,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How external base tags are resolved (src/bases.rs); for every command that plans.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct BaseFlags {
+    /// Resolve unpinned base images now, ignoring the cache (also ARCHFARM_REFRESH_BASES=1).
+    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = clap::builder::FalseyValueParser::new())]
+    pub refresh_bases: bool,
+    /// Resolve base images from the cache only, whatever its age; ask no registry
+    /// (also ARCHFARM_OFFLINE=1). Wins over --refresh-bases.
+    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub offline: bool,
+}
+
+impl BaseFlags {
+    /// The resolver's cache mode.
+    pub fn mode(&self) -> crate::bases::Mode {
+        match (self.offline, self.refresh_bases) {
+            (true, _) => crate::bases::Mode::Offline,
+            (false, true) => crate::bases::Mode::Refresh,
+            (false, false) => crate::bases::Mode::Normal,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,12 +300,13 @@ pub async fn run(cli: Cli) -> Result<bool> {
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     let progress = Progress::new(cli.verbose);
+    let bases = &cli.bases;
     match command {
         Command::List { names: true, underscore, test_images, platform, .. } => {
             targets::list_names(&config, &catalog, platform.as_deref(), test_images, underscore)
         }
-        Command::List { json, .. } => list(config, &catalog, progress, json).await,
-        Command::Hash { image, platform } => hash(&config, &catalog, &image, platform.as_deref()).await,
+        Command::List { json, .. } => list(config, &catalog, progress, json, bases).await,
+        Command::Hash { image, platform } => hash(&config, &catalog, &image, platform.as_deref(), bases).await,
         Command::Build { names, platform, push, no_stitch, json } => {
             let names = resolve_names(&catalog, &names)?;
             let choice = match platform {
@@ -288,31 +314,32 @@ pub async fn run(cli: Cli) -> Result<bool> {
                 None => PlatformChoice::Defaults,
             };
             let farm = Arc::new(Farm::new(config, progress)?);
-            let plan = make_plan(&farm, &catalog, &names, &choice).await?;
+            let plan = make_plan(&farm, &catalog, &names, &choice, bases).await?;
             let report = farm.run(&plan, &BuildOptions { push, no_stitch, ..Default::default() }).await?;
             finish_report(&farm, &report, json)
         }
         Command::Assemble { image, platform, output, json } => {
-            assemble(config, &catalog, progress, &image, platform.as_deref(), output.as_deref(), json).await
+            let farm = Arc::new(Farm::new(config, progress)?);
+            assemble(farm, &catalog, &image, platform.as_deref(), output.as_deref(), json, bases).await
         }
         Command::Load { images, local_only, json } => {
-            targets::load(config, &catalog, progress, &images, json, local_only).await
+            targets::load(config, &catalog, progress, &images, json, local_only, bases).await
         }
-        Command::Pull { images } => targets::pull(config, &catalog, progress, &images).await,
-        Command::Rebuild { images, json } => targets::rebuild(config, &catalog, progress, &images, json).await,
+        Command::Pull { images } => targets::pull(config, &catalog, progress, &images, bases).await,
+        Command::Rebuild { images, json } => targets::rebuild(config, &catalog, progress, &images, json, bases).await,
         Command::Push { images, latest, json } => {
-            targets::push(config, &catalog, progress, &images, latest, json).await
+            targets::push(config, &catalog, progress, &images, latest, json, bases).await
         }
-        Command::Tag { images } => targets::load(config, &catalog, progress, &images, false, true).await,
-        Command::Test { images, json } => targets::test(config, &catalog, progress, &images, json).await,
-        Command::LocalImage { images } => targets::local_image(config, &catalog, progress, &images).await,
+        Command::Tag { images } => targets::load(config, &catalog, progress, &images, false, true, bases).await,
+        Command::Test { images, json } => targets::test(config, &catalog, progress, &images, json, bases).await,
+        Command::LocalImage { images } => targets::local_image(config, &catalog, progress, &images, bases).await,
         Command::Makefile => {
             print!("{}", crate::makefile::IMAGES_MK);
             Ok(true)
         }
         Command::Matrix { names, platform, format, waves } => {
             let farm = Farm::new(config, progress)?;
-            let plan = plan_for(&farm, &catalog, &names, platform.as_deref()).await?;
+            let plan = plan_for(&farm, &catalog, &names, platform.as_deref(), bases).await?;
             let m = crate::matrix::compute(&farm, &plan).await?;
             match format {
                 MatrixFormat::Json => println!("{}", serde_json::to_string_pretty(&m).expect("matrix serializes")),
@@ -322,7 +349,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Stitch { names, platform, staging, json } => {
             let farm = Farm::new(config, progress)?;
-            let plan = plan_for(&farm, &catalog, &names, platform.as_deref()).await?;
+            let plan = plan_for(&farm, &catalog, &names, platform.as_deref(), bases).await?;
             let only = resolve_names(&catalog, &names)?;
             let report = crate::stitch::run(&farm, &plan, &only, staging.as_deref()).await?;
             if json {
@@ -332,12 +359,16 @@ pub async fn run(cli: Cli) -> Result<bool> {
                     println!("{} {} ({})", t.tag, t.digest, t.platforms.join(", "));
                 }
             }
-            Ok(report.missing.is_empty())
+            for u in &plan.unresolved {
+                eprintln!("error: {} for {}: not stitched: {}", u.image, u.platform, u.reason);
+            }
+            Ok(report.missing.is_empty() && plan.unresolved.is_empty())
         }
         Command::Release { version, names, to, latest, dry_run, json, record } => {
             let names = resolve_names(&catalog, &names)?;
             let farm = Farm::new(config, progress)?;
-            let plan = make_plan(&farm, &catalog, &names, &PlatformChoice::Defaults).await?;
+            let plan = make_plan(&farm, &catalog, &names, &PlatformChoice::Defaults, bases).await?;
+            require_resolved(&plan, "release")?;
             let wanted: Vec<_> =
                 plan.images.iter().filter(|i| names.is_empty() || names.contains(&i.name)).cloned().collect();
             crate::publish_cli::release(&farm.config, &wanted, &version, to.as_deref(), latest, dry_run, json, record)
@@ -351,13 +382,19 @@ pub async fn run(cli: Cli) -> Result<bool> {
 
 /// The plan of `matrix` and `stitch`: IMAGE... (default all) for --platform (default:
 /// the configured platforms).
-async fn plan_for(farm: &Farm, catalog: &Catalog, names: &[String], platform: Option<&str>) -> Result<Plan> {
+async fn plan_for(
+    farm: &Farm,
+    catalog: &Catalog,
+    names: &[String],
+    platform: Option<&str>,
+    bases: &BaseFlags,
+) -> Result<Plan> {
     let names = resolve_names(catalog, names)?;
     let choice = match platform {
         Some(p) => PlatformChoice::Requested(farm.config.arches.parse_platform_list(p)?),
         None => PlatformChoice::Defaults,
     };
-    make_plan(farm, catalog, &names, &choice).await
+    make_plan(farm, catalog, &names, &choice, bases).await
 }
 
 /// Accepts `basic/busybox`, gVisor's make form `basic_busybox`, or `images/basic/busybox`.
@@ -390,28 +427,79 @@ pub(crate) fn single_platform(config: &Config, flag: Option<&str>) -> Result<Pla
 }
 
 /// Plans, resolving external (non-farm) base images: pinned digests as written,
-/// unpinned ones through the local engine (the image it holds for that platform).
+/// assembler bases through the assembler, the rest through mirrors and registries
+/// ([`crate::bases`]), and, where no registry knows one, the image the local engine
+/// holds for that platform. A base that stays unresolved leaves its jobs (and their
+/// children) unresolved in the plan; the rest of the tree is planned.
 pub(crate) async fn make_plan(
     farm: &Farm,
     catalog: &Catalog,
     names: &[String],
     choice: &PlatformChoice,
+    flags: &BaseFlags,
 ) -> Result<Plan> {
     let draft = plan::prepare(&farm.config, catalog, names, choice)?;
-    let mut resolved = BTreeMap::new();
+    let mut resolved = plan::Resolutions::new();
+    let mut wanted = BTreeSet::new();
     for (base, platform) in draft.external_bases() {
         let digest = match plan::pinned_digest(&base) {
-            Some(d) => d.to_string(),
+            Some(d) => d,
             None if crate::assemble::is_assembler_base(&base) => {
                 crate::assemble::resolve_base(&farm.config, &base, &platform).await?
             }
-            None => resolve_unpinned(farm, &base, &platform).await?,
+            None => {
+                wanted.insert((base, platform));
+                continue;
+            }
         };
-        resolved.insert((base, platform), digest);
+        resolved.insert((base, platform), Ok(plan::Resolved::as_written(digest)));
+    }
+    if !wanted.is_empty() {
+        let engine_mirrors: crate::bases::EngineMirrors<'_> = Box::new(move || {
+            Box::pin(async move {
+                match farm.engine().await {
+                    Ok(e) => e.registry_mirrors().await.unwrap_or_else(|e| {
+                        tracing::debug!("no engine mirrors: {}", e.message());
+                        Vec::new()
+                    }),
+                    Err(e) => {
+                        tracing::debug!("no engine mirrors: {}", e.message());
+                        Vec::new()
+                    }
+                }
+            })
+        });
+        let resolver = crate::bases::Resolver::new(&farm.config, farm.store.clone(), flags.mode(), engine_mirrors);
+        for ((base, platform), r) in resolver.resolve(&wanted).await {
+            let r = match r {
+                // Built FROM exactly the digest the key has, even if the tag moves.
+                Ok(digest) => {
+                    Ok(plan::Resolved { pinned: crate::bases::pinned_reference(&base, &digest).ok(), digest })
+                }
+                Err(why) if !flags.offline => resolve_unpinned(farm, &base, &platform)
+                    .await
+                    .map(plan::Resolved::as_written)
+                    .map_err(|e| format!("{why}; {}", e.message())),
+                Err(why) => Err(why),
+            };
+            resolved.insert((base, platform), r);
+        }
     }
     draft.finish(&resolved)
 }
 
+/// Fails (exit 1) when any job of `plan` is unresolved: for commands that must cover
+/// every platform of what they name.
+fn require_resolved(plan: &Plan, what: &str) -> Result<()> {
+    if plan.unresolved.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> =
+        plan.unresolved.iter().map(|u| format!("{} for {}: {}", u.image, u.platform, u.reason)).collect();
+    Err(Error::failure(format!("cannot {what}: unresolved base images:\n  {}", lines.join("\n  "))))
+}
+
+/// The last resort for a base no registry knows: the image the local engine holds.
 async fn resolve_unpinned(farm: &Farm, base: &str, platform: &Platform) -> Result<String> {
     let hint = format!("pin it by digest in the recipe (FROM {base}@sha256:...) or load it for {platform} first");
     let engine = farm.engine().await.map_err(|e| {
@@ -452,17 +540,32 @@ pub(crate) fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Re
     Ok(!report.failed())
 }
 
-async fn hash(config: &Config, catalog: &Catalog, image: &str, platform: Option<&str>) -> Result<bool> {
+async fn hash(
+    config: &Config,
+    catalog: &Catalog,
+    image: &str,
+    platform: Option<&str>,
+    bases: &BaseFlags,
+) -> Result<bool> {
     let platform = single_platform(config, platform)?;
     let name = resolve_name(catalog, image)?;
     let farm = Farm::new(config.clone(), Progress::new(false))?;
-    let plan =
-        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
-            .await?;
+    let plan = make_plan(
+        &farm,
+        catalog,
+        std::slice::from_ref(&name),
+        &PlatformChoice::Requested(vec![platform.clone()]),
+        bases,
+    )
+    .await?;
     match plan.job(&name, &platform) {
         Some(job) => {
             println!("{}", job.key);
             Ok(true)
+        }
+        None if plan.unresolved(&name, &platform).is_some() => {
+            let u = plan.unresolved(&name, &platform).expect("checked");
+            Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)))
         }
         None => {
             let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
@@ -474,20 +577,27 @@ async fn hash(config: &Config, catalog: &Catalog, image: &str, platform: Option<
 #[derive(Serialize)]
 struct ListedPlatform {
     platform: String,
-    key: String,
-    recipe: String,
-    /// "local", "registry", "local+registry" or "missing".
+    /// null when the platform is unresolved.
+    key: Option<String>,
+    /// null when the platform is unresolved.
+    recipe: Option<String>,
+    /// "local", "registry", "local+registry", "missing" or "unresolved".
     state: String,
     local: bool,
-    /// null when the registry could not be asked.
+    /// null when the registry could not be asked (or the platform is unresolved).
     registry: Option<bool>,
+    /// Why an unresolved platform has no key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
 struct ListedImage {
     image: String,
-    index_key: String,
-    canonical_tag: String,
+    /// null when a platform is unresolved.
+    index_key: Option<String>,
+    /// null when a platform is unresolved.
+    canonical_tag: Option<String>,
     platforms: Vec<ListedPlatform>,
 }
 
@@ -499,9 +609,9 @@ struct Listing {
     registry_error: Option<String>,
 }
 
-async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool) -> Result<bool> {
+async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool, bases: &BaseFlags) -> Result<bool> {
     let farm = Farm::new(config, progress)?;
-    let plan = make_plan(&farm, catalog, &[], &PlatformChoice::Defaults).await?;
+    let plan = make_plan(&farm, catalog, &[], &PlatformChoice::Defaults, bases).await?;
     // The engine is optional here: a short deadline, and no engine just means "not local there".
     let engine = Engine::connect(Duration::from_secs(2)).await.ok();
     let registry_error = farm.registry().check().await.err().map(|e| e.message().to_string());
@@ -533,10 +643,17 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
         .buffered(16)
         .collect()
         .await;
+    // Complete images in plan order, then those with an unresolved platform.
+    let mut names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
+    for n in plan.jobs.iter().map(|j| &j.image).chain(plan.unresolved.iter().map(|u| &u.image)) {
+        if !names.contains(&n.as_str()) {
+            names.push(n);
+        }
+    }
     let mut images = Vec::new();
-    for img in &plan.images {
+    for name in names {
         let mut platforms = Vec::new();
-        for (job, (local, remote)) in plan.jobs.iter().zip(&states).filter(|(j, _)| j.image == img.name) {
+        for (job, (local, remote)) in plan.jobs.iter().zip(&states).filter(|(j, _)| j.image == name) {
             let state = match (local, remote) {
                 (true, Some(true)) => "local+registry",
                 (true, _) => "local",
@@ -545,17 +662,30 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
             };
             platforms.push(ListedPlatform {
                 platform: job.platform.to_string(),
-                key: job.key.clone(),
-                recipe: job.recipe.clone(),
+                key: Some(job.key.clone()),
+                recipe: Some(job.recipe.clone()),
                 state: state.to_string(),
                 local: *local,
                 registry: *remote,
+                reason: None,
             });
         }
+        for u in plan.unresolved.iter().filter(|u| u.image == name) {
+            platforms.push(ListedPlatform {
+                platform: u.platform.to_string(),
+                key: None,
+                recipe: None,
+                state: "unresolved".to_string(),
+                local: false,
+                registry: None,
+                reason: Some(u.reason.clone()),
+            });
+        }
+        let complete = plan.images.iter().find(|i| i.name == name);
         images.push(ListedImage {
-            image: img.name.clone(),
-            index_key: img.index_key.clone(),
-            canonical_tag: farm.config.registry.reference(&img.name, &img.index_key),
+            image: name.to_string(),
+            index_key: complete.map(|i| i.index_key.clone()),
+            canonical_tag: complete.map(|i| farm.config.registry.reference(&i.name, &i.index_key)),
             platforms,
         });
     }
@@ -577,7 +707,16 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
         }
         for img in &listing.images {
             for p in &img.platforms {
-                println!("{:<32} {:<14} {}  {}", img.image, p.platform, &p.key[..16], p.state);
+                match (&p.key, &p.reason) {
+                    (Some(key), _) => println!("{:<32} {:<14} {}  {}", img.image, p.platform, &key[..16], p.state),
+                    (None, reason) => println!(
+                        "{:<32} {:<14} {:<16}  unresolved: {}",
+                        img.image,
+                        p.platform,
+                        "-",
+                        reason.as_deref().unwrap_or_default()
+                    ),
+                }
             }
         }
     }
@@ -588,16 +727,16 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool)
 /// requested output. With `--output -` and no stored result, the image is streamed
 /// straight from its sources (nothing written to the store for it).
 async fn assemble(
-    config: Config,
+    farm: Arc<Farm>,
     catalog: &Catalog,
-    progress: Progress,
     image: &str,
     platform: Option<&str>,
     output: Option<&str>,
     json: bool,
+    bases: &BaseFlags,
 ) -> Result<bool> {
     use crate::assemble::output::{self as out, Output};
-    let platform = single_platform(&config, platform)?;
+    let platform = single_platform(&farm.config, platform)?;
     let output = output.map(Output::parse).transpose()?;
     let name = resolve_name(catalog, image)?;
     let img = catalog.resolve(&name)?;
@@ -607,10 +746,18 @@ async fn assemble(
             catalog::ASSEMBLED_RECIPE
         )));
     }
-    let farm = Arc::new(Farm::new(config, progress)?);
-    let mut plan =
-        make_plan(&farm, catalog, std::slice::from_ref(&name), &PlatformChoice::Requested(vec![platform.clone()]))
-            .await?;
+
+    let mut plan = make_plan(
+        &farm,
+        catalog,
+        std::slice::from_ref(&name),
+        &PlatformChoice::Requested(vec![platform.clone()]),
+        bases,
+    )
+    .await?;
+    if let Some(u) = plan.unresolved(&name, &platform) {
+        return Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)));
+    }
     let job = plan.job(&name, &platform).cloned().ok_or_else(|| {
         let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
         Error::usage(format!("image {name} is not available for {platform}: {reason}"))

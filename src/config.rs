@@ -39,6 +39,11 @@ struct RawConfig {
     /// Build secrets for `RUN --mount=type=secret,id=ID`: where each value comes from.
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    /// Mirrors tried before each registry (`docker.io: [127.0.0.1:5096]`); absent: the
+    /// mirrors the local engine reports for Docker Hub.
+    registry_mirrors: Option<BTreeMap<String, Vec<String>>>,
+    /// How long a resolved base tag is trusted (`90s`, `30m`, `1h`, `2d` or seconds).
+    base_ttl: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +206,29 @@ pub struct Config {
     pub build_platform: Platform,
     /// Declared build secrets by id.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Mirror hosts per registry (`docker.io`, `ghcr.io`...), tried in order before it;
+    /// `None`: ask the local engine for its Docker Hub mirrors when a lookup needs them.
+    pub registry_mirrors: Option<BTreeMap<String, Vec<String>>>,
+    /// How long a resolved base tag is trusted before it is asked again.
+    pub base_ttl: std::time::Duration,
+}
+
+/// The default of `base_ttl`.
+pub const DEFAULT_BASE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses a duration as archfarm.yaml writes it: `90s`, `30m`, `1h`, `2d`, or plain seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        u => return Err(format!("'{text}': unknown unit '{u}' (use s, m, h or d, e.g. 30m)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a duration (e.g. 90s, 30m, 1h, 2d)"))?;
+    n.checked_mul(scale).map(std::time::Duration::from_secs).ok_or_else(|| format!("'{text}' is too long"))
 }
 
 /// What the command line and environment can override.
@@ -351,6 +379,33 @@ impl Config {
 
         let builders = crate::fleet::parse_builders(raw.builders, &arches, root, source)?;
 
+        let base_ttl = match &raw.base_ttl {
+            None => DEFAULT_BASE_TTL,
+            Some(serde_yaml_ng::Value::Number(n)) => match n.as_u64() {
+                Some(secs) => std::time::Duration::from_secs(secs),
+                None => return Err(field_err("base_ttl", format!("{n} is not a whole number of seconds"))),
+            },
+            Some(serde_yaml_ng::Value::String(s)) => parse_duration(s).map_err(|e| field_err("base_ttl", e))?,
+            Some(_) => return Err(field_err("base_ttl", "expected a duration such as 1h, 30m, 90s or 2d".into())),
+        };
+        let registry_mirrors = match raw.registry_mirrors {
+            None => None,
+            Some(map) => {
+                let mut out = BTreeMap::new();
+                for (registry, mirrors) in map {
+                    let field = format!("registry_mirrors.{registry}");
+                    let key = crate::reference::Reference::parse(&format!("{registry}/x"))
+                        .map_err(|_| field_err(&field, format!("'{registry}' is not a registry host")))?
+                        .registry;
+                    for m in &mirrors {
+                        RegistryRef::parse(m, &insecure).map_err(|e| field_err(&field, e.message().to_string()))?;
+                    }
+                    out.insert(key, mirrors);
+                }
+                Some(out)
+            }
+        };
+
         Ok(Config {
             root: root.to_path_buf(),
             images_dir,
@@ -367,6 +422,8 @@ impl Config {
             insecure_registries: insecure,
             build_platform,
             secrets,
+            registry_mirrors,
+            base_ttl,
         })
     }
 
@@ -466,6 +523,34 @@ mod tests {
         assert!(matches!(&c.secrets["npm"], SecretSource::File(p) if p.is_absolute()));
         let x = c.image_settings("x");
         assert_eq!((x.buildkit, x.target.as_deref()), (Some(false), Some("final")));
+    }
+
+    #[test]
+    fn base_ttl_and_mirrors() {
+        let c = load_text("", &Overrides::default()).unwrap();
+        assert_eq!(c.base_ttl, DEFAULT_BASE_TTL);
+        assert!(c.registry_mirrors.is_none(), "absent: ask the engine");
+        let c =
+            load_text("base_ttl: 90\nregistry_mirrors: {index.docker.io: ['127.0.0.1:5096']}\n", &Overrides::default())
+                .unwrap();
+        assert_eq!(c.base_ttl.as_secs(), 90);
+        assert_eq!(c.registry_mirrors.unwrap()["docker.io"], ["127.0.0.1:5096"]);
+        for bad in ["base_ttl: 1w\n", "base_ttl: -3\n", "base_ttl: [1]\n", "base_ttl: soon\n"] {
+            let e = load_text(bad, &Overrides::default()).unwrap_err();
+            assert!(e.message().contains("field 'base_ttl'"), "{bad}: {}", e.message());
+        }
+        let e = load_text("registry_mirrors: {docker.io: ['not a host']}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("registry_mirrors.docker.io"), "{}", e.message());
+    }
+
+    #[test]
+    fn durations() {
+        for (t, secs) in [("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), ("45", 45), (" 5 m", 300)] {
+            assert_eq!(parse_duration(t).unwrap().as_secs(), secs, "{t}");
+        }
+        for t in ["", "h", "1w", "1.5h", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration(t).is_err(), "{t}");
+        }
     }
 
     #[test]

@@ -511,6 +511,13 @@ impl Engine {
     fn err(&self, doing: String, e: bollard::errors::Error) -> Error {
         Error::failure(format!("{doing} on the Docker engine at {}: {e}", self.endpoint))
     }
+
+    /// The Docker Hub mirrors the engine is configured with (`docker info`
+    /// RegistryConfig.Mirrors, e.g. `http://127.0.0.1:5096/`), as written there.
+    pub async fn registry_mirrors(&self) -> Result<Vec<String>> {
+        let info = self.docker.info().await.map_err(|e| self.err("reading the engine's info".into(), e))?;
+        Ok(info.registry_config.and_then(|r| r.mirrors).unwrap_or_default())
+    }
 }
 
 pub(crate) fn client_for(endpoint: &str) -> Result<Docker> {

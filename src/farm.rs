@@ -263,6 +263,24 @@ impl Farm {
         for t in tasks {
             jobs.push(t.await.map_err(|e| Error::failure(format!("a build task panicked: {e}")))?);
         }
+        // Unresolved jobs (a base, or a parent's, has no digest) fail with their reason.
+        jobs.extend(plan.unresolved.iter().map(|u| JobReport {
+            image: u.image.clone(),
+            platform: u.platform.to_string(),
+            key: String::new(),
+            outcome: Outcome::Failed,
+            seconds: 0.0,
+            source: None,
+            digest: None,
+            pushed: None,
+            image_id: None,
+            log: None,
+            error: Some(u.reason.clone()),
+            builder: None,
+            route: None,
+            backend: None,
+            build_platform: None,
+        }));
         let mut errors: Vec<String> = jobs
             .iter()
             .filter_map(|j| j.error.as_ref().map(|e| format!("{} for {}: {e}", j.image, j.platform)))

@@ -918,7 +918,8 @@ impl Farm {
                 Some(p) => self.config.arches.parse_platform(p).ok()?,
                 None => job.platform.clone(),
             };
-            replacements.get(&(r.image.clone(), platform)).cloned()
+            let at = (r.image.clone(), platform);
+            replacements.get(&at).or(job.pinned.get(&at)).cloned()
         });
         let mut preamble = preamble.to_string();
         let (text, build_args) = match backend {

@@ -5,6 +5,7 @@
 
 pub mod assemble;
 pub mod auth;
+pub mod bases;
 pub mod binfmt;
 pub mod catalog;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod plan;
 pub mod platform;
 pub mod preupload;
 pub mod publish_cli;
+pub mod reference;
 pub mod registry;
 pub mod release;
 pub mod report;

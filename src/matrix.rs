@@ -31,8 +31,19 @@ pub struct Matrix {
     pub jobs: usize,
     /// `waves[0]` needs nothing missing; an entry of `waves[n]` has a missing parent in `waves[n-1]`.
     pub waves: Vec<Vec<Entry>>,
-    /// Images whose canonical tag a final `archfarm stitch` writes (every planned image).
+    /// Images whose canonical tag a final `archfarm stitch` writes (every planned image
+    /// whose every platform has a key).
     pub stitch: Vec<String>,
+    /// Jobs with no key because a base image is unresolved: not built, not stitched.
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// A job left out of the matrix, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unresolved {
+    pub image: String,
+    pub platform: String,
+    pub reason: String,
 }
 
 /// Looks every job's key tag up in the registry and groups the missing ones in waves:
@@ -41,10 +52,15 @@ pub struct Matrix {
 /// "all missing".
 pub async fn compute(farm: &Farm, plan: &Plan) -> Result<Matrix> {
     farm.registry().check().await?;
-    let per_image: Vec<Vec<(usize, bool)>> = stream::iter(plan.images.iter().map(|image| async move {
+    // Per image that has jobs (an image with an unresolved platform has no ImagePlan,
+    // but its other platforms are still built).
+    let mut names: Vec<&str> = plan.jobs.iter().map(|j| j.image.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let per_image: Vec<Vec<(usize, bool)>> = stream::iter(names.into_iter().map(|image| async move {
         let jobs: Vec<(usize, &crate::plan::Job)> =
-            plan.jobs.iter().enumerate().filter(|(_, j)| j.image == image.name).collect();
-        let repo = farm.config.registry.repository(&image.name);
+            plan.jobs.iter().enumerate().filter(|(_, j)| j.image == image).collect();
+        let repo = farm.config.registry.repository(image);
         let listed = match farm.registry().tags(&repo).await {
             Ok(tags) => Some(tags.unwrap_or_default()),
             Err(e) => {
@@ -95,6 +111,11 @@ pub fn waves(plan: &Plan, missing: &[bool]) -> Matrix {
         jobs: waves.iter().map(Vec::len).sum(),
         waves,
         stitch: plan.images.iter().map(|i| i.name.clone()).collect(),
+        unresolved: plan
+            .unresolved
+            .iter()
+            .map(|u| Unresolved { image: u.image.clone(), platform: u.platform.to_string(), reason: u.reason.clone() })
+            .collect(),
     }
 }
 
@@ -132,7 +153,12 @@ mod tests {
 
     #[test]
     fn github_output_folds_deep_waves_into_the_last_slot_and_pads() {
-        let m = Matrix { jobs: 3, waves: vec![vec![entry("a")], vec![entry("b")], vec![entry("c")]], stitch: vec![] };
+        let m = Matrix {
+            jobs: 3,
+            waves: vec![vec![entry("a")], vec![entry("b")], vec![entry("c")]],
+            stitch: vec![],
+            unresolved: vec![],
+        };
         let out = m.github(Some(2));
         assert!(out.starts_with("jobs=3\nwaves=3\n"), "{out}");
         assert!(out.contains("wave0_jobs=1\n") && out.contains("wave1_jobs=2\n"), "{out}");

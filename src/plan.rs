@@ -3,7 +3,7 @@
 //!
 //! Planning is two-phase so it needs no engine unless it must: [`prepare`] reads recipes,
 //! scans folders and checks the FROM graph; the caller resolves the external bases it
-//! names (pinned digests need nothing; unpinned ones ask the local engine), and
+//! names (pinned digests need nothing; unpinned ones go to [`crate::bases`]), and
 //! [`Draft::finish`] computes the keys.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +34,9 @@ pub struct Job {
     /// External bases and the digests they were resolved to (exactly what the key
     /// covers), named by [`Base::key_name`].
     pub bases: BTreeMap<String, String>,
+    /// The reference each external base (and its stage's platform) is built FROM when
+    /// it is not the reference as written: a tag pinned to the digest in the key.
+    pub pinned: BTreeMap<(String, Platform), String>,
     /// The builder's platform, for recipes that read BUILD* args (it is in the key, and
     /// the job runs on a builder of that platform); `None`: any builder.
     pub build_platform: Option<Platform>,
@@ -104,12 +107,20 @@ pub struct Plan {
     /// Topological order: every job comes after the jobs of its parents.
     pub jobs: Vec<Job>,
     pub skipped: Vec<Skip>,
+    /// Images whose every planned platform has a key.
     pub images: Vec<ImagePlan>,
+    /// Jobs left out because a base (theirs or a parent's) is unresolved.
+    pub unresolved: Vec<Unresolved>,
 }
 
 impl Plan {
     pub fn job(&self, image: &str, platform: &Platform) -> Option<&Job> {
         self.jobs.iter().find(|j| j.image == image && &j.platform == platform)
+    }
+
+    /// Why `image` for `platform` is unresolved, if it is.
+    pub fn unresolved(&self, image: &str, platform: &Platform) -> Option<&Unresolved> {
+        self.unresolved.iter().find(|u| u.image == image && &u.platform == platform)
     }
 }
 
@@ -377,11 +388,44 @@ impl Draft {
     }
 
     /// Computes every key, parents first. `resolved` maps each external base (and
-    /// platform) to the digest or image ID it stands for.
-    pub fn finish(self, resolved: &BTreeMap<(String, Platform), String>) -> Result<Plan> {
+    /// platform) to the digest or image ID it stands for, or to why there is none. A job
+    /// with an unresolved base, and every job built FROM it, is left out of the jobs and
+    /// listed in [`Plan::unresolved`]; an image with any unresolved platform has no
+    /// [`ImagePlan`] (no canonical tag over part of it). The rest of the tree is planned.
+    pub fn finish(self, resolved: &Resolutions) -> Result<Plan> {
         let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, Platform), String> = BTreeMap::new();
         let mut jobs = Vec::with_capacity(self.jobs.len());
+        let mut unresolved = Vec::new();
         for d in self.jobs {
+            let parent_failure = d.parents.iter().find_map(|p| {
+                failed
+                    .get(&(p.image.clone(), p.platform.clone()))
+                    .map(|why| format!("its parent {} for {} is unresolved: {why}", p.image, p.platform))
+            });
+            let mut bases = BTreeMap::new();
+            let mut pinned = BTreeMap::new();
+            let mut base_failure = None;
+            for b in &d.bases {
+                match resolved.get(&(b.reference.clone(), b.platform.clone())) {
+                    Some(Ok(r)) => {
+                        bases.insert(b.key_name(&d.platform), r.digest.clone());
+                        if let Some(p) = &r.pinned {
+                            pinned.insert((b.reference.clone(), b.platform.clone()), p.clone());
+                        }
+                    }
+                    Some(Err(why)) => base_failure = base_failure.or(Some(why.clone())),
+                    None => {
+                        base_failure =
+                            base_failure.or(Some(format!("internal: base image {} was not resolved", b.reference)))
+                    }
+                }
+            }
+            if let Some(reason) = parent_failure.or(base_failure) {
+                failed.insert((d.image.clone(), d.platform.clone()), reason.clone());
+                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason });
+                continue;
+            }
             let parents: BTreeMap<String, String> = d
                 .parents
                 .iter()
@@ -390,16 +434,6 @@ impl Draft {
                     (name, keys[&(p.image.clone(), p.platform.clone())].clone())
                 })
                 .collect();
-            let mut bases = BTreeMap::new();
-            for b in &d.bases {
-                let digest = resolved.get(&(b.reference.clone(), b.platform.clone())).ok_or_else(|| {
-                    Error::failure(format!(
-                        "image {} for {}: base image {} was not resolved",
-                        d.image, b.platform, b.reference
-                    ))
-                })?;
-                bases.insert(b.key_name(&d.platform), digest.clone());
-            }
             let key = key::content_key(&KeyInput {
                 platform: &d.platform,
                 build_platform: d.build_platform.as_ref(),
@@ -420,6 +454,7 @@ impl Draft {
                 build_args: d.build_args,
                 parents: d.parents,
                 bases,
+                pinned,
                 build_platform: d.build_platform,
                 needs: d.needs,
             });
@@ -427,6 +462,7 @@ impl Draft {
         let images = self
             .order
             .iter()
+            .filter(|name| !unresolved.iter().any(|u: &Unresolved| &&u.image == name))
             .filter_map(|name| {
                 let platforms: Vec<(Platform, String)> =
                     jobs.iter().filter(|j| &j.image == name).map(|j| (j.platform.clone(), j.key.clone())).collect();
@@ -437,13 +473,46 @@ impl Draft {
                 })
             })
             .collect();
-        Ok(Plan { jobs, skipped: self.skipped, images })
+        Ok(Plan { jobs, skipped: self.skipped, images, unresolved })
     }
 }
 
-/// Resolves an external base that is pinned by digest (`name@sha256:…`) without any engine.
-pub fn pinned_digest(reference: &str) -> Option<&str> {
-    reference.rsplit_once('@').map(|(_, d)| d).filter(|d| d.starts_with("sha256:"))
+/// What each external (base, platform) resolved to, or why it did not.
+pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, String>>;
+
+/// A resolved external base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// What enters the key: the platform's manifest digest (a digest pinned in the recipe
+    /// as written; a local engine's image ID when only the engine had it).
+    pub digest: String,
+    /// What the build names FROM instead of the reference as written, so it uses exactly
+    /// that digest even if the tag moves (a registry-resolved tag, pinned); `None`: as written.
+    pub pinned: Option<String>,
+}
+
+impl Resolved {
+    /// Used as written (pinned in the recipe, an assembler base, or the engine's image).
+    pub fn as_written(digest: String) -> Resolved {
+        Resolved { digest, pinned: None }
+    }
+}
+
+/// An (image, platform) whose key cannot be computed: a base of it, or of a farm parent,
+/// could not be resolved.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub image: String,
+    pub platform: Platform,
+    /// Names the base and every place asked, or the unresolved parent.
+    pub reason: String,
+}
+
+/// Resolves an external base that is pinned by digest (`name@sha256:…`,
+/// `name:tag@sha256:…`) without any engine or registry: the digest as written, when the
+/// reference is valid.
+pub fn pinned_digest(reference: &str) -> Option<String> {
+    crate::reference::Reference::parse(reference).ok()?.digest
 }
 
 /// One recipe as read for one platform: its file, text, farm parents and external bases.
@@ -670,5 +739,56 @@ mod tests {
         let (_d, config, catalog) = repo("", &[("a", a), ("b", b)]);
         let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
         assert!(e.message().contains("FROM cycle"), "{}", e.message());
+    }
+
+    #[test]
+    fn an_unresolved_base_leaves_its_image_and_children_out_and_plans_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        for (image, recipe) in [
+            ("a", "FROM nosuch:1\n"),
+            ("b", "FROM archfarm.local/images/a\n"),
+            ("c", "FROM busybox:1\n"),
+            ("d", "FROM scratch\n"),
+        ] {
+            std::fs::create_dir_all(dir.path().join("images").join(image)).unwrap();
+            std::fs::write(dir.path().join("images").join(image).join("Dockerfile"), recipe).unwrap();
+        }
+        // e: amd64 resolves, arm64 does not: its amd64 job is planned, the image has no index.
+        std::fs::create_dir_all(dir.path().join("images/e")).unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.x86_64"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.aarch64"), "FROM nosuch:1\n").unwrap();
+        let overrides = crate::config::Overrides { store: Some(dir.path().join("store")), ..Default::default() };
+        let config = Config::load(dir.path(), &overrides).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        let draft = prepare(&config, &catalog, &[], &PlatformChoice::Defaults).unwrap();
+        let mut resolved = Resolutions::new();
+        for (base, platform) in draft.external_bases() {
+            let r = if base == "nosuch:1" {
+                Err(format!("{base} is nowhere"))
+            } else {
+                Ok(Resolved::as_written("sha256:d".to_string()))
+            };
+            resolved.insert((base, platform), r);
+        }
+        let plan = draft.finish(&resolved).unwrap();
+        let platforms = config.platforms.len();
+        assert_eq!(platforms, 2, "the default platforms are amd64 and arm64");
+        assert_eq!(plan.unresolved.len(), 2 * platforms + 1);
+        for u in &plan.unresolved {
+            match u.image.as_str() {
+                "a" => assert_eq!(u.reason, "nosuch:1 is nowhere"),
+                "b" => {
+                    assert_eq!(u.reason, format!("its parent a for {} is unresolved: nosuch:1 is nowhere", u.platform))
+                }
+                "e" => assert_eq!(u.platform.architecture, "arm64"),
+                other => panic!("{other} should be planned"),
+            }
+        }
+        let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["c", "d"]);
+        assert_eq!(plan.jobs.len(), 2 * platforms + 1);
+        assert!(plan.job("e", &config.arches.parse_platform("amd64").unwrap()).is_some());
+        assert!(plan.jobs.iter().filter(|j| j.image == "c").all(|j| j.bases["busybox:1"] == "sha256:d"));
+        assert!(plan.unresolved("b", &config.platforms[0]).is_some());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::catalog::Catalog;
-use crate::cli::{finish_report, make_plan, resolve_name, single_platform};
+use crate::cli::{finish_report, make_plan, resolve_name, single_platform, BaseFlags};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::farm::{BuildOptions, BuildReport, Farm, Outcome, Source, Stitched};
@@ -124,6 +124,8 @@ struct Planned {
     plan: Plan,
     /// The selected images that have a job for the platform.
     images: Vec<String>,
+    /// The selected images that are unresolved for the platform, with the reason.
+    unresolved: Vec<String>,
 }
 
 impl Planned {
@@ -142,22 +144,40 @@ impl Planned {
         Ok(true)
     }
 
-    async fn new(config: Config, catalog: &Catalog, progress: Progress, sel: &Selection) -> Result<Planned> {
+    async fn new(
+        config: Config,
+        catalog: &Catalog,
+        progress: Progress,
+        sel: &Selection,
+        bases: &BaseFlags,
+    ) -> Result<Planned> {
         let platform = single_platform(&config, sel.platform.as_deref())?;
         let names = select(&config, catalog, sel)?;
         let farm = Arc::new(Farm::new(config, progress)?);
-        let plan = make_plan(&farm, catalog, &names, &PlatformChoice::Requested(vec![platform.clone()])).await?;
+        let plan = make_plan(&farm, catalog, &names, &PlatformChoice::Requested(vec![platform.clone()]), bases).await?;
         let mut images = Vec::new();
+        let mut unresolved = Vec::new();
         for name in &names {
             if plan.job(name, &platform).is_some() {
                 images.push(name.clone());
+            } else if let Some(u) = plan.unresolved(name, &platform) {
+                unresolved.push(format!("{name} for {platform}: {}", u.reason));
             } else {
                 let reason =
                     plan.skipped.iter().find(|s| &s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
                 println!("{name} is not available for {platform}: {reason}");
             }
         }
-        Ok(Planned { farm, platform, plan, images })
+        Ok(Planned { farm, platform, plan, images, unresolved })
+    }
+
+    /// Reports the unresolved selected images (a `farm.run` reports them itself) and
+    /// says whether there were none.
+    fn resolved(&self) -> bool {
+        for u in &self.unresolved {
+            eprintln!("error: {u}");
+        }
+        self.unresolved.is_empty()
     }
 
     fn job(&self, name: &str) -> &Job {
@@ -215,10 +235,11 @@ pub async fn load(
     sel: &Selection,
     json: bool,
     local_only: bool,
+    bases: &BaseFlags,
 ) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel).await?;
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
     if p.images.is_empty() {
-        return Ok(true);
+        return Ok(p.resolved());
     }
     if local_only {
         let mut ids = Vec::new();
@@ -238,7 +259,7 @@ pub async fn load(
             }
         }
         p.tag_local(&ids, false).await?;
-        return Ok(true);
+        return Ok(p.resolved());
     }
     let opts = BuildOptions { materialize: p.jobs(), ..Default::default() };
     p.run_and_tag(&opts, json).await
@@ -246,10 +267,16 @@ pub async fn load(
 
 /// `pull`: the registry's image for each key becomes the local one (even over a local
 /// build), then the local tags; fails when the registry does not have the key.
-pub async fn pull(config: Config, catalog: &Catalog, progress: Progress, sel: &Selection) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel).await?;
+pub async fn pull(
+    config: Config,
+    catalog: &Catalog,
+    progress: Progress,
+    sel: &Selection,
+    bases: &BaseFlags,
+) -> Result<bool> {
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
     if p.images.is_empty() {
-        return Ok(true);
+        return Ok(p.resolved());
     }
     p.farm.registry().check().await?;
     let mut ids = Vec::new();
@@ -270,7 +297,7 @@ pub async fn pull(config: Config, catalog: &Catalog, progress: Progress, sel: &S
         }
     }
     p.tag_local(&ids, false).await?;
-    Ok(true)
+    Ok(p.resolved())
 }
 
 /// `rebuild` (make's `rebuild-<image>` and `build-<image>`): build each selected image on
@@ -282,10 +309,11 @@ pub async fn rebuild(
     progress: Progress,
     sel: &Selection,
     json: bool,
+    bases: &BaseFlags,
 ) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel).await?;
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
     if p.images.is_empty() {
-        return Ok(true);
+        return Ok(p.resolved());
     }
     let opts = BuildOptions { materialize: p.jobs(), rebuild: p.jobs(), ..Default::default() };
     p.run_and_tag(&opts, json).await
@@ -303,10 +331,11 @@ pub async fn push(
     sel: &Selection,
     latest: bool,
     json: bool,
+    bases: &BaseFlags,
 ) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress.clone(), sel).await?;
+    let p = Planned::new(config, catalog, progress.clone(), sel, bases).await?;
     if p.images.is_empty() {
-        return Ok(true);
+        return Ok(p.resolved());
     }
     let opts = BuildOptions { push: true, materialize: p.jobs(), no_stitch: true, ..Default::default() };
     let report = p.farm.run(&p.plan, &opts).await?;
@@ -317,7 +346,7 @@ pub async fn push(
     p.tag_local(&ids, true).await?;
 
     // The canonical index over each image's default platforms, when they are all there.
-    let full = make_plan(&p.farm, catalog, &p.images, &PlatformChoice::Defaults).await?;
+    let full = make_plan(&p.farm, catalog, &p.images, &PlatformChoice::Defaults, bases).await?;
     let mut tags = Vec::new();
     for image in full.images.iter().filter(|i| p.images.contains(&i.name)) {
         match p.farm.stitch_complete(image).await? {
@@ -374,10 +403,17 @@ async fn full_children(
 
 /// `test` (presubmit): each image's key is in the registry, or it builds here. Never
 /// pushes and never tags.
-pub async fn test(config: Config, catalog: &Catalog, progress: Progress, sel: &Selection, json: bool) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel).await?;
+pub async fn test(
+    config: Config,
+    catalog: &Catalog,
+    progress: Progress,
+    sel: &Selection,
+    json: bool,
+    bases: &BaseFlags,
+) -> Result<bool> {
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
     if p.images.is_empty() {
-        return Ok(true);
+        return Ok(p.resolved());
     }
     let report = p.farm.run(&p.plan, &BuildOptions::default()).await?;
     if json || report.failed() {
@@ -397,12 +433,18 @@ pub async fn test(config: Config, catalog: &Catalog, progress: Progress, sel: &S
 }
 
 /// `local-image`: the local name with its key, `<local prefix>/<image>:<key>`.
-pub async fn local_image(config: Config, catalog: &Catalog, progress: Progress, sel: &Selection) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel).await?;
+pub async fn local_image(
+    config: Config,
+    catalog: &Catalog,
+    progress: Progress,
+    sel: &Selection,
+    bases: &BaseFlags,
+) -> Result<bool> {
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
     for name in &p.images {
         println!("{}:{}", p.farm.config.local_name(name), p.job(name).key);
     }
-    Ok(true)
+    Ok(p.resolved())
 }
 
 #[cfg(test)]

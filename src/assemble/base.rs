@@ -10,6 +10,7 @@ use crate::config::{is_loopback, RegistryRef};
 use crate::error::{Error, Result};
 use crate::oci::ManifestDoc;
 use crate::platform::Platform;
+use crate::reference::Reference;
 use crate::registry::Registry;
 use crate::store::{digest_hex, put_blob_from, Descriptor, Store, OCI_INDEX, OCI_LAYER_GZIP};
 
@@ -161,24 +162,11 @@ fn read_layer(staging: &Store, dir: &Path, digest: &str, what: &str) -> Result<(
     Ok(())
 }
 
-/// Splits `host[:port]/path[:tag|@digest]` into a registry client, repository and
-/// reference. Loopback registries use plain HTTP, all others verified TLS.
+/// A registry client, repository and tag-or-digest for `reference` (parsed as `docker
+/// pull` does, [`Reference`]). Loopback registries use plain HTTP, all others verified TLS.
 pub fn registry_parts(reference: &str) -> Result<(Registry, String, String)> {
-    let (name, tag) = match reference.split_once('@') {
-        Some((n, d)) => (n.to_string(), d.to_string()),
-        None => match super::recipe::split_tag(reference) {
-            (n, Some(t)) => (n.to_string(), t.to_string()),
-            (n, None) => (n.to_string(), "latest".to_string()),
-        },
-    };
-    let name = super::recipe::split_tag(&name).0.to_string();
-    let (host, repo) = match name.split_once('/') {
-        Some((h, r)) if h.contains('.') || h.contains(':') || h == "localhost" => (h.to_string(), r.to_string()),
-        _ => (
-            "registry-1.docker.io".to_string(),
-            if name.contains('/') { name.clone() } else { format!("library/{name}") },
-        ),
-    };
-    let r = RegistryRef { insecure: is_loopback(&host), host, namespace: String::new() };
-    Ok((Registry::new(&r)?, repo, tag))
+    let r = Reference::parse(reference)?;
+    let host = r.api_host().to_string();
+    let registry = RegistryRef { insecure: is_loopback(&host), host, namespace: String::new() };
+    Ok((Registry::new(&registry)?, r.repository.clone(), r.lookup().to_string()))
 }
