@@ -804,6 +804,9 @@ impl Farm {
             labels: &labels,
             tags: &tags,
             log_path: &log_path,
+            backend: crate::engine::Backend::Classic,
+            target: None,
+            secrets: &[],
         };
         let id = engine.build_logged(request, preamble).await?;
         let imported = engine.export_to_store(&id, &self.store).await.map_err(BuildFailure::Engine)?;

@@ -6,6 +6,7 @@
 pub mod assemble;
 pub mod auth;
 pub mod binfmt;
+pub mod buildkit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
