@@ -226,8 +226,9 @@ pub(crate) fn id_tags(text: &str, build_args: &BTreeMap<String, String>) -> Resu
 /// An error for a BuildKit build on an engine archfarm cannot open a raw connection to.
 pub(crate) fn unreachable(endpoint: &str) -> Error {
     Error::usage(format!(
-        "BuildKit builds on the engine at {endpoint} need a plain unix socket or tcp:// connection, \
-         which archfarm cannot open to a TLS endpoint; use the classic builder there"
+        "BuildKit builds on the engine at {endpoint} need its address: archfarm opens its own \
+         connection for them, and was not told how (Engine::with_tls_files for TLS, \
+         Engine::with_raw_endpoint for an ssh bridge); use the classic builder there"
     ))
 }
 

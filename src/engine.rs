@@ -50,7 +50,8 @@ pub struct Engine {
     long: Docker,
     endpoint: String,
     /// Where BuildKit builds connect (bollard's transport is private): known for plain
-    /// unix and tcp endpoints, not for TLS ones.
+    /// unix and tcp endpoints; TLS ones and ssh bridges must say it
+    /// ([`Engine::with_tls_files`], [`Engine::with_raw_endpoint`]).
     raw: Option<RawEndpoint>,
 }
 
@@ -187,8 +188,20 @@ impl Engine {
         Ok(Engine { raw: Some(raw), ..self })
     }
 
-    /// Whether this engine can run [`Backend::BuildKit`] builds: archfarm can open a
-    /// raw connection to it (not TLS), and it is a Linux daemon speaking API 1.39 or
+    /// The same engine, with BuildKit builds sent over TLS to the `tcp://host:port` it
+    /// was connected at, verified against `ca` and presenting `cert`/`key` (the files
+    /// given to bollard's `connect_with_ssl`).
+    pub fn with_tls_files(self, ca: &Path, cert: &Path, key: &Path) -> Result<Engine> {
+        let addr = match RawEndpoint::parse(&self.endpoint) {
+            Some(RawEndpoint::Tcp(addr)) => addr,
+            _ => return Err(Error::usage(format!("TLS needs a tcp://host:port endpoint, not {}", self.endpoint))),
+        };
+        let raw = RawEndpoint::tls(&addr, ca, cert, key)?;
+        Ok(Engine { raw: Some(raw), ..self })
+    }
+
+    /// Whether this engine can run [`Backend::BuildKit`] builds: archfarm knows how to
+    /// open a raw connection to it (see [`with_tls_files`](Self::with_tls_files)), and it is a Linux daemon speaking API 1.39 or
     /// newer (dockerd 18.09, the first with BuildKit built in, not experimental). One
     /// `GET /version`; dockerd 20.10 sends no `Builder-Version` header on `/_ping`
     /// (that header names the *default* builder where present, not whether BuildKit exists).

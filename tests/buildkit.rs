@@ -400,3 +400,110 @@ async fn buildkit_images_are_reproducible_across_engines_and_both_builders_impor
     let loaded = local.engine.load_from_store(&store, &manifests[0].2, &[]).await.unwrap();
     assert_eq!(local.run("amd64", &loaded, "cat /arch /hello.txt"), "amd64\nhi\n");
 }
+
+/// `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA in `dir` and, signed by it for 127.0.0.1, `<name>-cert.pem`/`<name>-key.pem`
+/// for each (name, extended key usage).
+fn make_certs(dir: &Path, certs: &[(&str, &str)]) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[&["req", "-x509"], &ec[..], &["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"]]
+            .concat(),
+    );
+    for (name, usage) in certs {
+        let (key, csr, cert, ext) =
+            (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}-cert.pem"), format!("{name}.ext"));
+        std::fs::write(dir.join(&ext), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")).unwrap();
+        openssl(dir, &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]].concat());
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// Stops the extra engine on a port when dropped.
+struct StopEngine(&'static str);
+impl Drop for StopEngine {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/extra-dockerd.sh");
+        let _ = Command::new("bash").arg(script).args(["--stop", self.0]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_builds_work_on_a_tls_engine() {
+    const PORT: &str = "2391";
+    if connect("unix:///var/run/docker.sock").await.is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("tls");
+    std::fs::create_dir_all(certs.join("engine")).unwrap();
+    make_certs(&certs, &[("server", "serverAuth,clientAuth"), ("client", "clientAuth")]);
+    for (from, to) in [("ca.pem", "ca.pem"), ("server-cert.pem", "cert.pem"), ("server-key.pem", "key.pem")] {
+        std::fs::copy(certs.join(from), certs.join("engine").join(to)).unwrap();
+    }
+    let started = Instant::now();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/extra-dockerd.sh");
+    let _stop = StopEngine(PORT);
+    let st =
+        Command::new("bash").arg(script).arg(PORT).env("ARCHFARM_DOCKERD_TLS", certs.join("engine")).status().unwrap();
+    assert!(st.success(), "could not start the TLS engine");
+    eprintln!("TLS engine up in {:.1}s", started.elapsed().as_secs_f64());
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (ca, cert, key) = (certs.join("ca.pem"), certs.join("client-cert.pem"), certs.join("client-key.pem"));
+    let endpoint = format!("tcp://127.0.0.1:{PORT}");
+    let docker = bollard::Docker::connect_with_ssl(
+        &format!("https://127.0.0.1:{PORT}"),
+        &key,
+        &cert,
+        &ca,
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let engine = Engine::connect_client(docker, &endpoint, Duration::from_secs(20)).await.unwrap();
+    assert!(!engine.buildkit_available().await.unwrap(), "no raw TLS connection was set up yet");
+    let engine = engine.with_tls_files(&ca, &cert, &key).unwrap();
+    assert!(engine.buildkit_available().await.unwrap());
+    // Tags are not cleaned up: the engine is stopped at the end (and the CLI has no TLS flags here).
+    let mut run = Run { engine, tmp, nonce: nonce(), cleanup: Cleanup(Vec::new()) };
+    let base = run.base("amd64").await;
+    run.cleanup.0.clear();
+    let value = format!("tls-{:016x}", fastrand::u64(..));
+    let hash = hex::encode(Sha256::digest(value.as_bytes()));
+    let recipe = format!(
+        "FROM {base}\nCOPY nonce /\nRUN --mount=type=secret,id=tok test \"$(sha256sum < /run/secrets/tok | cut -d' ' -f1)\" = {hash}\n"
+    );
+    let ctx = context(&run.path("tls-secret"), &[("Dockerfile", recipe.as_bytes()), ("nonce", run.nonce.as_bytes())]);
+    let spec = Spec {
+        secrets: vec![BuildSecret { id: "tok".into(), value: Secret::new(value.clone()) }],
+        ..Spec::new(Backend::BuildKit, "amd64")
+    };
+    run.build(&ctx, &spec, "tls-secret").await.unwrap_or_else(|e| panic!("{}", e.into_error()));
+    assert!(!run.log("tls-secret").contains(&value));
+}
