@@ -66,6 +66,16 @@ pub enum Backend {
     BuildKit,
 }
 
+impl Backend {
+    /// `classic` or `buildkit`, as it serializes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Classic => "classic",
+            Backend::BuildKit => "buildkit",
+        }
+    }
+}
+
 /// A secret a BuildKit build may mount (`RUN --mount=type=secret,id=<id>`). The value
 /// is handed to the engine through archfarm's session only; `Debug` redacts it.
 #[derive(Debug, Clone)]
@@ -201,10 +211,11 @@ impl Engine {
     }
 
     /// Whether this engine can run [`Backend::BuildKit`] builds: archfarm knows how to
-    /// open a raw connection to it (see [`with_tls_files`](Self::with_tls_files)), and it is a Linux daemon speaking API 1.39 or
-    /// newer (dockerd 18.09, the first with BuildKit built in, not experimental). One
-    /// `GET /version`; dockerd 20.10 sends no `Builder-Version` header on `/_ping`
-    /// (that header names the *default* builder where present, not whether BuildKit exists).
+    /// open a raw connection to it (see [`with_tls_files`](Self::with_tls_files)), and
+    /// it is a Linux daemon speaking API 1.39 or newer (dockerd 18.09, the first with
+    /// BuildKit built in and not experimental). One `GET /version`. Not the `/_ping`
+    /// `Builder-Version` header: dockerd 20.10 here sends none, and where sent it names
+    /// the *default* builder, not whether BuildKit exists.
     pub async fn buildkit_available(&self) -> Result<bool> {
         if self.raw.is_none() {
             return Ok(false);
@@ -409,7 +420,7 @@ impl Engine {
             "# archfarm: building {what} on {} (API {}, {})",
             self.endpoint,
             self.api_version(),
-            serde_json::to_value(req.backend).expect("backend").as_str().unwrap_or_default()
+            req.backend.name()
         )
         .map_err(log_err)?;
         let outcome = match (req.backend, &self.raw) {
@@ -924,6 +935,15 @@ mod tests {
         assert!(tar(&ctx).unwrap_err().message().contains("changed"));
         std::fs::write(dir.path().join("a"), b"hell").unwrap();
         assert!(tar(&ctx).unwrap_err().message().contains("changed"));
+    }
+
+    #[test]
+    fn backends_serialize_as_their_names_and_api_versions_compare_as_numbers() {
+        for b in [Backend::Classic, Backend::BuildKit] {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.name());
+        }
+        assert!(api_at_least("1.41", (1, 39)) && api_at_least("2.0", (1, 39)));
+        assert!(!api_at_least("1.38", (1, 39)) && !api_at_least("1.9", (1, 39)) && !api_at_least("", (1, 39)));
     }
 
     #[test]
