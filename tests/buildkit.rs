@@ -516,3 +516,34 @@ async fn secret_builds_work_on_a_tls_engine() {
     run.build(&ctx, &spec, "tls-secret").await.unwrap_or_else(|e| panic!("{}", e.into_error()));
     assert!(!run.log("tls-secret").contains(&value));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_dies_mid_build_is_the_engines_fault() {
+    const PORT: &str = "2392";
+    if connect("unix:///var/run/docker.sock").await.is_none() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/extra-dockerd.sh");
+    let _stop = StopEngine(PORT);
+    assert!(Command::new("bash").arg(&script).arg(PORT).status().unwrap().success(), "could not start an engine");
+    let Some(mut run) = Run::new(&format!("tcp://127.0.0.1:{PORT}")).await else { return };
+    let base = run.base("amd64").await;
+    let marker = format!("dies{}", run.nonce.replace('-', ""));
+    let recipe = format!("FROM {base}\nRUN sh -c 'sleep 30; echo {marker}'\n");
+    let ctx = context(&run.path("dies"), &[("Dockerfile", recipe.as_bytes())]);
+    let spec = Spec::new(Backend::BuildKit, "amd64");
+    let build = run.build(&ctx, &spec, "dies");
+    let kill = async {
+        let started = Instant::now();
+        while processes_with(&marker).is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the RUN step never started");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stop = tokio::task::block_in_place(|| Command::new("bash").arg(&script).args(["--stop", PORT]).status());
+        assert!(stop.unwrap().success());
+    };
+    let (failure, ()) = tokio::join!(build, kill);
+    let failure = failure.unwrap_err();
+    let BuildFailure::Engine(e) = failure else { panic!("not the engine's fault: {failure:?}") };
+    assert!(e.message().contains("failed at `[2/2] RUN sh -c 'sleep 30; echo"), "{}", e.message());
+}

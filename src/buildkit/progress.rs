@@ -2,8 +2,9 @@
 //! lines, in the manner of `docker buildx build --progress=plain`: each step gets a
 //! number when first seen, `#5 [2/3] RUN make` when it starts, its output as
 //! `#5 0.312 compiling...` (seconds since the step started), then `#5 CACHED`,
-//! `#5 DONE 1.2s` or `#5 ERROR: ...`. The first step that failed is remembered to
-//! name it in the build's error, like the classic builder's last `Step N/M`.
+//! `#5 DONE 1.2s` or `#5 ERROR: ...`. The first step that failed (or, if the stream
+//! broke, the last one running) names the build's error, like the classic builder's
+//! last `Step N/M`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -38,9 +39,13 @@ fn seconds(t: &Timestamp) -> f64 {
 const CANCELED: &str = "context canceled";
 
 impl Progress {
-    /// The name of the first step that failed (`[2/3] RUN false`), if one did.
+    /// The name of the first step that failed (`[2/3] RUN false`); if none did (the
+    /// stream broke), the last one that started and did not finish.
     pub fn failed_step(&self) -> Option<&str> {
-        self.failed_step.as_deref()
+        let running = || {
+            self.steps.values().filter(|s| s.announced && !s.finished).max_by_key(|s| s.number).map(|s| s.name.as_str())
+        };
+        self.failed_step.as_deref().or_else(running)
     }
 
     /// Writes what `status` says happened to `out`: steps that started, then their
@@ -130,6 +135,7 @@ mod tests {
             ..Default::default()
         };
         p.push(&status, &mut out).unwrap();
+        assert_eq!(p.failed_step(), Some("[2/3] RUN make"), "the running step");
         let more = StatusResponse {
             vertexes: vec![
                 Vertex { error: "exit code: 2".into(), completed: at(11, 0), ..run },
