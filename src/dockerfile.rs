@@ -58,6 +58,11 @@ pub fn analyze(text: &str, args: &BTreeMap<String, String>) -> Result<Analysis> 
         match r {
             Found::Ref(r) => a.refs.push(FromRef { image: r.image, line: r.line, platform: r.platform }),
             Found::Stage(name) => a.stages.push(name),
+            Found::Platform(p, line) if p.is_empty() => {
+                return Err(Error::usage(format!(
+                    "line {line}: FROM --platform= resolves to an empty platform; set the build argument it uses"
+                )))
+            }
             Found::Platform(p, line) => a.platforms.push((p, line)),
             Found::Secret(s) => {
                 if !a.secrets.iter().any(|x| x.id == s.id) {
@@ -282,12 +287,6 @@ fn scan(text: &str, build_args: &BTreeMap<String, String>) -> Result<Vec<Found>>
                         "line {}: FROM '{}' resolves to an empty image name; set the build argument it uses",
                         ins.line,
                         word_text(image_word)
-                    )));
-                }
-                if platform.as_deref() == Some("") {
-                    return Err(Error::usage(format!(
-                        "line {}: FROM --platform= resolves to an empty platform; set the build argument it uses",
-                        ins.line
                     )));
                 }
                 if let Some(p) = &platform {

@@ -1,6 +1,7 @@
 //! A Docker engine (local or remote), through bollard: builds with the classic builder
-//! from a streamed, verified build context; moves images between the engine and the
-//! local store as docker-archives (`docker save` / `docker load`).
+//! or with BuildKit ([`crate::buildkit`]) from a streamed, verified build context; moves
+//! images between the engine and the local store as docker-archives (`docker save` /
+//! `docker load`).
 //!
 //! The API version is negotiated (Debian's dockerd 20.10 speaks 1.41). Nothing here
 //! materialises a whole tar in memory: the build context and docker-archives flow
@@ -22,6 +23,8 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use crate::auth::Secret;
+use crate::buildkit::{self, transport::RawEndpoint};
 use crate::context::{Context, EntryKind};
 use crate::docker_archive::{self, ImportedImage};
 use crate::error::{Error, Result};
@@ -46,6 +49,39 @@ pub struct Engine {
     docker: Docker,
     long: Docker,
     endpoint: String,
+    /// Where BuildKit builds connect (bollard's transport is private): known for plain
+    /// unix and tcp endpoints; TLS ones and ssh bridges must say it
+    /// ([`Engine::with_tls_files`], [`Engine::with_raw_endpoint`]).
+    raw: Option<RawEndpoint>,
+}
+
+/// Which of the engine's builders runs a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The classic builder (`POST /build`): one platform per build, no secret mounts.
+    #[default]
+    Classic,
+    /// BuildKit (`POST /build?version=2`): cache and secret mounts, `$BUILDPLATFORM`.
+    BuildKit,
+}
+
+impl Backend {
+    /// `classic` or `buildkit`, as it serializes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Classic => "classic",
+            Backend::BuildKit => "buildkit",
+        }
+    }
+}
+
+/// A secret a BuildKit build may mount (`RUN --mount=type=secret,id=<id>`). The value
+/// is handed to the engine through archfarm's session only; `Debug` redacts it.
+#[derive(Debug, Clone)]
+pub struct BuildSecret {
+    pub id: String,
+    pub value: Secret,
 }
 
 /// What to build: one Dockerfile of one context for one platform.
@@ -63,26 +99,12 @@ pub struct BuildRequest<'a> {
     pub tags: &'a [String],
     /// The engine's whole output goes here (parent folders are created).
     pub log_path: &'a Path,
+    /// The builder to use.
     pub backend: Backend,
-    /// Build this stage.
+    /// Build only up to this named stage (`FROM ... AS <target>`); None: the last stage.
     pub target: Option<&'a str>,
-    /// Secrets for `RUN --mount=type=secret` (BuildKit only).
+    /// Secrets for `RUN --mount=type=secret`; BuildKit only.
     pub secrets: &'a [BuildSecret],
-}
-
-/// Which of the engine's builders runs a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Classic,
-    BuildKit,
-}
-
-/// A build secret: its id and value (never printed).
-#[derive(Debug, Clone)]
-pub struct BuildSecret {
-    pub id: String,
-    pub value: crate::auth::Secret,
 }
 
 /// Why a build failed, which decides whether another engine should try it.
@@ -113,6 +135,24 @@ const LOST_CACHE_ATTEMPTS: u32 = 3;
 /// prune of an unrelated image can cause it, so the build is simply run again.
 const LOST_CACHED_IMAGE: &str = "unable to find image \"sha256:";
 
+/// What a builder's response stream said, for [`Engine::build_logged`] to judge.
+#[derive(Default)]
+pub(crate) struct StreamOutcome {
+    /// The built image's ID, if the engine named it.
+    pub image_id: Option<String>,
+    /// The failure message, and whether the engine reported it (true) or the
+    /// connection or stream failed (false).
+    pub failure: Option<(String, bool)>,
+    /// The step that was running when the build failed, as the builder names it.
+    pub failed_step: Option<String>,
+}
+
+/// Whether API version `v` (`1.41`) is at least `min`.
+fn api_at_least(v: &str, min: (u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= min
+}
+
 /// The outcome of one failed build attempt.
 enum Attempt {
     LostCachedImage(String),
@@ -138,12 +178,52 @@ impl Engine {
     /// The engine at `endpoint` (`unix:///path`, `/path`, `tcp://host:port`,
     /// `http://host:port`), waiting up to `deadline` for it to answer a ping.
     pub async fn connect_to(endpoint: &str, deadline: Duration) -> Result<Engine> {
-        Self::connect_client(client_for(endpoint)?, endpoint, deadline).await.map_err(|e| {
+        let engine = Self::connect_client(client_for(endpoint)?, endpoint, deadline).await.map_err(|e| {
             Error::failure(format!(
                 "{}; start it (ci/services.sh starts dockerd) or point DOCKER_HOST at a running engine",
                 e.message()
             ))
-        })
+        })?;
+        Ok(Engine { raw: RawEndpoint::parse(endpoint), ..engine })
+    }
+
+    /// The same engine, with BuildKit builds sent to `address` (`unix:///path` or
+    /// `tcp://host:port`, no TLS): for an engine connected with
+    /// [`connect_client`](Self::connect_client) through an ssh bridge's socket or a
+    /// plain client.
+    pub fn with_raw_endpoint(self, address: &str) -> Result<Engine> {
+        let raw = RawEndpoint::parse(address).ok_or_else(|| {
+            Error::usage(format!("'{address}' is not a unix:///path or tcp://host:port address of {}", self.endpoint))
+        })?;
+        Ok(Engine { raw: Some(raw), ..self })
+    }
+
+    /// The same engine, with BuildKit builds sent over TLS to the `tcp://host:port` it
+    /// was connected at, verified against `ca` and presenting `cert`/`key` (the files
+    /// given to bollard's `connect_with_ssl`).
+    pub fn with_tls_files(self, ca: &Path, cert: &Path, key: &Path) -> Result<Engine> {
+        let addr = match RawEndpoint::parse(&self.endpoint) {
+            Some(RawEndpoint::Tcp(addr)) => addr,
+            _ => return Err(Error::usage(format!("TLS needs a tcp://host:port endpoint, not {}", self.endpoint))),
+        };
+        let raw = RawEndpoint::tls(&addr, ca, cert, key)?;
+        Ok(Engine { raw: Some(raw), ..self })
+    }
+
+    /// Whether this engine can run [`Backend::BuildKit`] builds: archfarm knows how to
+    /// open a raw connection to it (see [`with_tls_files`](Self::with_tls_files)), and
+    /// it is a Linux daemon speaking API 1.39 or newer (dockerd 18.09, the first with
+    /// BuildKit built in and not experimental). One `GET /version`. Not the `/_ping`
+    /// `Builder-Version` header: dockerd 20.10 here sends none, and where sent it names
+    /// the *default* builder, not whether BuildKit exists.
+    pub async fn buildkit_available(&self) -> Result<bool> {
+        if self.raw.is_none() {
+            return Ok(false);
+        }
+        let v = self.docker.version().await.map_err(|e| self.err("asking for the engine's version".into(), e))?;
+        let api = v.api_version.unwrap_or_default();
+        let linux = v.os.as_deref().is_some_and(|os| os.eq_ignore_ascii_case("linux"));
+        Ok(linux && api_at_least(&api, (1, 39)))
     }
 
     /// An engine through an already configured client (TLS, a bridged SSH socket),
@@ -160,7 +240,7 @@ impl Engine {
             match tokio::time::timeout(left.min(Duration::from_secs(5)), attempt).await {
                 Ok(Ok(docker)) => {
                     let long = docker.clone().with_timeout(LONG_TIMEOUT);
-                    return Ok(Engine { docker, long, endpoint: endpoint.to_string() });
+                    return Ok(Engine { docker, long, endpoint: endpoint.to_string(), raw: None });
                 }
                 Ok(Err(e)) => last_error = e.to_string(),
                 Err(_) => last_error = "no answer".to_string(),
@@ -191,11 +271,6 @@ impl Engine {
     pub async fn version_and_arch(&self) -> Result<(String, String)> {
         let info = self.docker.info().await.map_err(|e| self.err("asking for the engine's info".into(), e))?;
         Ok((info.server_version.unwrap_or_default(), info.architecture.unwrap_or_default()))
-    }
-
-    /// Whether this engine can run BuildKit builds.
-    pub async fn buildkit_available(&self) -> Result<bool> {
-        Ok(false)
     }
 
     /// The API version in use after negotiation, e.g. `1.41`.
@@ -253,7 +328,7 @@ impl Engine {
         }
     }
 
-    /// Builds `req` with the classic builder; returns the image ID (`sha256:<hex>`).
+    /// Builds `req` with its backend; returns the image ID (`sha256:<hex>`).
     pub async fn build(&self, req: BuildRequest<'_>) -> Result<String> {
         self.build_logged(req, "").await.map_err(BuildFailure::into_error)
     }
@@ -261,13 +336,24 @@ impl Engine {
     /// Like [`build`](Self::build), but writes `preamble` (e.g. why the job was routed
     /// here) at the top of the log, and says whose fault a failure is: the recipe's
     /// (retrying elsewhere would fail the same way), the engine's or its connection's
-    /// (another engine may succeed), or a local one (the context changed, a log write).
+    /// (another engine may succeed), or a local one (the context changed, a log write,
+    /// a request this engine or backend cannot serve). Dropping the future cancels the
+    /// build on the engine.
     pub async fn build_logged(&self, req: BuildRequest<'_>, preamble: &str) -> Result<String, BuildFailure> {
         let what = format!(
             "{} for {}",
             req.tags.first().cloned().unwrap_or_else(|| req.context.dir.display().to_string()),
             req.platform
         );
+        if req.backend == Backend::Classic && !req.secrets.is_empty() {
+            return Err(BuildFailure::Local(Error::usage(format!(
+                "building {what}: build secrets ({}) need BuildKit; the classic builder cannot mount them",
+                req.secrets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))));
+        }
+        if req.backend == Backend::BuildKit && self.raw.is_none() {
+            return Err(BuildFailure::Local(buildkit::unreachable(&self.endpoint).context(format!("building {what}"))));
+        }
         let mut log = open_log(req.log_path).map_err(BuildFailure::Local)?;
         let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
         log.write_all(preamble.as_bytes()).map_err(log_err)?;
@@ -305,31 +391,18 @@ impl Engine {
         log: &mut io::BufWriter<File>,
     ) -> Result<String, Attempt> {
         let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
-        let buildargs: HashMap<&str, &str> = req.build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let labels: HashMap<&str, &str> = req.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let platform = req.platform.to_string();
-        let mut opts = BuildImageOptionsBuilder::new()
-            .dockerfile(req.dockerfile_path)
-            .platform(&platform)
-            .buildargs(&buildargs)
-            .labels(&labels)
-            .rm(true)
-            .forcerm(true);
-        if let Some(t) = req.tags.first() {
-            opts = opts.t(t);
+        let mut dockerfile_text = req.dockerfile_text.map(str::to_string);
+        if req.backend == Backend::BuildKit {
+            dockerfile_text = self.tag_from_ids(&req, what).await?;
         }
-        if let Some(t) = req.target {
-            opts = opts.target(t);
-        }
-
         // The context: a blocking thread writes the tar into a bounded channel.
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let context = req.context.clone();
-        let dockerfile = (req.dockerfile_path.to_string(), req.dockerfile_text.map(str::to_string));
+        let dockerfile = req.dockerfile_path.to_string();
         let what2 = what.to_string();
         let producer = tokio::task::spawn_blocking(move || {
             let mut w = ChannelWriter::new(tx);
-            let r = write_context(&context, &dockerfile.0, dockerfile.1.as_deref(), &what2, &mut w);
+            let r = write_context(&context, &dockerfile, dockerfile_text.as_deref(), &what2, &mut w);
             match r {
                 Ok(()) => {
                     w.finish().map_err(|e| Error::failure(format!("streaming the build context of {what2}: {e}")))
@@ -340,76 +413,50 @@ impl Engine {
                 }
             }
         });
+        let producer = tokio_util::task::AbortOnDropHandle::new(producer);
 
-        writeln!(log, "# archfarm: building {what} on {} (API {})", self.endpoint, self.api_version())
-            .map_err(log_err)?;
-        let mut stream = self.long.build_image(opts.build(), None, Some(bollard::body_try_stream(receiver_stream(rx))));
-        let mut lines = LineTracker::default();
-        let mut image_id = None;
-        // The engine's own error message in the stream is the recipe's failure; a
-        // broken stream or connection is the engine's.
-        let mut failure: Option<(String, bool)> = None;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(s) = &info.stream {
-                        log.write_all(s.as_bytes()).map_err(log_err)?;
-                        lines.push(s);
-                    }
-                    if let Some(s) = &info.status {
-                        writeln!(log, "{s}").map_err(log_err)?;
-                    }
-                    if let Some(id) = info.aux.and_then(|a| a.id) {
-                        writeln!(log, "# archfarm: image id {id}").map_err(log_err)?;
-                        image_id = Some(id);
-                    }
-                }
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    writeln!(log, "{error}").map_err(log_err)?;
-                    failure = Some((error, true));
-                    break;
-                }
-                Err(e) => {
-                    writeln!(log, "# archfarm: {e}").map_err(log_err)?;
-                    failure = Some((e.to_string(), false));
-                    break;
-                }
+        writeln!(
+            log,
+            "# archfarm: building {what} on {} (API {}, {})",
+            self.endpoint,
+            self.api_version(),
+            req.backend.name()
+        )
+        .map_err(log_err)?;
+        let outcome = match (req.backend, &self.raw) {
+            (Backend::BuildKit, Some(raw)) => {
+                buildkit::build(raw, &self.api_version(), &req, receiver_stream(rx), log).await.map_err(log_err)?
             }
-        }
-        drop(stream);
+            _ => self.classic(&req, receiver_stream(rx), log).await.map_err(log_err)?,
+        };
         let produced = producer
             .await
             .map_err(|e| BuildFailure::Local(Error::failure(format!("context writer of {what} panicked: {e}"))))?;
         log.flush().map_err(log_err)?;
         // A file that changed under us explains any engine error that followed.
         if let Err(e) = &produced {
-            if e.message().contains("changed during the build") || failure.is_none() {
+            if e.message().contains("changed during the build") || outcome.failure.is_none() {
                 let _ = writeln!(log, "# archfarm: {}", e.message());
                 return Err(BuildFailure::Local(e.clone_failure()).into());
             }
         }
-        if let Some((msg, by_engine)) = failure {
-            if by_engine && msg.contains(LOST_CACHED_IMAGE) {
+        if let Some((msg, by_engine)) = outcome.failure {
+            if req.backend == Backend::Classic && by_engine && msg.contains(LOST_CACHED_IMAGE) {
                 return Err(Attempt::LostCachedImage(msg.trim().to_string()));
             }
-            let step = lines.last_step.as_deref().map(|s| format!(" at `{s}`")).unwrap_or_default();
+            let step = outcome.failed_step.as_deref().map(|s| format!(" at `{s}`")).unwrap_or_default();
             let e = Error::failure(format!(
                 "building {what} failed{step}: {} (log: {})",
                 msg.trim(),
                 req.log_path.display()
             ));
-            return Err(if by_engine { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) }.into());
+            // An error the engine reported is the recipe's, unless the engine is gone.
+            let recipe = by_engine && self.answers(Duration::from_secs(10)).await;
+            return Err(if recipe { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) }.into());
         }
-        let id = match (image_id, lines.built) {
-            (Some(id), _) => id,
-            (None, Some(short)) => self
-                .docker
-                .inspect_image(&short)
-                .await
-                .map_err(|e| BuildFailure::Engine(self.err(format!("inspecting built image {short}"), e)))?
-                .id
-                .unwrap_or(short),
-            (None, None) => {
+        let id = match outcome.image_id {
+            Some(id) => id,
+            None => {
                 return Err(BuildFailure::Engine(Error::failure(format!(
                     "building {what}: the engine at {} ended the build without an image ID (log: {})",
                     self.endpoint,
@@ -423,6 +470,89 @@ impl Engine {
             self.tag(&id, repo, tag).await.map_err(BuildFailure::Engine)?;
         }
         Ok(id)
+    }
+
+    /// For BuildKit: the Dockerfile text with FROM image IDs replaced by ID tags
+    /// ([`buildkit::id_tags`]), after tagging those images; None if nothing changes.
+    async fn tag_from_ids(&self, req: &BuildRequest<'_>, what: &str) -> Result<Option<String>, BuildFailure> {
+        let Some(text) = req.dockerfile_text else { return Ok(None) };
+        let (rewritten, ids) = match buildkit::id_tags(text, req.build_args) {
+            Ok(r) => r,
+            // A Dockerfile that does not parse goes to the engine as it is: it reports why.
+            Err(_) => return Ok(Some(text.to_string())),
+        };
+        for (id, tag) in &ids {
+            self.tag(id, buildkit::ID_TAG_REPO, tag)
+                .await
+                .map_err(|e| BuildFailure::Engine(e.context(format!("building {what}"))))?;
+        }
+        Ok(Some(rewritten))
+    }
+
+    /// The classic builder's run of `req` with `context` as the body, through bollard.
+    async fn classic(
+        &self,
+        req: &BuildRequest<'_>,
+        context: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+        log: &mut io::BufWriter<File>,
+    ) -> io::Result<StreamOutcome> {
+        let buildargs: HashMap<&str, &str> = req.build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels: HashMap<&str, &str> = req.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let platform = req.platform.to_string();
+        let mut opts = BuildImageOptionsBuilder::new()
+            .dockerfile(req.dockerfile_path)
+            .platform(&platform)
+            .buildargs(&buildargs)
+            .labels(&labels)
+            .rm(true)
+            .forcerm(true);
+        if let Some(t) = req.tags.first() {
+            opts = opts.t(t);
+        }
+        if let Some(target) = req.target {
+            opts = opts.target(target);
+        }
+        let mut stream = self.long.build_image(opts.build(), None, Some(bollard::body_try_stream(context)));
+        let mut lines = LineTracker::default();
+        let mut outcome = StreamOutcome::default();
+        // The engine's own error message in the stream is the recipe's failure; a
+        // broken stream or connection is the engine's.
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = &info.stream {
+                        log.write_all(s.as_bytes())?;
+                        lines.push(s);
+                    }
+                    if let Some(s) = &info.status {
+                        writeln!(log, "{s}")?;
+                    }
+                    if let Some(id) = info.aux.and_then(|a| a.id) {
+                        writeln!(log, "# archfarm: image id {id}")?;
+                        outcome.image_id = Some(id);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    writeln!(log, "{error}")?;
+                    outcome.failure = Some((error, true));
+                    break;
+                }
+                Err(e) => {
+                    writeln!(log, "# archfarm: {e}")?;
+                    outcome.failure = Some((e.to_string(), false));
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        outcome.failed_step = lines.last_step;
+        if let (None, Some(short)) = (&outcome.image_id, lines.built) {
+            match self.docker.inspect_image(&short).await {
+                Ok(image) => outcome.image_id = Some(image.id.unwrap_or(short)),
+                Err(e) => outcome.failure = Some((format!("inspecting built image {short}: {e}"), false)),
+            }
+        }
+        Ok(outcome)
     }
 
     /// `docker save` of image `id` streamed into the store, made reproducible on the way
@@ -812,6 +942,15 @@ mod tests {
         assert!(tar(&ctx).unwrap_err().message().contains("changed"));
         std::fs::write(dir.path().join("a"), b"hell").unwrap();
         assert!(tar(&ctx).unwrap_err().message().contains("changed"));
+    }
+
+    #[test]
+    fn backends_serialize_as_their_names_and_api_versions_compare_as_numbers() {
+        for b in [Backend::Classic, Backend::BuildKit] {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.name());
+        }
+        assert!(api_at_least("1.41", (1, 39)) && api_at_least("2.0", (1, 39)));
+        assert!(!api_at_least("1.38", (1, 39)) && !api_at_least("1.9", (1, 39)) && !api_at_least("", (1, 39)));
     }
 
     #[test]

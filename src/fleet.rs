@@ -607,7 +607,9 @@ impl Builder {
     async fn connect_endpoint(&self, text: &str) -> Result<Engine> {
         match &self.spec.endpoint {
             Endpoint::Unix(_) | Endpoint::Tcp { tls: None, .. } => {
-                Engine::connect_client(crate::engine::client_for(text)?, text, self.deadline).await
+                Engine::connect_client(crate::engine::client_for(text)?, text, self.deadline)
+                    .await?
+                    .with_raw_endpoint(text)
             }
             Endpoint::Tcp { addr, tls: Some(t) } => {
                 for (field, p) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
@@ -630,7 +632,7 @@ impl Builder {
                     bollard::API_DEFAULT_VERSION,
                 )
                 .map_err(|e| Error::failure(format!("setting up TLS to {text}: {e}")))?;
-                Engine::connect_client(docker, text, self.deadline).await
+                Engine::connect_client(docker, text, self.deadline).await?.with_tls_files(&t.ca, &t.cert, &t.key)
             }
             Endpoint::Ssh { destination, port, .. } => {
                 let bridge = SshBridge::start(destination, *port)?;
@@ -641,15 +643,17 @@ impl Builder {
                 )
                 .map_err(|e| Error::failure(format!("connecting to the ssh bridge of {text}: {e}")))?;
                 let stderr = Arc::clone(&bridge.stderr);
+                let socket = format!("unix://{}", bridge.socket.display());
                 *self.bridge.lock().expect("bridge lock") = Some(bridge);
-                Engine::connect_client(docker, text, self.deadline).await.map_err(|e| {
+                let engine = Engine::connect_client(docker, text, self.deadline).await.map_err(|e| {
                     let said = stderr.lock().expect("stderr lock").trim().to_string();
                     if said.is_empty() {
                         e
                     } else {
                         e.context(format!("ssh said: {said}"))
                     }
-                })
+                })?;
+                engine.with_raw_endpoint(&socket)
             }
         }
     }
@@ -892,24 +896,13 @@ impl Farm {
         build_platform: &Platform,
         preamble: &str,
     ) -> std::result::Result<Entry, BuildFailure> {
-        // Each farm parent by the exact image this engine holds for its platform: the
-        // classic builder takes an image ID; BuildKit takes only names, so the image gets
-        // its per-platform key tag (unique to that image, platform and key).
+        // Each farm parent by the exact image this engine holds for the platform of its
+        // stage (the engine turns IDs into tags for BuildKit, which resolves only names).
         let mut replacements: BTreeMap<(String, Platform), String> = BTreeMap::new();
         for p in &job.parents {
             let at = (p.image.clone(), p.platform.clone());
-            let done = &parents[&at];
-            let id = self.ensure_on(engine, done).await.map_err(BuildFailure::Engine)?;
-            let name = match backend {
-                Backend::Classic => id,
-                Backend::BuildKit => {
-                    let tag = platform_tag(&p.platform, done.key());
-                    let repo = format!("{}/{}", self.config.registry.host, self.config.registry.repository(&p.image));
-                    engine.tag(&id, &repo, &tag).await.map_err(BuildFailure::Engine)?;
-                    format!("{repo}:{tag}")
-                }
-            };
-            replacements.insert((p.reference.clone(), p.platform.clone()), name);
+            let id = self.ensure_on(engine, &parents[&at]).await.map_err(BuildFailure::Engine)?;
+            replacements.insert((p.reference.clone(), p.platform.clone()), id);
         }
         let mut args = job.build_args.clone();
         args.extend(crate::platform::platform_args(&job.platform, build_platform));

@@ -7,6 +7,7 @@ pub mod assemble;
 pub mod auth;
 pub mod bases;
 pub mod binfmt;
+pub mod buildkit;
 pub mod catalog;
 pub mod cli;
 pub mod config;

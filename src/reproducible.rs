@@ -7,9 +7,11 @@
 //! step's intermediate image (`config.Image`), and in the layers the mtime of every file
 //! a step wrote. Two builds of the same recipe on two engines therefore never agree,
 //! which makes a rebuilt platform (a builder that died, a CI runner that retried) look
-//! like a new image. BuildKit's answer is `SOURCE_DATE_EPOCH` with `rewrite-timestamp`;
-//! Debian's dockerd 20.10 has no BuildKit, so archfarm rewrites the image as it comes
-//! out of the engine (`docker save` into the store):
+//! like a new image. BuildKit stamps build times as well. Its answer is
+//! `SOURCE_DATE_EPOCH` (BuildKit v0.11) with `rewrite-timestamp` (v0.13), but the BuildKit
+//! built into Debian's dockerd 20.10 is v0.8, which has neither. So archfarm rewrites the
+//! image, whichever builder made it, as it comes out of the engine (`docker save` into
+//! the store; tests/buildkit.rs checks that BuildKit builds on two engines agree):
 //!
 //! - every layer entry gets mtime 0, no owner names, no access or change times; its
 //!   path, type, mode, owner IDs, link target, device numbers, extended attributes

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use archfarm::context::{Context, ContextEntry, EntryKind};
 use archfarm::docker_archive;
-use archfarm::engine::{BuildRequest, Engine, KEY_LABEL};
+use archfarm::engine::{Backend, BuildRequest, Engine, KEY_LABEL};
 use archfarm::platform::Platform;
 use archfarm::store::Store;
 use sha2::{Digest, Sha256};
@@ -121,7 +121,7 @@ async fn builds_exports_loads_and_reports_failures() {
                     labels,
                     tags,
                     log_path: &log,
-                    backend: archfarm::engine::Backend::Classic,
+                    backend: Backend::Classic,
                     target: None,
                     secrets: &[],
                 })
@@ -157,7 +157,7 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &[],
             log_path: &tmp.path().join("logs/child.log"),
-            backend: archfarm::engine::Backend::Classic,
+            backend: Backend::Classic,
             target: None,
             secrets: &[],
         })
@@ -225,7 +225,7 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &[],
             log_path: &fail_log,
-            backend: archfarm::engine::Backend::Classic,
+            backend: Backend::Classic,
             target: None,
             secrets: &[],
         })
@@ -254,7 +254,7 @@ async fn builds_exports_loads_and_reports_failures() {
             labels: &BTreeMap::new(),
             tags: &["archfarm-test/changed:x".to_string()],
             log_path: &tmp.path().join("logs/changed.log"),
-            backend: archfarm::engine::Backend::Classic,
+            backend: Backend::Classic,
             target: None,
             secrets: &[],
         })
@@ -320,10 +320,10 @@ async fn engine_refusal_before_the_context_is_read_does_not_hang() {
         build_args: &empty,
         labels: &empty,
         log_path: &log,
-        tags: &bad_tag,
-        backend: archfarm::engine::Backend::Classic,
+        backend: Backend::Classic,
         target: None,
         secrets: &[],
+        tags: &bad_tag,
     });
     let err = tokio::time::timeout(Duration::from_secs(60), build).await.expect("build returned").unwrap_err();
     assert!(err.message().contains("invalid reference format"), "{}", err.message());
