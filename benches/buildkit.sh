@@ -44,25 +44,18 @@ repo() {
   echo "$dir"
 }
 
-# run DIR OUTCOME: `archfarm build --json` in DIR; every one of the 6 jobs must have
-# OUTCOME. Sets $secs to its wall time; stops the bench loudly otherwise.
+# run DIR OUTCOME: `archfarm build --json` in DIR, timed (sets $secs); every one of the
+# 6 jobs must have OUTCOME, or the bench stops loudly.
 run() {
-  local dir=$1 want=$2 s e
-  s=$(date +%s.%N)
-  if ! (cd "$dir" && ARCHFARM_STORE="$dir/store" "$bin" build --json >"$dir/report.json" 2>"$dir/stderr"); then
-    echo "buildkit.sh: archfarm build failed in $dir:" >&2
-    cat "$dir/stderr" >&2
-    exit 1
-  fi
-  e=$(date +%s.%N)
-  python3 - "$dir/report.json" "$want" <<'PY' || { cat "$dir/stderr" >&2; exit 1; }
+  local dir=$1 want=$2
+  timed "$dir/report.json" env -C "$dir" ARCHFARM_STORE="$dir/store" "$bin" build --json
+  python3 - "$dir/report.json" "$want" <<'PY' || { cat "$dir/report.json.err" >&2; exit 1; }
 import json, sys
 jobs = json.load(open(sys.argv[1]))["jobs"]
 bad = [(j["image"], j["platform"], j["outcome"]) for j in jobs if j["outcome"] != sys.argv[2]]
 if len(jobs) != 6 or bad:
     sys.exit(f"buildkit.sh: expected 6 jobs {sys.argv[2]}, got {len(jobs)} jobs; not {sys.argv[2]}: {bad}")
 PY
-  secs=$(echo "$e - $s" | bc -l)
 }
 
 declare -A cold noop dirs

@@ -12,3 +12,18 @@ quiet() { "$@" 2>/dev/null; }
 # median / best: of the numbers on stdin, one a line.
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 best() { sort -g | head -1; }
+# timed OUT CMD...: runs CMD with stdout to OUT and stderr to OUT.err and sets $secs to
+# its wall time; if CMD fails, prints its stderr and stops the bench (exit 1). Call it
+# directly, not in $(...), so the exit stops the script.
+timed() {
+  local out=$1 s e
+  shift
+  s=$(date +%s.%N)
+  if ! "$@" >"$out" 2>"$out.err"; then
+    echo "${0##*/}: failed: $*" >&2
+    cat "$out.err" >&2
+    exit 1
+  fi
+  e=$(date +%s.%N)
+  secs=$(echo "$e - $s" | bc -l)
+}
