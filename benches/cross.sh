@@ -141,9 +141,10 @@ outcome() {
   python3 - "$@" <<'PY'
 import json, sys
 report, image, platform, want = sys.argv[1:]
-jobs = [j for j in json.load(open(report))["jobs"] if j["image"] == image and j["platform"] == platform]
+doc = json.load(open(report))
+jobs = [j for j in doc["jobs"] if j["image"] == image and j["platform"] == platform]
 if [j["outcome"] for j in jobs] != [want]:
-    sys.exit(f"cross.sh: {image} {platform}: expected one job {want}, got {jobs}")
+    sys.exit(f"cross.sh: {image} {platform}: expected one job {want}, got {jobs}; skipped: {doc.get('skipped')}")
 PY
 }
 
