@@ -174,7 +174,7 @@ cmp -s "$work/run-lz4-cross" "$work/run-lz4-qemu" || {
 grep -q '^aarch64 ' "$work/run-lz4-cross" || { echo "cross.sh: not an arm64 binary: $(cat "$work/run-lz4-cross")" >&2; exit 1; }
 
 echo "lz4 ($lines lines of C) as a static linux/arm64 binary, archfarm build, toolchains built:"
-printf '%-58s %8.1f s\n' "gcc under QEMU in the arm64 stage (FROM toolchain)" "$qemu"
-printf '%-58s %8.1f s  (%.1fx faster)\n' "cross-compiled in a \$BUILDPLATFORM stage (aarch64-linux-gnu-gcc)" "$cross" "$(echo "$qemu / $cross" | bc -l)"
+printf '%-66s %8.1f s\n' "gcc under QEMU in the arm64 stage (FROM toolchain)" "$qemu"
+printf '%-66s %8.1f s  (%.1fx faster)\n' "cross-compiled in a \$BUILDPLATFORM stage (aarch64-linux-gnu-gcc)" "$cross" "$(echo "$qemu / $cross" | bc -l)"
 echo "both print: $(cat "$work/run-lz4-cross")"
 (($(echo "$qemu / $cross >= 5" | bc -l))) || echo "cross.sh: below the goal: cross-compiling is not 5x faster" >&2

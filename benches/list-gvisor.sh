@@ -79,7 +79,7 @@ docker image inspect "$prefix/$load_image:latest" >/dev/null
 
 # The stand-in's "remote" tag for the same image, so its load-<image> finds it loaded.
 h=$(cd images && find "$load_image" -type f | sort | xargs -n 1 sha256sum | sha256sum - | cut -c 1-16)
-docker tag "$prefix/$load_image:latest" "$remote/${make_name}_$host:$h"
+docker tag "$prefix/$load_image:latest" "$remote/${load_image}_$host:$h"
 cp "$here/benches/gvisor-standin.mk" gvisor-standin.mk
 gv() { make -s -f gvisor-standin.mk REMOTE="$remote" LOCAL="$prefix-gv" "$@"; }
 af() { make -s -f "$here/Makefile" ARCHFARM="$bin" "$@"; }
