@@ -24,10 +24,7 @@ unset ARCH ARCHFARM_LOCAL_PREFIX
 # Removes the engine images of every key the runs reported (archfarm labels each with
 # dev.archfarm.key), then the folders.
 cleanup() {
-  local key
-  for key in $(cat "$work"/*/report.json 2>/dev/null | grep -o '"key": *"[0-9a-f]*"' | grep -o '[0-9a-f]\{64\}' | sort -u); do
-    docker images -q --filter "label=dev.archfarm.key=$key" | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  done
+  rmi_keys "$work"/*/report.json
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -27,3 +27,15 @@ timed() {
   e=$(date +%s.%N)
   secs=$(echo "$e - $s" | bc -l)
 }
+# rmi_keys REPORT...: removes the engine images of every key in these `--json` reports
+# (archfarm labels each image dev.archfarm.key=<key>). Three passes: a parent image
+# cannot go while a child built FROM it is still there.
+rmi_keys() {
+  local keys key _
+  keys=$(cat "$@" 2>/dev/null | grep -o '"key": *"[0-9a-f]*"' | grep -o '[0-9a-f]\{64\}' | sort -u) || return 0
+  for _ in 1 2 3; do
+    for key in $keys; do
+      docker images -q --filter "label=dev.archfarm.key=$key" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+    done
+  done
+}

@@ -32,10 +32,7 @@ prefix=archfarm.local/images
 export ARCHFARM_REGISTRY="127.0.0.1:5000/bench-$nonce" ARCHFARM_STORE="$work/store"
 unset ARCH ARCHFARM_LOCAL_PREFIX
 cleanup() {
-  local key
-  for key in $(cat "$work"/*.json 2>/dev/null | grep -o '"key": *"[0-9a-f]*"' | grep -o '[0-9a-f]\{64\}' | sort -u); do
-    docker images -q --filter "label=dev.archfarm.key=$key" | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  done
+  rmi_keys "$work"/*.json
   docker rmi "$prefix/lz4-cross:latest" "$prefix/lz4-qemu:latest" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
