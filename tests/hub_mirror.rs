@@ -48,11 +48,17 @@ fn run(platform: &str, image: &str, args: &[&str]) -> String {
     stdout(&out)
 }
 
-const LOCAL: &str = "archfarm.local/images/basic/busybox:latest";
-
-fn load_arm64(repo: &Repo) {
-    let out = repo.command(&["load", "basic/busybox"]).env("ARCH", "aarch64").output().unwrap();
+/// `archfarm load basic/busybox` with ARCH=aarch64 under the local PREFIX; returns the
+/// loaded `PREFIX/basic/busybox:latest`.
+fn load_arm64(repo: &Repo, prefix: &str) -> String {
+    let out = repo
+        .command(&["load", "basic/busybox"])
+        .env("ARCH", "aarch64")
+        .env("ARCHFARM_LOCAL_PREFIX", prefix)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "archfarm load basic/busybox (ARCH=aarch64): {}", stderr(&out));
+    format!("{prefix}/basic/busybox:latest")
 }
 
 #[test]
@@ -71,9 +77,10 @@ fn a_gvisor_style_retag_of_a_public_base_builds_for_both_platforms_and_loads() {
         "{report:#}"
     );
 
-    load_arm64(&repo);
-    assert_eq!(run("linux/arm64", LOCAL, &["uname", "-m"]), "aarch64");
-    docker(&["rmi", LOCAL]);
+    // The default local prefix, as gVisor's make targets would use it.
+    let local = load_arm64(&repo, "archfarm.local/images");
+    assert_eq!(run("linux/arm64", &local, &["uname", "-m"]), "aarch64");
+    docker(&["rmi", &local]);
 }
 
 #[test]
@@ -107,8 +114,9 @@ fn refresh_bases_rebuilds_exactly_the_images_whose_public_base_moved() {
     let cached = [("linux/amd64".to_string(), "cached".to_string()), ("linux/arm64".into(), "cached".into())];
     assert_eq!(job_outcomes(&second, "other"), cached, "an image FROM scratch stays cached:\n{second:#}");
 
-    // The rebuilt image is really on the moved base.
-    load_arm64(&repo);
-    assert_eq!(run("linux/arm64", LOCAL, &["cat", "/etc/archfarm-seed"]), "moved");
-    docker(&["rmi", LOCAL]);
+    // The rebuilt image is really on the moved base (under a prefix of this test's own:
+    // the other test of this file loads basic/busybox under the default one).
+    let local = load_arm64(&repo, &format!("{}.local/images", repo.namespace));
+    assert_eq!(run("linux/arm64", &local, &["cat", "/etc/archfarm-seed"]), "moved");
+    docker(&["rmi", &local]);
 }
