@@ -7,8 +7,10 @@
 # start-up (moby's removeDefaultBridgeInterface), which breaks every RUN step of the
 # main engine on the same host ("could not find bridge docker0"). Each extra engine
 # gets its own bridge, afbr<PORT>, on 10.213.<PORT % 250>.1/24 instead.
-# Idempotent: an engine whose API already answers is left alone. Needs root and the
-# docker.io package (ci/services.sh installs it).
+# Each uses the Docker Hub mirror of ci/hub-mirror.sh as its --registry-mirror, like the
+# main engine. Idempotent: an engine whose API already answers is left alone (with a
+# warning when it lacks the mirror). Needs root and the docker.io package (ci/services.sh
+# installs it).
 #
 #   ci/extra-dockerd.sh              start the engines on 127.0.0.1:2376 and :2377
 #   ci/extra-dockerd.sh 2378 ...     start engines on these ports instead
@@ -16,22 +18,26 @@
 #
 # Environment:
 #   ARCHFARM_STATE         where each engine's folders and log live (default /var/lib/archfarm-ci)
+#   ARCHFARM_HUB_MIRROR_ADDR  the Docker Hub mirror (default 127.0.0.1:5096)
 #   ARCHFARM_DOCKERD_TLS   a folder with ca.pem, cert.pem, key.pem: the engines then
 #                          serve TLS and verify clients against ca.pem (--tlsverify)
 set -euo pipefail
 
 state=${ARCHFARM_STATE:-/var/lib/archfarm-ci}
+hub_mirror=http://${ARCHFARM_HUB_MIRROR_ADDR:-127.0.0.1:5096}
 log() { printf 'extra-dockerd: %s\n' "$*" >&2; }
 
 tls=${ARCHFARM_DOCKERD_TLS:-}
-answers() {
+# api PORT PATH: a GET on the engine's API.
+api() {
   if [ -n "$tls" ]; then
     curl -sf --max-time 2 --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
-      "https://127.0.0.1:$1/_ping" >/dev/null 2>&1
+      "https://127.0.0.1:$1$2"
   else
-    curl -sf --max-time 2 "http://127.0.0.1:$1/_ping" >/dev/null 2>&1
+    curl -sf --max-time 2 "http://127.0.0.1:$1$2"
   fi
 }
+answers() { api "$1" /_ping >/dev/null 2>&1; }
 
 # wait_for PORT SECONDS: polls the engine's API until it answers or the deadline passes.
 wait_for() {
@@ -51,6 +57,9 @@ start() {
   local dir="$state/dockerd-$port"
   if answers "$port"; then
     log "dockerd on 127.0.0.1:$port already answers"
+    api "$port" /info | grep -q "\"$hub_mirror/\"" ||
+      log "WARNING: dockerd on 127.0.0.1:$port has no --registry-mirror=$hub_mirror: restart it" \
+        "(ci/extra-dockerd.sh --stop $port, then ci/extra-dockerd.sh $port)"
     return
   fi
   mkdir -p "$dir/data" "$dir/exec"
@@ -75,6 +84,7 @@ start() {
     -H "tcp://127.0.0.1:$port" \
     --bridge="$bridge" --iptables=false --ip-masq=false \
     --exec-opt native.cgroupdriver=cgroupfs \
+    --registry-mirror="$hub_mirror" \
     >"$dir/dockerd.log" 2>&1 &
   wait_for "$port" 60
 }

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs and starts the real services archfarm's tests and its main job use, on a
-# Debian machine, as root: the Docker engine, QEMU binfmt emulation, and a registry on
-# loopback. Idempotent: a service that already answers is left alone.
+# Debian machine, as root: the Docker engine, QEMU binfmt emulation, a registry on
+# loopback, and a second loopback registry that plays Docker Hub (ci/hub-mirror.sh:
+# library/busybox:1.31.1 and :latest for linux/amd64 and linux/arm64), which dockerd
+# uses as its --registry-mirror, so `FROM busybox:1.31.1` builds with no internet.
+# Idempotent: a service that already answers is left alone.
 #
 #   ci/services.sh            install (if needed) and start everything
 #
 # Environment:
 #   ARCHFARM_REGISTRY_ADDR   where the registry listens (default 127.0.0.1:5000)
-#   ARCHFARM_STATE           where the registry and dockerd logs live (default /var/lib/archfarm-ci)
+#   ARCHFARM_HUB_MIRROR_ADDR where the Docker Hub mirror listens (default 127.0.0.1:5096)
+#   ARCHFARM_STATE           where the registries and dockerd logs live (default /var/lib/archfarm-ci)
 set -euo pipefail
 
 registry_addr=${ARCHFARM_REGISTRY_ADDR:-127.0.0.1:5000}
+hub_mirror=http://${ARCHFARM_HUB_MIRROR_ADDR:-127.0.0.1:5096}
 state=${ARCHFARM_STATE:-/var/lib/archfarm-ci}
 mkdir -p "$state"
 
@@ -63,11 +68,21 @@ docker_answers() { curl -sf --unix-socket /var/run/docker.sock http://localhost/
 start_dockerd() {
   if docker_answers; then
     log "dockerd already answers"
+    # A mirror is a start-up flag: an engine started before this script knew of the
+    # mirror keeps resolving Docker Hub names nowhere until it is restarted.
+    local mirrors
+    mirrors=$(curl -sf --unix-socket /var/run/docker.sock http://localhost/info |
+      python3 -c 'import json, sys; print(" ".join(json.load(sys.stdin)["RegistryConfig"]["Mirrors"] or []))' || true)
+    case " $mirrors " in
+    *" $hub_mirror/ "* | *" $hub_mirror "*) ;;
+    *) log "WARNING: the running dockerd has no --registry-mirror=$hub_mirror (mirrors: ${mirrors:-none}):" \
+      "FROM busybox:1.31.1 will not resolve; restart dockerd (stop it, then run ci/services.sh again)" ;;
+    esac
     return
   fi
-  log "starting dockerd"
+  log "starting dockerd (registry mirror $hub_mirror)"
   # cgroupfs driver: these machines have no systemd as PID 1.
-  nohup dockerd --exec-opt native.cgroupdriver=cgroupfs >"$state/dockerd.log" 2>&1 &
+  nohup dockerd --exec-opt native.cgroupdriver=cgroupfs --registry-mirror="$hub_mirror" >"$state/dockerd.log" 2>&1 &
   wait_for "dockerd (log: $state/dockerd.log)" 60 docker_answers
 }
 
@@ -106,6 +121,7 @@ install_test_tools() {
   command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v jq >/dev/null 2>&1 || missing+=(jq)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   if ((${#missing[@]})); then
@@ -123,6 +139,8 @@ install_test_tools() {
 install_packages
 install_test_tools
 start_binfmt
-start_dockerd
 start_registry
-log "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null), registry http://$registry_addr"
+# Before dockerd: the engine is started with the mirror as its --registry-mirror.
+bash "$(dirname "$0")/hub-mirror.sh"
+start_dockerd
+log "ready: dockerd $(docker version --format '{{.Server.Version}}' 2>/dev/null), registry http://$registry_addr, Docker Hub mirror $hub_mirror"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's test command): starts the real services
-# (dockerd, QEMU binfmt, a loopback registry) if they are not running, then runs every
-# unit and integration test against them. CI=true makes a missing service a failure.
+# (dockerd, QEMU binfmt, a loopback registry, a loopback Docker Hub mirror) if they are
+# not running, then runs every unit and integration test against them. CI=true makes a
+# missing service a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/services.sh

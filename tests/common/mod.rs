@@ -165,3 +165,94 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// The loopback registry that plays Docker Hub (ci/hub-mirror.sh), the engines' mirror.
+pub const HUB_MIRROR: &str = "127.0.0.1:5096";
+
+/// True when the real services answer and the Docker Hub mirror does too, seeded with
+/// `library/busybox:1.31.1`, and the local dockerd uses it as a registry mirror (a
+/// dockerd started before the mirror must be restarted). In CI (CI=true) anything
+/// missing fails the test instead of skipping it.
+pub fn hub_mirror_up(test: &str) -> bool {
+    if !services_up(test) {
+        return false;
+    }
+    let seeded = skopeo_raw(&format!("{HUB_MIRROR}/library/busybox:1.31.1")).is_some();
+    let info = docker(&["info", "--format", "{{json .RegistryConfig.Mirrors}}"]);
+    let engine_uses_it = stdout(&info).contains(&format!("http://{HUB_MIRROR}/"));
+    if seeded && engine_uses_it {
+        return true;
+    }
+    let msg = format!(
+        "{test}: Docker Hub mirror missing (library/busybox:1.31.1 on {HUB_MIRROR}: {seeded}, dockerd \
+         --registry-mirror=http://{HUB_MIRROR}: {engine_uses_it}); run ci/services.sh (and restart a dockerd \
+         started without the mirror)"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIP {msg}");
+    false
+}
+
+impl Repo {
+    /// A repo with an empty images/ folder and no archfarm.yaml (the embedded default
+    /// configuration), with its own store and registry namespace; the namespace is
+    /// unique, so a test can write it into its images as their nonce.
+    pub fn bare(name: &str) -> Repo {
+        let repo = Repo::new(name);
+        std::fs::remove_dir_all(repo.images()).unwrap();
+        std::fs::create_dir(repo.images()).unwrap();
+        repo
+    }
+
+    /// Writes `contents` to `rel` under the repo (folders created), e.g.
+    /// `images/basic/busybox/Dockerfile`.
+    pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+/// The SHA-256 digest of the manifest or index a registry serves for `reference`
+/// (`skopeo inspect --raw`, plain HTTP), or None when it has none.
+pub fn raw_digest(reference: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    out.status.success().then(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out.stdout))))
+}
+
+/// `skopeo copy --all` between two loopback registries (plain HTTP), every platform.
+pub fn skopeo_copy_all(from: &str, to: &str) {
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{from}"),
+            &format!("docker://{to}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy {from} {to}: {}", stderr(&out));
+}
+
+/// The (platform, outcome) pairs of IMAGE's jobs in a `build --json` report, sorted.
+pub fn job_outcomes(report: &serde_json::Value, image: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = report["jobs"]
+        .as_array()
+        .expect("a build report has jobs")
+        .iter()
+        .filter(|j| j["image"] == image)
+        .map(|j| (j["platform"].as_str().unwrap().to_string(), j["outcome"].as_str().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
