@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::catalog::{self, Catalog};
 use crate::config::{Config, Overrides};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::farm::{platform_tag, BuildOptions, BuildReport, Farm};
+use crate::farm::{BuildOptions, BuildReport, Farm};
 use crate::plan::{self, Plan, PlatformChoice};
 use crate::platform::Platform;
 use crate::report::Progress;
@@ -612,37 +611,32 @@ struct Listing {
 async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool, bases: &BaseFlags) -> Result<bool> {
     let farm = Farm::new(config, progress)?;
     let plan = make_plan(&farm, catalog, &[], &PlatformChoice::Defaults, bases).await?;
-    // The engine is optional here: a short deadline, and no engine just means "not local there".
-    let engine = Engine::connect(Duration::from_secs(2)).await.ok();
+    // The engine is optional here: a short deadline, and no engine just means "not local
+    // there". One request for every labelled key, one tag list per image.
+    let local_keys = match Engine::connect(Duration::from_secs(2)).await {
+        Ok(e) => e.labelled_keys().await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
     let registry_error = farm.registry().check().await.err().map(|e| e.message().to_string());
-    let states: Vec<(bool, Option<bool>)> = stream::iter(plan.jobs.iter())
-        .map(|job| {
-            let farm = &farm;
-            let engine = engine.as_ref();
-            let registry_up = registry_error.is_none();
-            async move {
-                let mut local = farm.store.entry(&job.key).ok().flatten().is_some();
-                if !local {
-                    if let Some(e) = engine {
-                        local = e.find_by_label(&job.key).await.ok().flatten().is_some();
-                    }
-                }
-                let repo = farm.config.registry.repository(&job.image);
-                let remote = if registry_up {
-                    farm.registry()
-                        .manifest_head(&repo, &platform_tag(&job.platform, &job.key))
-                        .await
-                        .ok()
-                        .map(|d| d.is_some())
-                } else {
-                    None
-                };
-                (local, remote)
+    let remote: Vec<Option<bool>> = match registry_error {
+        None => match crate::matrix::in_registry(&farm, &plan).await {
+            Ok(v) => v.into_iter().map(Some).collect(),
+            Err(e) => {
+                tracing::debug!("registry not consulted: {}", e.message());
+                vec![None; plan.jobs.len()]
             }
+        },
+        Some(_) => vec![None; plan.jobs.len()],
+    };
+    let states: Vec<(bool, Option<bool>)> = plan
+        .jobs
+        .iter()
+        .zip(remote)
+        .map(|(job, remote)| {
+            let local = local_keys.contains(&job.key) || farm.store.entry(&job.key).ok().flatten().is_some();
+            (local, remote)
         })
-        .buffered(16)
-        .collect()
-        .await;
+        .collect();
     // Complete images in plan order, then those with an unresolved platform.
     let mut names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
     for n in plan.jobs.iter().map(|j| &j.image).chain(plan.unresolved.iter().map(|u| &u.image)) {

@@ -291,6 +291,18 @@ impl Engine {
         Ok(ids.into_iter().next())
     }
 
+    /// The content keys of every image the engine holds with a key label, in one request
+    /// (where asking per key would be one request per job).
+    pub async fn labelled_keys(&self) -> Result<std::collections::BTreeSet<String>> {
+        let filters = HashMap::from([("label", vec![KEY_LABEL.to_string()])]);
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|e| self.err(format!("listing images labelled {KEY_LABEL}"), e))?;
+        Ok(images.into_iter().filter_map(|i| i.labels.get(KEY_LABEL).cloned()).collect())
+    }
+
     /// The platform of image `id`; None if the engine does not have it.
     pub async fn image_platform(&self, id: &str) -> Result<Option<Platform>> {
         Ok(self.resolve_image(id).await?.map(|(_, p)| p))

@@ -228,7 +228,6 @@ impl Farm {
         if opts.push {
             self.registry.check().await?;
         }
-        self.check_secrets(plan)?;
         if plan.jobs.iter().any(|j| j.recipe != crate::catalog::ASSEMBLED_RECIPE) {
             self.fleet.check_buildkit().await?;
         }
@@ -312,25 +311,26 @@ impl Farm {
         Ok(BuildReport { jobs, tags, skipped, errors })
     }
 
-    /// Every secret a planned job mounts can be read (its variable is set, its file
-    /// exists): a configuration error before anything builds, naming them all.
-    fn check_secrets(&self, plan: &Plan) -> Result<()> {
-        let mut missing = std::collections::BTreeSet::new();
-        for job in &plan.jobs {
-            for id in &job.needs.secrets {
-                match self.config.secrets.get(id) {
-                    Some(source) if source.available() => {}
-                    Some(source) => drop(missing.insert(format!("{id} ({}, for {})", source.describe(), job.image))),
-                    None => drop(missing.insert(format!("{id} (not declared, for {})", job.image))),
-                }
-            }
-        }
+    /// Every secret `job` mounts can be read (its variable is set, its file exists):
+    /// checked when the job must be built, before any builder is asked, so a job found
+    /// in the memo never needs its secrets.
+    fn check_secrets(&self, job: &Job) -> Result<()> {
+        let missing: Vec<String> = job
+            .needs
+            .secrets
+            .iter()
+            .filter_map(|id| match self.config.secrets.get(id) {
+                Some(source) if source.available() => None,
+                Some(source) => Some(format!("{id} ({})", source.describe())),
+                None => Some(format!("{id} (not declared)")),
+            })
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
         Err(Error::usage(format!(
             "build secrets not available: {}; set them (archfarm.yaml `secrets:` says where each comes from)",
-            missing.into_iter().collect::<Vec<_>>().join(", ")
+            missing.join(", ")
         )))
     }
 
@@ -366,6 +366,7 @@ impl Farm {
                 (done, (Outcome::Built, Source::Build))
             }
             None => {
+                self.check_secrets(job)?;
                 // The fleet bounds concurrency: each builder runs at most its `jobs`.
                 let (entry, placed) = self.build_on_fleet(job, &parent_done).await?;
                 let mut done = done_for(job, Some(entry), None);

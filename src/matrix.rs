@@ -46,12 +46,19 @@ pub struct Unresolved {
     pub reason: String,
 }
 
-/// Looks every job's key tag up in the registry and groups the missing ones in waves:
-/// one tags-list request per image (images in parallel), or, where the registry will not
-/// list tags, a HEAD per key tag. A registry that does not answer is an error, never
-/// "all missing".
+/// Looks every job's key tag up in the registry and groups the missing ones in waves.
+/// A registry that does not answer is an error, never "all missing".
 pub async fn compute(farm: &Farm, plan: &Plan) -> Result<Matrix> {
     farm.registry().check().await?;
+    let present = in_registry(farm, plan).await?;
+    let missing: Vec<bool> = present.iter().map(|p| !p).collect();
+    Ok(waves(plan, &missing))
+}
+
+/// Whether each of `plan.jobs` has its key tag in the registry: one tags-list request
+/// per image (images in parallel), or, where the registry will not list tags, a HEAD per
+/// key tag.
+pub async fn in_registry(farm: &Farm, plan: &Plan) -> Result<Vec<bool>> {
     // Per image that has jobs (an image with an unresolved platform has no ImagePlan,
     // but its other platforms are still built).
     let mut names: Vec<&str> = plan.jobs.iter().map(|j| j.image.as_str()).collect();
@@ -82,11 +89,11 @@ pub async fn compute(farm: &Farm, plan: &Plan) -> Result<Matrix> {
     .buffered(CONCURRENCY)
     .try_collect()
     .await?;
-    let mut missing = vec![true; plan.jobs.len()];
-    for (i, present) in per_image.into_iter().flatten() {
-        missing[i] = !present;
+    let mut present = vec![false; plan.jobs.len()];
+    for (i, p) in per_image.into_iter().flatten() {
+        present[i] = p;
     }
-    Ok(waves(plan, &missing))
+    Ok(present)
 }
 
 /// Groups the jobs flagged missing in waves. `plan.jobs` is in topological order, so a

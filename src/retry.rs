@@ -41,9 +41,26 @@ pub fn retryable_status(s: StatusCode) -> bool {
 }
 
 /// A transport error worth another attempt: resets, refused or timed-out connections,
-/// a body cut short. (Builder errors and redirect loops are not.)
+/// a body cut short. (Builder errors, redirect loops and a host name that does not exist
+/// are not: a machine without that name, such as one with no internet asking for
+/// `registry-1.docker.io`, would otherwise wait the whole backoff for nothing.)
 pub fn retryable_error(e: &reqwest::Error) -> bool {
-    !(e.is_builder() || e.is_redirect() || e.is_status())
+    !(e.is_builder() || e.is_redirect() || e.is_status() || unknown_host(e))
+}
+
+/// The resolver said the name does not exist (not "try again later").
+fn unknown_host(e: &(dyn std::error::Error + 'static)) -> bool {
+    const PERMANENT: [&str; 3] =
+        ["Name or service not known", "No address associated with hostname", "nodename nor servname provided"];
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if PERMANENT.iter().any(|p| text.contains(p)) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// `Retry-After` in seconds or as an HTTP date, capped.
@@ -90,6 +107,16 @@ mod tests {
         assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
         h.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_not_retried_but_a_refused_connection_is() {
+        let client = reqwest::Client::new();
+        let e = client.get("http://no-such-host.invalid/").send().await.unwrap_err();
+        assert!(!retryable_error(&e), "{e:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = client.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap_err();
+        assert!(retryable_error(&e), "{e:?}");
     }
 
     #[test]

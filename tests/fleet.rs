@@ -76,6 +76,10 @@ fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Running containers on `endpoint` whose command mentions `marker`.
+/// RUN steps of `marker` running on the engine at `endpoint`, as containers: the classic
+/// builder's (BuildKit runs its steps outside the engine's container list, so the fault
+/// tests that watch for them use `buildkit: false`; tests/buildkit.rs covers BuildKit's
+/// cancellation).
 fn running_with(endpoint: &str, marker: &str) -> usize {
     let out = docker(&["-H", endpoint, "ps", "--no-trunc", "--format", "{{.Command}}"]);
     stdout(&out).lines().filter(|l| l.contains(marker)).count()
@@ -188,7 +192,7 @@ fn builder_fault_mid_build(port: &str, signal: nix::sys::signal::Signal, why: &s
     write_config(
         &repo,
         &format!(
-            "builders:\n  - {{name: victim, endpoint: '{victim}', jobs: 2}}\n  - {{name: survivor, endpoint: '{AMD_BOX}', jobs: 2}}\n"
+            "builders:\n  - {{name: victim, endpoint: '{victim}', jobs: 2, buildkit: false}}\n  - {{name: survivor, endpoint: '{AMD_BOX}', jobs: 2, buildkit: false}}\n"
         ),
     );
     let child = repo
@@ -244,7 +248,7 @@ fn builder_fault_mid_build(port: &str, signal: nix::sys::signal::Signal, why: &s
     // A clean run of the same tree on another engine (the local one, which holds none of
     // it until the `docker run`s below pull it), into a fresh store and namespace: the
     // same digests, job by job, because engine builds are made reproducible.
-    write_config(&repo, "builders:\n  - {name: local, endpoint: 'unix:///var/run/docker.sock'}\n");
+    write_config(&repo, "builders:\n  - {name: local, endpoint: 'unix:///var/run/docker.sock', buildkit: false}\n");
     let clean = repo
         .command(&["build", "slow", "--push", "--json"])
         .env("ARCHFARM_STORE", repo.path().join("clean-store"))
@@ -282,7 +286,7 @@ fn sigterm_stops_the_builds_on_every_builder_and_leaves_nothing_half_written() {
     write_config(
         &repo,
         &format!(
-            "builders:\n  - {{name: amd-box, endpoint: '{AMD_BOX}'}}\n  - {{name: arm-box, endpoint: '{ARM_BOX}', platforms: [linux/arm64]}}\n"
+            "builders:\n  - {{name: amd-box, endpoint: '{AMD_BOX}', buildkit: false}}\n  - {{name: arm-box, endpoint: '{ARM_BOX}', platforms: [linux/arm64], buildkit: false}}\n"
         ),
     );
     let keys: Vec<(String, String)> = ["linux/amd64", "linux/arm64"]
