@@ -248,10 +248,12 @@ pub async fn fetch(store_root: &Path, r: &Resolution) -> Result<Vec<(Deb, Vec<Ta
         let tar = cache.join(format!("{}.tar", d.sha256));
         if !tar.is_file() {
             let bytes = download(&client, d).await?;
-            let deb = cache.join(format!("{}.deb", d.sha256));
-            write_atomic(store_root, &deb, &bytes)?;
-            unpack(store_root, &deb, &tar)?;
-            let _ = fs::remove_file(&deb);
+            // A private file, not a shared `<sha>.deb`: two assemblies fetching the same
+            // package at once would otherwise unpack a file the other just removed.
+            let mut deb = tempfile::NamedTempFile::new_in(store_root.join("tmp"))
+                .map_err(|e| Error::io("creating temporary file in", store_root, e))?;
+            deb.write_all(&bytes).map_err(|e| Error::io("writing", deb.path(), e))?;
+            unpack(store_root, deb.path(), &tar)?;
         }
         let entries = data_entries(&tar).map_err(|e| e.context(format!("package {} {}", d.name, d.version)))?;
         out.push((d.clone(), entries));
