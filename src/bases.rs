@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -78,6 +79,10 @@ pub struct Resolver<'a> {
     engine_answer: tokio::sync::OnceCell<Vec<String>>,
     /// One client per host: one connection pool and one token cache for all lookups.
     clients: std::sync::Mutex<BTreeMap<String, Registry>>,
+    /// Per host, asked once per run: whether it answers HTTP at all. A host that cannot
+    /// be reached (no such name, no route, no answer) then fails every lookup at once
+    /// instead of each one waiting out its own connection attempts.
+    reachable: std::sync::Mutex<BTreeMap<String, Arc<Reachability>>>,
 }
 
 /// What a place has under the tag.
@@ -139,6 +144,7 @@ impl<'a> Resolver<'a> {
             engine_mirrors,
             engine_answer: tokio::sync::OnceCell::new(),
             clients: Default::default(),
+            reachable: Default::default(),
         }
     }
 
@@ -289,6 +295,7 @@ impl<'a> Resolver<'a> {
         platforms: &[Platform],
     ) -> std::result::Result<Option<Found>, String> {
         let registry = self.client(host)?;
+        self.reach(host, &registry).await?;
         let repo = &reference.repository;
         let Some(head) = registry.manifest_head(repo, reference.lookup()).await.map_err(|e| short(&e))? else {
             return Ok(None);
@@ -313,6 +320,22 @@ impl<'a> Resolver<'a> {
                 })
                 .collect(),
         )))
+    }
+
+    /// Whether `host` answers HTTP at all (any status counts), asked once per run.
+    async fn reach(&self, host: &str, registry: &Registry) -> std::result::Result<(), String> {
+        let cell = {
+            let mut map = self.reachable.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(map.entry(host.to_string()).or_default())
+        };
+        cell.get_or_init(|| async {
+            match registry.check().await {
+                Err(e) if is_unreachable(e.message()) => Err(short(&e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .clone()
     }
 
     /// The client for `host` (loopback hosts and `insecure_registries` over plain HTTP).
@@ -360,6 +383,14 @@ impl<'a> Resolver<'a> {
 
 /// A registry error without the memo lookup's "not a miss" explanation and the hint about
 /// starting archfarm's own registry: both are about the publishing registry, not bases.
+/// Whether a host answers HTTP, found out once.
+type Reachability = tokio::sync::OnceCell<std::result::Result<(), String>>;
+
+/// A registry error that says the host gave no HTTP answer at all.
+fn is_unreachable(message: &str) -> bool {
+    ["cannot connect", "timed out", "connection reset", "no answer"].iter().any(|m| message.contains(m))
+}
+
 fn short(e: &crate::error::Error) -> String {
     let m = e.message();
     let m = m.split("; treated as an error, not a miss").next().unwrap_or_default();
