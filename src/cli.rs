@@ -549,28 +549,30 @@ async fn hash(
     let platform = single_platform(config, platform)?;
     let name = resolve_name(catalog, image)?;
     let farm = Farm::new(config.clone(), Progress::new(false))?;
-    let plan = make_plan(
-        &farm,
-        catalog,
-        std::slice::from_ref(&name),
-        &PlatformChoice::Requested(vec![platform.clone()]),
-        bases,
-    )
-    .await?;
-    match plan.job(&name, &platform) {
-        Some(job) => {
-            println!("{}", job.key);
-            Ok(true)
-        }
-        None if plan.unresolved(&name, &platform).is_some() => {
-            let u = plan.unresolved(&name, &platform).expect("checked");
-            Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)))
-        }
-        None => {
-            let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
-            Err(Error::usage(format!("image {name} is not available for {platform}: {reason}")))
-        }
+    let (_, job) = plan_one(&farm, catalog, &name, &platform, bases).await?;
+    println!("{}", job.key);
+    Ok(true)
+}
+
+/// The plan of one image for one platform, and its job: an unresolved base fails it
+/// (exit 1), a platform it lacks is a usage error.
+async fn plan_one(
+    farm: &Farm,
+    catalog: &Catalog,
+    name: &str,
+    platform: &Platform,
+    bases: &BaseFlags,
+) -> Result<(Plan, plan::Job)> {
+    let names = [name.to_string()];
+    let plan = make_plan(farm, catalog, &names, &PlatformChoice::Requested(vec![platform.clone()]), bases).await?;
+    if let Some(u) = plan.unresolved(name, platform) {
+        return Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)));
     }
+    let job = plan.job(name, platform).cloned().ok_or_else(|| {
+        let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
+        Error::usage(format!("image {name} is not available for {platform}: {reason}"))
+    })?;
+    Ok((plan, job))
 }
 
 #[derive(Serialize)]
@@ -741,21 +743,7 @@ async fn assemble(
         )));
     }
 
-    let mut plan = make_plan(
-        &farm,
-        catalog,
-        std::slice::from_ref(&name),
-        &PlatformChoice::Requested(vec![platform.clone()]),
-        bases,
-    )
-    .await?;
-    if let Some(u) = plan.unresolved(&name, &platform) {
-        return Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)));
-    }
-    let job = plan.job(&name, &platform).cloned().ok_or_else(|| {
-        let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
-        Error::usage(format!("image {name} is not available for {platform}: {reason}"))
-    })?;
+    let (mut plan, job) = plan_one(&farm, catalog, &name, &platform, bases).await?;
     let recipe =
         crate::assemble::recipe::Recipe::parse(&img.dir.join(&job.recipe), &job.recipe_text, &farm.config.arches)?;
     let tag = out::tag(recipe.name.as_deref(), &farm.config.local_name(&name), &job.key);
