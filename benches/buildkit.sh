@@ -3,8 +3,8 @@
 # the image.yaml ones: base/busybox, uname, greeter) for linux/amd64 and linux/arm64 (RUN
 # steps under QEMU), side by side in one run, through the same local engine:
 #
-#   cold    an empty store and a nonce unique to the run in base/busybox (so every key
-#           is new and nothing is cached in the engine either): every job builds
+#   cold    an empty store and a nonce unique to the run copied into base/busybox (so
+#           every key is new and no engine build cache answers either): every job builds
 #   no-op   the same repository again: every job is cached
 #
 # One archfarm.yaml per backend, the same builder with `buildkit: true` or `false`.
@@ -37,6 +37,9 @@ repo() {
   mkdir -p "$dir/images"
   cp -r "$here/images/base" "$here/images/uname" "$here/images/greeter" "$dir/images/"
   echo "$nonce-$1-$2" >"$dir/images/base/busybox/nonce.txt"
+  # Copied into the base, so no build cache of the engine's (either builder's) can answer
+  # for any step of any image: a cold run really builds.
+  sed -i 's|^FROM scratch$|FROM scratch\nCOPY nonce.txt /nonce.txt|' "$dir"/images/base/busybox/Dockerfile.*
   printf 'builders: [{name: local, endpoint: "unix:///var/run/docker.sock", buildkit: %s}]\n' "$flag" >"$dir/archfarm.yaml"
   echo "$dir"
 }

@@ -454,15 +454,17 @@ pub(crate) async fn make_plan(
         resolved.insert((base, platform), Ok(plan::Resolved::as_written(digest)));
     }
     if !wanted.is_empty() {
+        let local = LocalEngine::new();
+        let local = &local;
         let engine_mirrors: crate::bases::EngineMirrors<'_> = Box::new(move || {
             Box::pin(async move {
-                match farm.engine().await {
+                match connect_local(local).await {
                     Ok(e) => e.registry_mirrors().await.unwrap_or_else(|e| {
                         tracing::debug!("no engine mirrors: {}", e.message());
                         Vec::new()
                     }),
                     Err(e) => {
-                        tracing::debug!("no engine mirrors: {}", e.message());
+                        tracing::debug!("no engine mirrors: {e}");
                         Vec::new()
                     }
                 }
@@ -475,7 +477,7 @@ pub(crate) async fn make_plan(
                 Ok(digest) => {
                     Ok(plan::Resolved { pinned: crate::bases::pinned_reference(&base, &digest).ok(), digest })
                 }
-                Err(why) if !flags.offline => resolve_unpinned(farm, &base, &platform)
+                Err(why) if !flags.offline => resolve_unpinned(local, &base, &platform)
                     .await
                     .map(plan::Resolved::as_written)
                     .map_err(|e| format!("{why}; {}", e.message())),
@@ -498,14 +500,25 @@ fn require_resolved(plan: &Plan, what: &str) -> Result<()> {
     Err(Error::failure(format!("cannot {what}: unresolved base images:\n  {}", lines.join("\n  "))))
 }
 
-/// The last resort for a base no registry knows: the image the local engine holds.
-async fn resolve_unpinned(farm: &Farm, base: &str, platform: &Platform) -> Result<String> {
+/// The local engine as planning asks it (its mirrors, the last-resort base lookup).
+type LocalEngine = tokio::sync::OnceCell<std::result::Result<Engine, String>>;
+
+/// Connects `engine` once, with a short deadline: planning never waits long for an
+/// engine that is not there.
+async fn connect_local(engine: &LocalEngine) -> std::result::Result<&Engine, String> {
+    engine
+        .get_or_init(|| async { Engine::connect(Duration::from_secs(2)).await.map_err(|e| e.message().to_string()) })
+        .await
+        .as_ref()
+        .map_err(String::clone)
+}
+
+/// The last resort for a base no registry knows: the image the local engine holds for
+/// that platform.
+async fn resolve_unpinned(engine: &LocalEngine, base: &str, platform: &Platform) -> Result<String> {
     let hint = format!("pin it by digest in the recipe (FROM {base}@sha256:...) or load it for {platform} first");
-    let engine = farm.engine().await.map_err(|e| {
-        Error::usage(format!(
-            "base image {base} is not pinned and the engine cannot resolve it ({}); {hint}",
-            e.message()
-        ))
+    let engine = connect_local(engine).await.map_err(|e| {
+        Error::usage(format!("base image {base} is not pinned and the engine cannot resolve it ({e}); {hint}"))
     })?;
     match engine.resolve_image(base).await? {
         Some((id, p)) if &p == platform => Ok(id),
@@ -614,30 +627,39 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool,
     let farm = Farm::new(config, progress)?;
     let plan = make_plan(&farm, catalog, &[], &PlatformChoice::Defaults, bases).await?;
     // The engine is optional here: a short deadline, and no engine just means "not local
-    // there". One request for every labelled key, one tag list per image.
-    let local_keys = match Engine::connect(Duration::from_secs(2)).await {
-        Ok(e) => e.labelled_keys().await.unwrap_or_default(),
-        Err(_) => Default::default(),
+    // there"; it is asked only about jobs the store lacks, in one request for every
+    // labelled key (listing is what costs, not the answer), while the registry is asked
+    // in one tag list per image.
+    let in_store: Vec<bool> = plan.jobs.iter().map(|j| farm.store.entry(&j.key).ok().flatten().is_some()).collect();
+    let engine_side = async {
+        if in_store.iter().all(|s| *s) {
+            return Default::default();
+        }
+        match Engine::connect(Duration::from_secs(2)).await {
+            Ok(e) => e.labelled_keys().await.unwrap_or_default(),
+            Err(_) => Default::default(),
+        }
     };
-    let registry_error = farm.registry().check().await.err().map(|e| e.message().to_string());
-    let remote: Vec<Option<bool>> = match registry_error {
-        None => match crate::matrix::in_registry(&farm, &plan).await {
-            Ok(v) => v.into_iter().map(Some).collect(),
+    let registry_side = async {
+        if let Err(e) = farm.registry().check().await {
+            return (Some(e.message().to_string()), vec![None; plan.jobs.len()]);
+        }
+        match crate::matrix::in_registry(&farm, &plan).await {
+            Ok(v) => (None, v.into_iter().map(Some).collect()),
             Err(e) => {
                 tracing::debug!("registry not consulted: {}", e.message());
-                vec![None; plan.jobs.len()]
+                (None, vec![None; plan.jobs.len()])
             }
-        },
-        Some(_) => vec![None; plan.jobs.len()],
+        }
     };
+    let (local_keys, (registry_error, remote)): (std::collections::BTreeSet<String>, _) =
+        tokio::join!(engine_side, registry_side);
     let states: Vec<(bool, Option<bool>)> = plan
         .jobs
         .iter()
+        .zip(in_store)
         .zip(remote)
-        .map(|(job, remote)| {
-            let local = local_keys.contains(&job.key) || farm.store.entry(&job.key).ok().flatten().is_some();
-            (local, remote)
-        })
+        .map(|((job, stored), remote)| (stored || local_keys.contains(&job.key), remote))
         .collect();
     // Complete images in plan order, then those with an unresolved platform.
     let mut names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();

@@ -228,9 +228,6 @@ impl Farm {
         if opts.push {
             self.registry.check().await?;
         }
-        if plan.jobs.iter().any(|j| j.recipe != crate::catalog::ASSEMBLED_RECIPE) {
-            self.fleet.check_buildkit().await?;
-        }
         let mut slots: BTreeMap<(String, Platform), Slot> = BTreeMap::new();
         let mut tasks = Vec::new();
         for job in &plan.jobs {
@@ -261,6 +258,11 @@ impl Farm {
         let mut jobs = Vec::new();
         for t in tasks {
             jobs.push(t.await.map_err(|e| Error::failure(format!("a build task panicked: {e}")))?);
+        }
+        // A builder's configuration that its engine contradicts is found when a job
+        // first needs a builder (a run served by the memo probes none): exit 2.
+        if let Some(e) = self.fleet.configuration_error() {
+            return Err(e);
         }
         // Unresolved jobs (a base, or a parent's, has no digest) fail with their reason.
         jobs.extend(plan.unresolved.iter().map(|u| JobReport {

@@ -407,29 +407,29 @@ impl Fleet {
             .collect()
     }
 
-    /// A builder configured `buildkit: true` whose engine has no BuildKit is a
-    /// configuration error (exit 2) naming it; probes the fleet only when one is.
-    pub(crate) async fn check_buildkit(&self) -> Result<()> {
-        if !self.builders.iter().any(|b| b.spec.buildkit == BuildKitMode::True) {
-            return Ok(());
-        }
-        self.probe().await;
-        for b in self.builders.iter().filter(|b| b.spec.buildkit == BuildKitMode::True) {
-            if b.facts.get().is_some_and(|f| !f.buildkit) {
-                return Err(Error::usage(format!(
+    /// A builder configured `buildkit: true` whose engine has no BuildKit: a
+    /// configuration error (exit 2) naming it, known once the fleet was probed (a run
+    /// that builds nothing never probes).
+    pub(crate) fn configuration_error(&self) -> Option<Error> {
+        self.probed.get()?;
+        self.builders.iter().filter(|b| b.spec.buildkit == BuildKitMode::True).find_map(|b| {
+            b.facts.get().is_some_and(|f| !f.buildkit).then(|| {
+                Error::usage(format!(
                     "builder {} ({}) has `buildkit: true`, but its engine offers no BuildKit; \
                      set `buildkit: auto` or `false` for it in the configuration",
                     b.spec.name, b.spec.endpoint_text
-                )));
-            }
-        }
-        Ok(())
+                ))
+            })
+        })
     }
 
     /// Takes a slot for a build on the best builder not in `tried`, waiting while the
     /// right builders are all busy. Fails when no healthy builder can build it at all.
     async fn acquire(&self, wants: Wants<'_>, tried: &[usize]) -> Result<Lease<'_>> {
         self.probe().await;
+        if let Some(e) = self.configuration_error() {
+            return Err(e);
+        }
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -1151,6 +1151,35 @@ mod tests {
             "{}",
             e.message()
         );
+    }
+
+    #[tokio::test]
+    async fn buildkit_needs_and_a_contradicted_buildkit_true() {
+        let t = ArchTable::builtin();
+        let amd = t.parse_platform("amd64").unwrap();
+        let fleet = fleet_with(&[("classic", &["amd64"], &[], 1), ("bk", &["amd64"], &[], 1)]);
+        // Facts say builder 0 has no BuildKit: a job that needs it goes to builder 1 only.
+        let mut f0 = fleet.builders[0].facts.get().cloned().unwrap();
+        f0.buildkit = false;
+        let fleet = {
+            let mut fleet = fleet;
+            fleet.builders[0].facts = OnceCell::new_with(Some(f0));
+            fleet
+        };
+        let needs = Wants { platform: &amd, build_platform: None, buildkit: true };
+        let l = fleet.acquire(needs, &[]).await.unwrap();
+        assert_eq!(l.index, 1);
+        let Err(e) = fleet.acquire(needs, &[1]).await else { panic!("placed on a builder without BuildKit") };
+        assert!(e.message().contains("with BuildKit") && e.message().contains("no BuildKit"), "{}", e.message());
+        assert!(fleet.configuration_error().is_none(), "auto on an engine without BuildKit is fine");
+        drop(l);
+
+        let mut fleet = fleet;
+        fleet.builders[0].spec.buildkit = BuildKitMode::True;
+        let e = fleet.configuration_error().expect("buildkit: true on an engine without it");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().contains("builder classic") && e.message().contains("buildkit: true"), "{}", e.message());
+        assert!(fleet.acquire(wants(&amd), &[]).await.is_err(), "no job is placed while the configuration is wrong");
     }
 
     #[tokio::test]
