@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::catalog::{self, Catalog};
@@ -471,7 +472,9 @@ pub(crate) async fn make_plan(
             })
         });
         let resolver = crate::bases::Resolver::new(&farm.config, farm.store.clone(), flags.mode(), engine_mirrors);
-        for ((base, platform), r) in resolver.resolve(&wanted).await {
+        let answers = resolver.resolve(&wanted).await;
+        // The engine's answers for what no registry had, asked concurrently.
+        let finished: Vec<_> = futures::stream::iter(answers.into_iter().map(|((base, platform), r)| async move {
             let r = match r {
                 // Built FROM exactly the digest the key has, even if the tag moves.
                 Ok(digest) => {
@@ -483,8 +486,12 @@ pub(crate) async fn make_plan(
                     .map_err(|e| format!("{why}; {}", e.message())),
                 Err(why) => Err(why),
             };
-            resolved.insert((base, platform), r);
-        }
+            ((base, platform), r)
+        }))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+        resolved.extend(finished);
     }
     draft.finish(&resolved)
 }

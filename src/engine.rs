@@ -292,14 +292,15 @@ impl Engine {
     }
 
     /// The content keys of every image the engine holds with a key label, in one request
-    /// (where asking per key would be one request per job).
+    /// (where asking per key would be one request per job). The labels are read from the
+    /// whole listing: dockerd 20.10 answers a label-filtered list about twice as slowly
+    /// (it opens every image's config to filter; measured 119 ms against 63 ms for 355 images).
     pub async fn labelled_keys(&self) -> Result<std::collections::BTreeSet<String>> {
-        let filters = HashMap::from([("label", vec![KEY_LABEL.to_string()])]);
         let images = self
             .docker
-            .list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build()))
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
             .await
-            .map_err(|e| self.err(format!("listing images labelled {KEY_LABEL}"), e))?;
+            .map_err(|e| self.err("listing images".to_string(), e))?;
         Ok(images.into_iter().filter_map(|i| i.labels.get(KEY_LABEL).cloned()).collect())
     }
 

@@ -129,30 +129,35 @@ fn scan_at(dir: &Path, links: Links, cache: Option<&StatCache>, started: i128) -
     let cached = cache.map(|c| c.snapshot_for(&canonical)).unwrap_or_default();
     let trusted = |s: &Stat| s.mtime_ns < started - RACY_MARGIN_NS && s.ctime_ns < started - RACY_MARGIN_NS;
 
-    // Hash what the cache cannot vouch for, in parallel.
-    let results: Vec<Result<Hashed>> = walked
-        .into_par_iter()
-        .map(|w| match w {
-            Walked::Other(e) => Ok((e, None, false)),
-            Walked::File(f) => {
-                let hit = cached.get(&f.path).filter(|c| c.stat == f.stat && trusted(&f.stat)).map(|c| c.sha256);
-                let (sha, read) = match hit {
-                    Some(h) => (h, false),
-                    None => (hash_file(&dir.join(&f.path), &f.path)?, true),
-                };
-                let mut store = trusted(&f.stat).then(|| (f.path.clone(), CacheEntry { stat: f.stat, sha256: sha }));
-                if read && store.is_some() {
-                    // Not stored if the file changed while it was read.
-                    let after = fs::symlink_metadata(dir.join(&f.path)).ok().map(|m| Stat::of(&m));
-                    if after != Some(f.stat) {
-                        store = None;
-                    }
+    // Hash what the cache cannot vouch for, in parallel; when the cache vouches for every
+    // file (the common case of planning an unchanged tree), on this thread: handing a
+    // folder's worth of cache hits to the pool costs more than it saves.
+    let hit = |f: &Found| cached.get(&f.path).is_some_and(|c| c.stat == f.stat && trusted(&f.stat));
+    let all_hits = walked.iter().all(|w| match w {
+        Walked::File(f) => hit(f),
+        Walked::Other(_) => true,
+    });
+    let one = |w: Walked| match w {
+        Walked::Other(e) => Ok((e, None, false)),
+        Walked::File(f) => {
+            let (sha, read) = match cached.get(&f.path).filter(|_| hit(&f)) {
+                Some(c) => (c.sha256, false),
+                None => (hash_file(&dir.join(&f.path), &f.path)?, true),
+            };
+            let mut store = trusted(&f.stat).then(|| (f.path.clone(), CacheEntry { stat: f.stat, sha256: sha }));
+            if read && store.is_some() {
+                // Not stored if the file changed while it was read.
+                let after = fs::symlink_metadata(dir.join(&f.path)).ok().map(|m| Stat::of(&m));
+                if after != Some(f.stat) {
+                    store = None;
                 }
-                let kind = EntryKind::File { executable: f.stat.mode & 0o111 != 0, size: f.stat.size, sha256: sha };
-                Ok((ContextEntry { path: f.path, kind }, store, read))
             }
-        })
-        .collect();
+            let kind = EntryKind::File { executable: f.stat.mode & 0o111 != 0, size: f.stat.size, sha256: sha };
+            Ok((ContextEntry { path: f.path, kind }, store, read))
+        }
+    };
+    let results: Vec<Result<Hashed>> =
+        if all_hits { walked.into_iter().map(one).collect() } else { walked.into_par_iter().map(one).collect() };
 
     let mut stats = ScanStats::default();
     let mut entries = Vec::with_capacity(results.len());
