@@ -86,7 +86,7 @@ start_dockerd() {
   wait_for "dockerd (log: $state/dockerd.log)" 60 docker_answers
 }
 
-registry_answers() { curl -sf "http://$registry_addr/v2/"; }
+registry_answers() { curl -sf "http://$registry_addr/v2/" >/dev/null; }
 
 start_registry() {
   if registry_answers; then
