@@ -42,6 +42,7 @@ cd "$work"
 # --- the source, copied in at run time (never committed) -----------------------------
 sdist=${LZ4_SDIST:-}
 if [ -z "$sdist" ]; then
+  command -v pip >/dev/null || { echo "cross.sh: needs pip (apt-get install python3-pip) or LZ4_SDIST=lz4-*.tar.gz" >&2; exit 1; }
   pip download --quiet --no-binary :all: --no-deps -d "$work/dl" lz4==4.4.5
   sdist=$(ls "$work"/dl/lz4-*.tar.gz)
 fi
