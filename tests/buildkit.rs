@@ -5,6 +5,8 @@
 //! There is no Docker Hub: each test first builds busybox bases FROM scratch with the
 //! classic builder (the tarballs committed in images/base/busybox), tagged uniquely.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -410,49 +412,6 @@ async fn buildkit_images_are_reproducible_across_engines_and_both_builders_impor
     assert_eq!(local.run("amd64", &loaded, "cat /arch /hello.txt"), "amd64\nhi\n");
 }
 
-/// `openssl ARGS` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA in `dir` and, signed by it for 127.0.0.1, `<name>-cert.pem`/`<name>-key.pem`
-/// for each (name, extended key usage).
-fn make_certs(dir: &Path, certs: &[(&str, &str)]) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        dir,
-        &[&["req", "-x509"], &ec[..], &["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"]]
-            .concat(),
-    );
-    for (name, usage) in certs {
-        let (key, csr, cert, ext) =
-            (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}-cert.pem"), format!("{name}.ext"));
-        std::fs::write(dir.join(&ext), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")).unwrap();
-        openssl(dir, &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]].concat());
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-}
-
 /// Stops the extra engine on a port when dropped.
 struct StopEngine(&'static str);
 impl Drop for StopEngine {
@@ -471,7 +430,9 @@ async fn secret_builds_work_on_a_tls_engine() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("tls");
     std::fs::create_dir_all(certs.join("engine")).unwrap();
-    make_certs(&certs, &[("server", "serverAuth,clientAuth"), ("client", "clientAuth")]);
+    common::make_ca(&certs, "ca");
+    common::make_cert(&certs, "ca", "server", "serverAuth,clientAuth");
+    common::make_cert(&certs, "ca", "client", "clientAuth");
     for (from, to) in [("ca.pem", "ca.pem"), ("server-cert.pem", "cert.pem"), ("server-key.pem", "key.pem")] {
         std::fs::copy(certs.join(from), certs.join("engine").join(to)).unwrap();
     }

@@ -256,3 +256,82 @@ pub fn job_outcomes(report: &serde_json::Value, image: &str) -> Vec<(String, Str
     v.sort();
     v
 }
+
+/// `openssl` in `dir`, panicking with its stderr on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A CA in `dir`: `<ca>.pem` and `<ca>-key.pem`.
+pub fn make_ca(dir: &Path, ca: &str) {
+    let key = format!("{ca}-key.pem");
+    let pem = format!("{ca}.pem");
+    let subj = format!("/CN={ca}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subj,
+        ],
+    );
+}
+
+/// A certificate signed by `ca` for 127.0.0.1 with the extended key `usage`:
+/// `<name>-cert.pem` and `<name>-key.pem` in `dir`.
+pub fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
+    let (key, csr, cert, ext) =
+        (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}-cert.pem"), format!("{name}.ext"));
+    std::fs::write(dir.join(&ext), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
