@@ -6,10 +6,6 @@
 mod common;
 use common::*;
 
-fn jobs_by(report: &serde_json::Value, image: &str) -> Vec<serde_json::Value> {
-    report["jobs"].as_array().unwrap().iter().filter(|j| j["image"] == image).cloned().collect()
-}
-
 #[test]
 fn build_push_stitch_then_nothing_then_only_the_changed_image() {
     if !services_up("build_push") {

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{docker, services_up, stderr, stdout, Repo};
+use common::{docker, jobs_by, services_up, stderr, stdout, Repo};
 
 /// archfarm.yaml with the local engine as the one builder, BuildKit on or off.
 fn config(buildkit: bool, extra: &str) -> String {
@@ -61,10 +61,6 @@ fn cross_repo(buildkit: bool) -> (Repo, String) {
     add_image(&repo, &image, CROSS);
     (repo, image)
 }
-
-fn jobs_of(report: &serde_json::Value, image: &str) -> Vec<serde_json::Value> {
-    report["jobs"].as_array().unwrap().iter().filter(|j| j["image"] == image).cloned().collect()
-}
 #[test]
 fn cross_stage_over_a_farm_image_runs_natively_on_buildkit() {
     if !services_up("cross_stage_buildkit") {
@@ -72,14 +68,14 @@ fn cross_stage_over_a_farm_image_runs_natively_on_buildkit() {
     }
     let (repo, image) = cross_repo(true);
     let report = repo.json(&["build", &image, "--platform", "linux/amd64,linux/arm64", "--json"]);
-    for j in jobs_of(&report, &image) {
+    for j in jobs_by(&report, &image) {
         assert_eq!(j["outcome"], "built", "{j}");
         assert_eq!(j["backend"], "buildkit", "{j}");
         assert_eq!(j["build_platform"], "linux/amd64", "the recipe reads BUILDARCH: {j}");
     }
     // The cross stage needs base/busybox for amd64, the target stage for arm64.
     let mut parents: Vec<String> =
-        jobs_of(&report, "base/busybox").iter().map(|j| j["platform"].as_str().unwrap().to_string()).collect();
+        jobs_by(&report, "base/busybox").iter().map(|j| j["platform"].as_str().unwrap().to_string()).collect();
     parents.sort();
     assert_eq!(parents, ["linux/amd64", "linux/arm64"]);
 
@@ -105,7 +101,7 @@ fn the_classic_builder_gets_the_platform_args_and_sends_cross_platform_stages_to
     }
     let (repo, image) = cross_repo(false);
     let report = repo.json(&["build", &image, "--platform", "linux/amd64", "--json"]);
-    assert_eq!(jobs_of(&report, &image)[0]["backend"], "classic");
+    assert_eq!(jobs_by(&report, &image)[0]["backend"], "classic");
     let amd = load_and_run(&repo, &image, "x86_64", "linux/amd64", &[]);
     assert_eq!(amd, "built on x86_64 (amd64) for amd64 (linux/amd64)");
 
@@ -223,7 +219,7 @@ fn a_secret_reaches_its_run_step_and_nothing_else() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("tok (environment variable ARCHFARM_TEST_SECRET)"), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let job = jobs_of(&report, image).pop().unwrap();
+    let job = jobs_by(&report, image).pop().unwrap();
     assert!(job["outcome"] == "failed" && job["log"].is_null(), "no build was started: {job}");
 
     let out = repo
@@ -273,7 +269,7 @@ fn cross_stage_over_a_public_base_with_targetarch_in_run() {
         ),
     );
     let report = repo.json(&["build", image, "--platform", "linux/amd64,linux/arm64", "--json"]);
-    for j in jobs_of(&report, image) {
+    for j in jobs_by(&report, image) {
         assert_eq!((j["outcome"].as_str(), j["backend"].as_str()), (Some("built"), Some("buildkit")), "{j}");
         // The build named the base by the digest in its key, not by the tag.
         let log = std::fs::read_to_string(j["log"].as_str().unwrap()).unwrap();

@@ -245,12 +245,20 @@ pub fn skopeo_copy_all(from: &str, to: &str) {
 }
 
 /// The (platform, outcome) pairs of IMAGE's jobs in a `build --json` report, sorted.
-pub fn job_outcomes(report: &serde_json::Value, image: &str) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = report["jobs"]
+/// The jobs of `image` in a `build --json` report.
+pub fn jobs_by(report: &serde_json::Value, image: &str) -> Vec<serde_json::Value> {
+    report["jobs"]
         .as_array()
         .expect("a build report has jobs")
         .iter()
         .filter(|j| j["image"] == image)
+        .cloned()
+        .collect()
+}
+
+pub fn job_outcomes(report: &serde_json::Value, image: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = jobs_by(report, image)
+        .iter()
         .map(|j| (j["platform"].as_str().unwrap().to_string(), j["outcome"].as_str().unwrap().to_string()))
         .collect();
     v.sort();
@@ -263,31 +271,14 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
 }
 
+/// `openssl req` options for a fresh unencrypted P-256 key.
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 /// A CA in `dir`: `<ca>.pem` and `<ca>-key.pem`.
 pub fn make_ca(dir: &Path, ca: &str) {
-    let key = format!("{ca}-key.pem");
-    let pem = format!("{ca}.pem");
-    let subj = format!("/CN={ca}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-        ],
-    );
+    let (key, pem, subj) = (format!("{ca}-key.pem"), format!("{ca}.pem"), format!("/CN={ca}"));
+    let out = ["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj];
+    openssl(dir, &[&["req", "-x509"], &EC_KEY[..], &out[..]].concat());
 }
 
 /// A certificate signed by `ca` for 127.0.0.1 with the extended key `usage`:
@@ -296,23 +287,7 @@ pub fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
     let (key, csr, cert, ext) =
         (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}-cert.pem"), format!("{name}.ext"));
     std::fs::write(dir.join(&ext), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
+    openssl(dir, &[&["req"], &EC_KEY[..], &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]].concat());
     let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
     openssl(
         dir,
