@@ -15,6 +15,7 @@ pub mod context;
 pub mod copy;
 pub mod docker_archive;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod engine;
 pub mod error;
 pub mod farm;

@@ -11,16 +11,15 @@
 //! must be UTF-8 (spaces and newlines are fine). Entries are sorted by path bytes.
 //!
 //! # `.dockerignore`
-//! Docker's semantics (moby/patternmatcher): each line is a pattern after trimming; `#`
-//! lines are comments; a leading `!` makes an exception; patterns are cleaned like Go's
-//! `filepath.Clean` (leading `/` and `./` dropped). A pattern is matched against the
-//! whole relative path with `filepath.Match` rules (`*`, `?` and `[...]` never cross `/`)
-//! plus `**` (any number of directories); a pattern that matches a parent directory
-//! matches everything under it; the last matching pattern wins. The root `Dockerfile`,
-//! `Dockerfile.*` and `.dockerignore` are always kept (Docker always sends the Dockerfile
-//! and the ignore file). When a file is re-included under an excluded directory, its
-//! parent directories are kept as entries too, so a tar of the context is well formed.
-//! Patterns are compiled with `globset` (literal separators), whose syntax is Go's.
+//! Applied exactly as Docker applies it ([`crate::dockerignore`] has the rules): what is
+//! excluded is not walked, hashed or sent, and an excluded folder is entered only when
+//! an exception names a path inside it; its entry is kept when something below it is
+//! (so a tar of the context is well formed, as Docker's daemon creates such folders).
+//! The root `Dockerfile`, `Dockerfile.*` and `.dockerignore` files are always kept, as
+//! the Docker CLI always sends the Dockerfile it builds and the ignore file: the key
+//! must cover the recipe, and the classic builder reads `.dockerignore` from the context
+//! to drop both from what `COPY` sees (which recipe a platform uses is decided later,
+//! [`Context::for_recipe`] drops the others).
 //!
 //! # The stat cache, and "racy git"
 //! Like git's index, [`StatCache`] remembers for each file (size, mtime ns, ctime ns,
@@ -53,12 +52,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::context::{Context, ContextEntry, EntryKind};
+use crate::dockerignore::{DirMatches, Patterns};
 use crate::error::{Error, Result};
 
 /// Files younger than this (mtime or ctime) relative to the scan start are never cached.
@@ -120,7 +119,7 @@ fn scan_at(dir: &Path, links: Links, cache: Option<&StatCache>, started: i128) -
     if !meta.is_dir() {
         return Err(Error::usage(format!("image folder {} is not a folder", dir.display())));
     }
-    let ignore = Ignore::load(dir)?;
+    let ignore = load_ignore(dir)?;
     let mut walked = Vec::new();
     let walker = Walker { root: dir, ignore: &ignore, links };
     walker.walk(dir, "", None, &mut walked)?;
@@ -206,13 +205,13 @@ fn hash_file(path: &Path, rel: &str) -> Result<[u8; 32]> {
 /// The walk of one folder: its root, `.dockerignore` and link policy.
 struct Walker<'a> {
     root: &'a Path,
-    ignore: &'a Ignore,
+    ignore: &'a Patterns,
     links: Links,
 }
 
 impl Walker<'_> {
     /// Walks `dir` (at `prefix` in the context) into `out`; says whether anything was kept.
-    fn walk(&self, dir: &Path, prefix: &str, parent_match: Option<usize>, out: &mut Vec<Walked>) -> Result<bool> {
+    fn walk(&self, dir: &Path, prefix: &str, parent: Option<&DirMatches>, out: &mut Vec<Walked>) -> Result<bool> {
         let (root, ignore) = (self.root, self.ignore);
         let read = fs::read_dir(dir).map_err(|e| Error::io("reading folder", dir, e))?;
         let mut names = Vec::new();
@@ -233,17 +232,18 @@ impl Walker<'_> {
             let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
             let meta = fs::symlink_metadata(&full).map_err(|e| Error::io("reading", &full, e))?;
             let ft = meta.file_type();
-            let this_match = ignore.last_match(&rel, parent_match);
+            let (excluded, matches) = ignore.decide(&rel, parent);
             let always = prefix.is_empty()
+                && !ft.is_dir()
                 && (name == "Dockerfile" || name.starts_with("Dockerfile.") || name == ".dockerignore");
-            let excluded = !always && ignore.excludes(this_match);
+            let excluded = excluded && !always;
             if ft.is_dir() {
-                if excluded && !ignore.has_exceptions() {
+                if excluded && !ignore.may_reinclude_below(&rel) {
                     continue;
                 }
                 let mark = out.len();
                 out.push(Walked::Other(ContextEntry { path: rel.clone(), kind: EntryKind::Dir }));
-                let child_kept = self.walk(&full, &rel, this_match, out)?;
+                let child_kept = self.walk(&full, &rel, Some(&matches), out)?;
                 if excluded && !child_kept {
                     out.truncate(mark);
                 } else {
@@ -312,92 +312,15 @@ fn check_link(root: &Path, rel: &str, target: &Path, links: Links) -> Result<Str
     Ok(text.to_string())
 }
 
-/// The parsed `.dockerignore` of a folder.
-struct Ignore {
-    set: GlobSet,
-    negated: Vec<bool>,
-}
-
-impl Ignore {
-    fn load(dir: &Path) -> Result<Ignore> {
-        let path = dir.join(".dockerignore");
-        let text = match fs::read(&path) {
-            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("reading", &path, e).into_usage()),
-        };
-        Ignore::parse(&text).map_err(|e| e.context(path.display()))
-    }
-
-    fn parse(text: &str) -> Result<Ignore> {
-        let mut builder = GlobSetBuilder::new();
-        let mut negated = Vec::new();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        for (i, line) in text.lines().enumerate() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let mut pattern = line.trim();
-            if pattern.is_empty() {
-                continue;
-            }
-            let invert = pattern.starts_with('!');
-            if invert {
-                pattern = pattern[1..].trim();
-            }
-            let cleaned = clean(pattern);
-            let glob: Glob = GlobBuilder::new(&cleaned)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::usage(format!("line {}: invalid pattern '{line}': {e}", i + 1)))?;
-            builder.add(glob);
-            negated.push(invert);
-        }
-        let set = builder.build().map_err(|e| Error::usage(format!("invalid patterns: {e}")))?;
-        Ok(Ignore { set, negated })
-    }
-
-    /// The index of the last pattern matching `rel`, or its parents' (`parent`).
-    fn last_match(&self, rel: &str, parent: Option<usize>) -> Option<usize> {
-        if self.negated.is_empty() {
-            return None;
-        }
-        let own = self.set.matches(rel).into_iter().max();
-        own.max(parent)
-    }
-
-    fn excludes(&self, m: Option<usize>) -> bool {
-        m.is_some_and(|i| !self.negated[i])
-    }
-
-    fn has_exceptions(&self) -> bool {
-        self.negated.iter().any(|&n| n)
-    }
-}
-
-/// Go's `filepath.Clean` for a pattern, plus Docker's leading-`/` strip.
-fn clean(pattern: &str) -> String {
-    let absolute = pattern.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for c in pattern.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !absolute {
-                    parts.push("..");
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        ".".to_string()
-    } else {
-        parts.join("/")
-    }
+/// The patterns of the `.dockerignore` in `dir` (none when there is no such file).
+fn load_ignore(dir: &Path) -> Result<Patterns> {
+    let path = dir.join(".dockerignore");
+    let text = match fs::read(&path) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Patterns::default()),
+        Err(e) => return Err(Error::io("reading", &path, e).into_usage()),
+    };
+    Patterns::parse(&text).map_err(|e| e.context(path.display()))
 }
 
 impl Context {
@@ -615,6 +538,21 @@ mod tests {
     }
 
     #[test]
+    fn an_excluded_folder_is_entered_only_for_an_exception_inside_it() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["Dockerfile", "x", "dir/x", "dir/y", "dir/sub/x", "dir/sub/deep/x", "other/x"] {
+            write(d.path(), f, f);
+        }
+        write(d.path(), ".dockerignore", "*\n!dir/**/x\n");
+        // Docker sends dir/x only: dir/sub is excluded too, and no exception starts with
+        // dir/sub/, so it is not entered.
+        assert_eq!(
+            paths(&scan(d.path(), Links::InsideFolder, None).unwrap()),
+            [".dockerignore", "Dockerfile", "dir", "dir/x"]
+        );
+    }
+
+    #[test]
     fn excluded_dir_without_exceptions_is_skipped_entirely() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "Dockerfile", "FROM scratch");
@@ -792,12 +730,5 @@ mod tests {
         fs::write(&p, "{not json").unwrap();
         assert!(StatCache::open(&p).is_empty());
         assert!(StatCache::open(&d.path().join("missing.json")).is_empty());
-    }
-
-    #[test]
-    fn pattern_cleaning() {
-        assert_eq!(clean("/build/"), "build");
-        assert_eq!(clean("./a//b/./c"), "a/b/c");
-        assert_eq!(clean("a/../b"), "b");
     }
 }
