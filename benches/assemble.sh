@@ -17,6 +17,7 @@
 # Needs the services of ci/services.sh. Prints each time and the ratios.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need tar gzip docker skopeo curl /usr/bin/time
 tree=${1:-/usr/share}
 w=$(mktemp -d /var/tmp/archfarm-bench-asm.XXXXXX)
 ns="bench-asm-$$"
@@ -42,14 +43,11 @@ cd "$w"
 tar_gz() { tar --sort=name -C "$w/images/tree" -cf - share | gzip -6 >/dev/null; }
 docker_way() {
   printf 'FROM scratch\nCOPY share /usr/share\n' >"$w/images/tree/Dockerfile.bench"
-  DOCKER_BUILDKIT=0 docker build -q --no-cache -f "$w/images/tree/Dockerfile.bench" -t "bench-asm-$$:copy" "$w/images/tree" >/dev/null 2>&1
+  DOCKER_BUILDKIT=0 docker build -q --no-cache -f "$w/images/tree/Dockerfile.bench" -t "bench-asm-$$:copy" "$w/images/tree" >/dev/null
   rm "$w/images/tree/Dockerfile.bench"
   skopeo copy -q --dest-tls-verify=false "docker-daemon:bench-asm-$$:copy" "docker://$reg/docker-copy:latest" >/dev/null
 }
-archfarm_way() {
-  /usr/bin/time -v -o "$w/time.txt" "$bin" --images "$w/images" build tree --platform linux/amd64 --push >/dev/null 2>"$w/err.txt" \
-    || { cat "$w/err.txt" >&2; exit 1; }
-}
+archfarm_way() { /usr/bin/time -v -o "$w/time.txt" "$bin" --images "$w/images" build tree --platform linux/amd64 --push; }
 
 tt=$(t tar_gz)
 td=$(t docker_way)
@@ -62,10 +60,10 @@ row "archfarm build --push (assemble + push, $size MB)" "$ta" "$(ratio "$tt" "$t
 # 2. One file changes: one layer is recompressed and uploaded.
 f=$(find "$w/images/tree/share" -type f -name '*.txt' | sort | head -1)
 echo "one more line" >>"$f"
-rebuild() { "$bin" --images "$w/images" -v build tree --platform linux/amd64 --push 2>"$w/err.txt" >/dev/null; }
-tc=$(t rebuild)
+timed "$w/rebuild" "$bin" --images "$w/images" -v build tree --platform linux/amd64 --push
+tc=$secs
 # Layers uploaded while assembling and the push's own uploads, summed.
-up=$(sed 's/\x1b\[[0-9;]*m//g' "$w/err.txt" | grep -o 'blobs_uploaded=[0-9]* bytes_uploaded=[0-9]*' |
+up=$(sed 's/\x1b\[[0-9;]*m//g' "$w/rebuild.err" | grep -o 'blobs_uploaded=[0-9]* bytes_uploaded=[0-9]*' |
   awk -F'[= ]' '{b += $2; n += $4} END {printf "blobs_uploaded=%d bytes_uploaded=%d", b, n}')
 row "archfarm rebuild + re-push after one file changed" "$tc" "  ($up)"
 
@@ -84,11 +82,11 @@ done
 slow="127.0.0.1:$port/$ns-slow"
 overlapped() {
   ARCHFARM_STORE="$w/store-slow1" ARCHFARM_REGISTRY="$slow" "$bin" --images "$w/images" build tree \
-    --platform linux/amd64 --push >/dev/null 2>"$w/err.txt" || { cat "$w/err.txt" >&2; exit 1; }
+    --platform linux/amd64 --push
 }
 serial() {
   ARCHFARM_STORE="$w/store-slow2" ARCHFARM_REGISTRY="$slow" "$bin" --images "$w/images" assemble tree \
-    --platform linux/amd64 --output "oci:$w/layout" >/dev/null 2>&1
+    --platform linux/amd64 --output "oci:$w/layout"
   skopeo copy -q --dest-tls-verify=false "oci:$w/layout" "docker://$slow/serial:latest" >/dev/null
 }
 tso=$(t serial)
@@ -106,14 +104,14 @@ printf 'FROM scratch\nCOPY rootfs/ /\nARG ARCH\nCOPY busybox.${ARCH} /bin/busybo
 docker_multi() {
   for a in amd64 arm64; do
     DOCKER_BUILDKIT=0 docker build -q --no-cache --platform "linux/$a" --build-arg "ARCH=$a" -f "$w/multi/Dockerfile" \
-      -t "bench-asm-$$:$a" "$w/multi/images/hello-assembled" >/dev/null 2>&1
+      -t "bench-asm-$$:$a" "$w/multi/images/hello-assembled" >/dev/null
     docker save -o "$w/multi/docker-$a.tar" "bench-asm-$$:$a"
   done
 }
 archfarm_multi() {
   for a in amd64 arm64; do
     ARCHFARM_STORE="$w/multi/store" "$bin" --images "$w/multi/images" assemble hello-assembled --platform "linux/$a" \
-      --output "docker-archive:$w/multi/archfarm-$a.tar" >/dev/null 2>&1
+      --output "docker-archive:$w/multi/archfarm-$a.tar"
   done
 }
 tdm=$(t docker_multi)
@@ -126,6 +124,6 @@ row "archfarm assemble --output docker-archive:, amd64 and arm64" "$tam" "$(rati
 echo "# one more line" >>"$w/multi/images/hello-assembled/rootfs/etc/group"
 cycle() {
   ARCHFARM_STORE="$w/multi/store" "$bin" --images "$w/multi/images" assemble hello-assembled --platform linux/amd64 \
-    --output - 2>/dev/null | docker load -q >/dev/null
+    --output - | docker load -q
 }
 row "example: one file changed, assemble --output - | docker load" "$(t cycle)"

@@ -16,6 +16,7 @@
 # Needs the services of ci/services.sh.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need python3
 rounds=${1:-3}
 work=$(mktemp -d /var/tmp/archfarm-bench-buildkit.XXXXXX)
 nonce="bk$$-$(date +%s%N)"

@@ -26,6 +26,7 @@
 # packages) and PyPI (the source), unless LZ4_SDIST is given.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need docker python3 tar
 work=$(mktemp -d /var/tmp/archfarm-bench-cross.XXXXXX)
 nonce="x$$-$(date +%s%N)"
 prefix=archfarm.local/images

@@ -9,6 +9,7 @@
 # Needs the services of ci/services.sh.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need docker gzip python3
 size_mb=${1:-512}
 rounds=${2:-2}
 w=$(mktemp -d /var/tmp/archfarm-bench-export.XXXXXX)
@@ -22,7 +23,7 @@ image=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][
 ref=$(docker images --no-trunc -q --filter "label=dev.archfarm.key=$image" | head -1)
 archfarm_export() {
   rm -rf "$w/store"
-  ARCHFARM_STORE="$w/store" "$bin" --images "$w/images" build big --platform linux/amd64 >/dev/null 2>&1
+  ARCHFARM_STORE="$w/store" "$bin" --images "$w/images" build big --platform linux/amd64
 }
 docker_export() { docker save "$ref" | gzip -6 >/dev/null; }
 ta=$(for _ in $(seq "$rounds"); do t archfarm_export; done | best)

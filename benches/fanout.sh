@@ -14,6 +14,7 @@
 # Needs root and the services of ci/services.sh; starts the extra engines itself.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need python3
 iters=${FANOUT_ITERS:-300000}
 jobs=${FANOUT_JOBS:-1}
 bash "$here/ci/services.sh" >/dev/null 2>&1
@@ -49,12 +50,9 @@ base=""
 for n in 1 2 3; do
   dir="$work/run$n"
   make_repo "$dir" "fanout-$$-$n-$(date +%s%N)" "$n"
-  s=$(date +%s.%N)
-  (cd "$dir" && ARCHFARM_STORE="$dir/store" ARCHFARM_REGISTRY="127.0.0.1:5000/fanout-$$" \
-    "$bin" build --platform linux/amd64,linux/arm64 --json >"$dir/report.json" 2>"$dir/stderr") ||
-    { cat "$dir/stderr" >&2; exit 1; }
-  e=$(date +%s.%N)
-  wall=$(echo "$e - $s" | bc -l)
+  timed "$dir/report.json" env -C "$dir" ARCHFARM_STORE="$dir/store" ARCHFARM_REGISTRY="127.0.0.1:5000/fanout-$$" \
+    "$bin" build --platform linux/amd64,linux/arm64 --json
+  wall=$secs
   [ -n "$base" ] || base=$wall
   spread=$(python3 - "$dir/report.json" <<'PY'
 import collections, json, sys

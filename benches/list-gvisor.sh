@@ -22,6 +22,7 @@
 # marker file naming it) and removed again at the end.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need make docker skopeo curl sha256sum
 rounds=${1:-5}
 tree=${GVISOR_IMAGES:-$here/tests/fixtures/gvisor-images}
 load_image=${LOAD_IMAGE:-basic/busybox}
@@ -84,18 +85,17 @@ cp "$here/benches/gvisor-standin.mk" gvisor-standin.mk
 gv() { make -s -f gvisor-standin.mk REMOTE="$remote" LOCAL="$prefix-gv" "$@"; }
 af() { make -s -f "$here/Makefile" ARCHFARM="$bin" "$@"; }
 
-# ok CMD...: CMD must succeed here, before it is timed (t discards its status).
-ok() { "$@" >/dev/null 2>"$work/stderr" || { echo "list-gvisor.sh: $* failed:" >&2; cat "$work/stderr" >&2; exit 1; }; }
-ok gv list-all-images
-ok "$bin" list
-ok af list-all-images
-ok gv "load-$make_name"
-ok af "load-$make_name"
+# Once untimed, so every timed round finds warm caches.
+must gv list-all-images
+must "$bin" list
+must af list-all-images
+must gv "load-$make_name"
+must af "load-$make_name"
 diff <(gv list-all-images) <(af list-all-images) >/dev/null ||
   echo "(note: the stand-in and archfarm disagree on the image list; see make list-all-images)" >&2
 
 times() { for _ in $(seq "$rounds"); do t "$@"; done | median; }
-gl=$(times quiet gv list-all-images)
+gl=$(times gv list-all-images)
 al=$(times "$bin" list)
 aml=$(times af list-all-images)
 gld=$(times gv "load-$make_name")

@@ -16,6 +16,7 @@
 # (FROM scratch) once for the host; everything is removed at the end.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need make docker sha256sum
 rounds=${1:-5}
 work=$(mktemp -d /var/tmp/archfarm-bench-make.XXXXXX)
 nonce="b$$"

@@ -14,6 +14,7 @@
 # after real builds; matrix only asks HEAD.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need curl python3
 rounds=${1:-5}
 work=$(mktemp -d /var/tmp/archfarm-bench-matrix.XXXXXX)
 ns="bench-matrix-$$"

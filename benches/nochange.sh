@@ -8,6 +8,7 @@
 # Needs the services of ci/services.sh.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need docker
 rounds=${1:-3}
 ns="bench-$$"
 reg="127.0.0.1:5000/$ns"
@@ -26,7 +27,7 @@ shell_way() {
       [ "$arch" = amd64 ] && [ -f images/$img/Dockerfile.x86_64 ] && file=images/$img/Dockerfile.x86_64
       [ "$arch" = arm64 ] && [ -f images/$img/Dockerfile.aarch64 ] && file=images/$img/Dockerfile.aarch64
       t="$reg/shell-$img:$arch"
-      DOCKER_BUILDKIT=0 docker build -q --platform "$plat" -f "$file" -t "$t" "images/$img" >/dev/null 2>&1
+      DOCKER_BUILDKIT=0 docker build -q --platform "$plat" -f "$file" -t "$t" "images/$img" >/dev/null
       [ "$img" = base/busybox ] && docker tag "$t" "archfarm.local/images/base/busybox" >/dev/null
       docker push -q "$t" >/dev/null
     done
@@ -37,12 +38,11 @@ shell_way() {
     docker manifest push --insecure "$reg/shell-$img:latest" >/dev/null
   done
 }
-archfarm_way() { "$bin" build --push >/dev/null 2>&1; }
-
+archfarm_way() { "$bin" build --push; }
 
 echo "warming both (first runs build and push)" >&2
-shell_way
-archfarm_way
+must shell_way
+must archfarm_way
 ts=$(for _ in $(seq "$rounds"); do t shell_way; done | median)
 ta=$(for _ in $(seq "$rounds"); do t archfarm_way; done | median)
 printf '%-60s %8.3f s\n' "docker build+push per platform, docker manifest create/push" "$ts"

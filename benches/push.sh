@@ -10,6 +10,7 @@
 # Needs the services of ci/services.sh. Uses /var/tmp for the data (about 4x TOTAL_MB).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need docker skopeo docker-registry jq curl python3
 total_mb=${1:-1024}
 rounds=${2:-2}
 work=/var/tmp/archfarm-bench-push-$$
@@ -79,9 +80,9 @@ for r in $(seq "$rounds"); do
   rm -rf "$work"/reg-*
   rd=$(fresh_registry d) rs=$(fresh_registry s) ra=$(fresh_registry a)
   docker tag "$engine_tag" "$rd/$ns/big:t" >/dev/null
-  dk+=("$(t quiet docker push "$rd/$ns/big:t")")
-  sk+=("$(t quiet skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t")")
-  af+=("$(t quiet "$bin" build --push big --registry "$ra/$ns")")
+  dk+=("$(t docker push "$rd/$ns/big:t")")
+  sk+=("$(t skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t")")
+  af+=("$(t "$bin" build --push big --registry "$ra/$ns")")
   docker rmi "$rd/$ns/big:t" >/dev/null
   echo "round $r: archfarm ${af[-1]} s, skopeo ${sk[-1]} s, docker push ${dk[-1]} s" >&2
 done
@@ -90,8 +91,8 @@ s=$(printf '%s\n' "${sk[@]}" | best)
 d=$(printf '%s\n' "${dk[@]}" | best)
 # Re-push, unchanged: everything is there already.
 before=$(grep -c 'blobs/uploads' "$work/reg-a/log" || true)
-rpa=$(for _ in 1 2 3; do t quiet "$bin" build --push big --registry "$ra/$ns"; done | best)
-rps=$(for _ in 1 2 3; do t quiet skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t"; done | best)
+rpa=$(for _ in 1 2 3; do t "$bin" build --push big --registry "$ra/$ns"; done | best)
+rps=$(for _ in 1 2 3; do t skopeo copy --dest-tls-verify=false "oci:$work/oci:big" "docker://$rs/$ns/big:t"; done | best)
 # Upload requests archfarm's re-pushes made, from the registry's access log.
 uploaded=$(($(grep -c 'blobs/uploads' "$work/reg-a/log" || true) - before))
 faster=$(echo "if ($s < $d) $s else $d" | bc -l)

@@ -11,6 +11,7 @@
 # Needs the services of ci/services.sh.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+need docker skopeo jq
 n=${1:-50}
 rounds=${2:-3}
 work=/var/tmp/archfarm-bench-release-$$
@@ -60,11 +61,11 @@ skopeo_all() { # TAG: copy every canonical index to TAG
 
 sa=() sd=() ra=() rs=() rd=()
 for r in $(seq "$rounds"); do
-  sa+=("$(t quiet "$bin" build --push)")
-  sd+=("$(t quiet docker_manifests "stitched$r")")
-  ra+=("$(t quiet "$bin" release "v1.$r" --latest)")
-  rs+=("$(t quiet skopeo_all "s$r")")
-  rd+=("$(t quiet docker_manifests "d$r")")
+  sa+=("$(t "$bin" build --push)")
+  sd+=("$(t docker_manifests "stitched$r")")
+  ra+=("$(t "$bin" release "v1.$r" --latest)")
+  rs+=("$(t skopeo_all "s$r")")
+  rd+=("$(t docker_manifests "d$r")")
   echo "round $r: stitch ${sa[-1]} vs ${sd[-1]}; release ${ra[-1]} vs skopeo ${rs[-1]}, docker ${rd[-1]}" >&2
 done
 stitch_a=$(printf '%s\n' "${sa[@]}" | best)
@@ -72,7 +73,7 @@ stitch_d=$(printf '%s\n' "${sd[@]}" | best)
 rel_a=$(printf '%s\n' "${ra[@]}" | best)
 rel_s=$(printf '%s\n' "${rs[@]}" | best)
 rel_d=$(printf '%s\n' "${rd[@]}" | best)
-rel_again=$(for _ in 1 2 3; do t quiet "$bin" release "v1.1" --latest; done | best)
+rel_again=$(for _ in 1 2 3; do t "$bin" release "v1.1" --latest; done | best)
 # Check: the release is what skopeo sees.
 "$bin" release v1.1 --json | jq -e --arg n "$n" '(.images | length) == ($n | tonumber) and all(.images[]; .action == "unchanged")' >/dev/null
 printf '\n%s images x 2 platforms, no blob traffic, best of %s rounds:\n' "$n" "$rounds"
