@@ -137,28 +137,29 @@ pub fn declare_platform_args(text: &str) -> String {
 /// `text` without a `# syntax=docker/dockerfile:...` directive: that frontend image
 /// would be pulled from Docker Hub, and the engine's built-in frontend builds what it
 /// asks for (mounts, secrets, platforms). Another `syntax` (a custom frontend) is kept.
+/// The other directives stay first and in force (an empty line would end them, as a
+/// comment would), and a blank line after them keeps every instruction on its line.
 /// Returns `None` when there was nothing to drop.
 pub fn drop_official_syntax(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let directives = lines.iter().take_while(|l| is_directive(l)).count();
+    let official = |line: &str| {
+        let (key, value) = line.trim().trim_start_matches('#').split_once('=').unwrap_or_default();
+        let value = value.trim();
+        key.trim().eq_ignore_ascii_case("syntax")
+            && (value.starts_with("docker/dockerfile:") || value.starts_with("docker.io/docker/dockerfile:"))
+    };
+    let dropped = lines[..directives].iter().position(|l| official(l))?;
     let mut out = String::with_capacity(text.len());
-    let mut dropped = false;
-    let mut in_directives = true;
-    for line in text.split_inclusive('\n') {
-        if in_directives && is_directive(line) {
-            let (key, value) = line.trim().trim_start_matches('#').split_once('=').unwrap_or_default();
-            let value = value.trim();
-            if key.trim().eq_ignore_ascii_case("syntax")
-                && (value.starts_with("docker/dockerfile:") || value.starts_with("docker.io/docker/dockerfile:"))
-            {
-                dropped = true;
-                out.push('\n'); // keep the line numbers
-                continue;
-            }
-        } else {
-            in_directives = false;
+    for (i, line) in lines.iter().enumerate() {
+        if i != dropped {
+            out.push_str(line);
         }
-        out.push_str(line);
+        if i + 1 == directives && lines[dropped].ends_with('\n') {
+            out.push('\n');
+        }
     }
-    dropped.then_some(out)
+    Some(out)
 }
 
 /// The farm image named by `image_ref` (`<local_prefix>/<name>[:tag][@digest]`), if any:
@@ -612,6 +613,10 @@ mod tests {
         assert_eq!(drop_official_syntax(text).as_deref(), Some("\nFROM x\n"));
         assert_eq!(drop_official_syntax("# syntax=example.com/my/frontend\nFROM x\n"), None);
         assert_eq!(drop_official_syntax("FROM x\n# syntax=docker/dockerfile:1\n"), None);
+        // An escape directive after it stays a directive (an empty line would end them).
+        let text = "# syntax=docker/dockerfile:1\n# escape=`\nFROM `\n  alpine\n";
+        assert_eq!(drop_official_syntax(text).as_deref(), Some("# escape=`\n\nFROM `\n  alpine\n"));
+        assert_eq!(analyze(&drop_official_syntax(text).unwrap(), &BTreeMap::new()).unwrap().refs[0].line, 3);
     }
 
     #[test]
@@ -623,5 +628,174 @@ mod tests {
         assert_eq!(farm_parent("gvisor.dev/imagesx/default", p), None);
         assert_eq!(farm_parent("ubuntu:22.04", p), None);
         assert_eq!(farm_parent("localhost:5000/x/y:1", "localhost:5000/x"), Some("y"));
+    }
+
+    mod properties {
+        //! Bounded property runs over arbitrary text and over generated recipes.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Text made of what recipes are made of, in any order.
+        fn recipe_like() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("FROM ".to_string()),
+                    Just("from ".to_string()),
+                    Just("ARG ".to_string()),
+                    Just("COPY --from=".to_string()),
+                    Just("RUN --mount=type=secret,".to_string()),
+                    Just(" AS ".to_string()),
+                    Just("--platform=".to_string()),
+                    Just("# escape=`\n".to_string()),
+                    Just("# syntax=docker/dockerfile:1\n".to_string()),
+                    "[a-z0-9:/.=$`\\\\{}#\"' \t\r\n+-]{1,8}",
+                    any::<char>().prop_map(String::from),
+                ],
+                0..24,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![any::<String>(), recipe_like()]
+        }
+
+        fn stage() -> impl Strategy<Value = String> {
+            "[a-z][a-z0-9]{0,4}"
+        }
+
+        fn image() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z][a-z0-9]{0,5}(:[a-z0-9.]{1,5})?",
+                "[a-z]{1,4}\\.io/[a-z]{1,5}(@sha256:[0-9a-f]{64})?",
+                Just("${REG}/base:${TAG:-1}".to_string()),
+                Just("$REG/tools-${TARGETARCH}".to_string()),
+                Just("scratch".to_string()),
+            ]
+        }
+
+        /// One instruction (or comment) of a generated recipe, as text.
+        fn line() -> impl Strategy<Value = String> {
+            let platform =
+                proptest::option::of(prop::sample::select(vec!["linux/arm64", "$BUILDPLATFORM", "${TARGETPLATFORM}"]));
+            prop_oneof![
+                (platform, image(), proptest::option::of(stage()), any::<bool>()).prop_map(|(p, i, a, split)| {
+                    let p = p.map(|p| format!("--platform={p} ")).unwrap_or_default();
+                    let a = a.map(|a| format!(" AS {a}")).unwrap_or_default();
+                    let gap = if split { " \\\n  # inside\n  " } else { " " };
+                    format!("FROM {p}{gap}{i}{a}")
+                }),
+                ("[A-Z]{1,4}", proptest::option::of("[a-z0-9.]{0,5}"))
+                    .prop_map(|(n, d)| format!("ARG {n}{}", d.map(|d| format!("={d}")).unwrap_or_default())),
+                Just("ARG REG=docker.io".to_string()),
+                prop_oneof![stage(), image(), Just("0".to_string())].prop_map(|f| format!("COPY --from={f} /a /b")),
+                Just("RUN --mount=type=secret,id=tok true".to_string()),
+                Just("RUN make \\\n  all".to_string()),
+                Just("# a comment".to_string()),
+                Just(String::new()),
+            ]
+        }
+
+        fn recipe() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec![
+                    "",
+                    "# syntax=docker/dockerfile:1\n",
+                    "# syntax=docker/dockerfile:1\n# escape=`\n",
+                ]),
+                prop::collection::vec(line(), 1..10),
+            )
+                .prop_map(|(directives, lines)| format!("{directives}{}\n", lines.join("\n")))
+        }
+
+        fn build_args() -> BTreeMap<String, String> {
+            let mut a = platform_args();
+            a.insert("TAG".into(), "2".into());
+            a
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(800))]
+
+            #[test]
+            fn any_text_is_read_or_refused_without_a_panic(text in any_text()) {
+                let args = build_args();
+                if let Err(e) = analyze(&text, &args) {
+                    prop_assert_eq!(e.exit_code(), 2);
+                }
+                let _ = analyze(&text, &BTreeMap::new());
+                prop_assert_eq!(rewrite_refs(&text, &args, |_| None), text.clone());
+                let _ = rewrite_refs(&text, &args, |r| Some(format!("{}-x", r.image)));
+                let _ = declare_platform_args(&text);
+                let _ = drop_official_syntax(&text);
+                let _ = farm_parent(&text, "gvisor.dev/images");
+            }
+
+            /// A farm parent's name never climbs out of the catalog.
+            #[test]
+            fn farm_parents_are_image_names(rest in "[a-z0-9:/@._-]{0,30}") {
+                if let Some(name) = farm_parent(&format!("gvisor.dev/images/{rest}"), "gvisor.dev/images") {
+                    prop_assert!(name.split('/').all(crate::config::valid_path_component), "{rest}: {name}");
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Every external reference rewritten is found again, with its line and
+            /// platform, in the rewritten text; nothing else changes.
+            #[test]
+            fn rewritten_references_are_read_back(text in recipe()) {
+                let args = build_args();
+                let Ok(before) = analyze(&text, &args) else { return Ok(()) };
+                let mut n = 0;
+                let out = rewrite_refs(&text, &args, |_| {
+                    n += 1;
+                    Some(format!("registry.test/r{n}:t"))
+                });
+                let after = analyze(&out, &args).map_err(|e| TestCaseError::fail(format!("{out:?}: {}", e.message())))?;
+                let want: Vec<FromRef> = before
+                    .refs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| FromRef { image: format!("registry.test/r{}:t", i + 1), ..r.clone() })
+                    .collect();
+                prop_assert_eq!(after.refs, want, "{:?}", out);
+                prop_assert_eq!(after.stages, before.stages);
+                prop_assert_eq!(out.lines().count(), text.lines().count());
+            }
+
+            /// The classic builder's copy reads the same, its lines moved by the ARGs.
+            #[test]
+            fn declared_platform_args_change_nothing_else(text in recipe()) {
+                let args = build_args();
+                let out = declare_platform_args(&text);
+                let moved = crate::platform::TARGET_PLATFORM_ARGS.len() + BUILD_PLATFORM_ARGS.len();
+                match (analyze(&text, &args), analyze(&out, &args)) {
+                    (Ok(a), Ok(b)) => {
+                        let shifted: Vec<FromRef> = a.refs.into_iter().map(|r| FromRef { line: r.line + moved, ..r }).collect();
+                        prop_assert_eq!(b.refs, shifted);
+                        prop_assert_eq!(b.stages, a.stages);
+                    }
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{text:?}: {:?} became {:?}", a.map(|a| a.refs), b.map(|b| b.refs)),
+                }
+            }
+
+            /// Dropping the official syntax directive keeps every line where it was and
+            /// every other directive in force.
+            #[test]
+            fn dropping_the_syntax_directive_changes_nothing_else(text in recipe()) {
+                let Some(out) = drop_official_syntax(&text) else { return Ok(()) };
+                prop_assert_eq!(out.matches('\n').count(), text.matches('\n').count());
+                let args = build_args();
+                match (analyze(&text, &args), analyze(&out, &args)) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(b.refs, a.refs, "{:?}", out),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{text:?}: {:?} became {:?}", a.map(|a| a.refs), b.map(|b| b.refs)),
+                }
+            }
+        }
     }
 }
