@@ -279,4 +279,142 @@ mod tests {
         assert!(Reference::parse(&format!("x:{}", "t".repeat(129))).is_err());
         assert!(Reference::parse(&format!("x/{}", "a".repeat(260))).is_err());
     }
+
+    mod properties {
+        //! Bounded property runs (a few hundred cases each, well under a second).
+        use super::super::*;
+        use crate::config::{is_loopback, valid_path_component, RegistryRef};
+        use proptest::prelude::*;
+
+        /// Text made of the characters references are made of, in any order.
+        fn reference_like() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9:/@._\\[\\]-]{0,40}"
+        }
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?"
+        }
+
+        /// A registry host as written, and how a reference names it once normalised.
+        fn host() -> impl Strategy<Value = (String, String)> {
+            let port = proptest::option::of(1u16..);
+            prop_oneof![
+                (prop::collection::vec(label(), 2..4), port.clone()).prop_map(|(labels, port)| {
+                    let h = labels.join(".") + &port.map(|p| format!(":{p}")).unwrap_or_default();
+                    (h.clone(), h)
+                }),
+                (label(), 1u16..).prop_map(|(l, p)| (format!("{l}:{p}"), format!("{l}:{p}"))),
+                port.prop_map(|p| {
+                    let h = "localhost".to_string() + &p.map(|p| format!(":{p}")).unwrap_or_default();
+                    (h.clone(), h)
+                }),
+                Just(("[::1]:5000".to_string(), "[::1]:5000".to_string())),
+                prop::sample::select(vec!["docker.io", "index.docker.io", "registry-1.docker.io"])
+                    .prop_map(|h| (h.to_string(), DOCKER_HUB.to_string())),
+            ]
+        }
+
+        fn component() -> impl Strategy<Value = String> {
+            "[a-z0-9]([a-z0-9._-]{0,8}[a-z0-9])?"
+        }
+
+        fn tag() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"
+        }
+
+        fn digest() -> impl Strategy<Value = String> {
+            "[0-9a-f]{64}".prop_map(|h| format!("sha256:{h}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_text_is_a_reference_or_a_usage_error(text in prop_oneof![any::<String>(), reference_like()]) {
+                if let Err(e) = Reference::parse(&text) {
+                    prop_assert_eq!(e.exit_code(), 2);
+                    prop_assert!(e.message().contains(&format!("'{text}'")), "{}", e.message());
+                }
+            }
+
+            /// Whatever is accepted is safe to put in a URL path or a file name: no
+            /// component climbs out, nothing is empty, everything is printable ASCII.
+            #[test]
+            fn accepted_references_stay_inside(text in reference_like()) {
+                let Ok(r) = Reference::parse(&text) else { return Ok(()) };
+                for c in r.repository.split('/') {
+                    prop_assert!(valid_path_component(c) && c != "." && c != "..", "{text}: component {c:?}");
+                }
+                prop_assert!(!r.registry.is_empty() && !r.registry.contains('/'), "{text}: registry {:?}", r.registry);
+                if let Some(t) = &r.tag {
+                    prop_assert!(!t.contains('/') && !t.starts_with('.') && !t.starts_with('-'), "{text}: tag {t:?}");
+                }
+                let canonical = r.canonical();
+                prop_assert!(canonical.bytes().all(|b| b.is_ascii_graphic()), "{text}: {canonical:?}");
+                let again = Reference::parse(&canonical).expect("a canonical form parses");
+                prop_assert_eq!(again.canonical(), canonical);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// References built from valid parts parse into exactly those parts, and
+            /// their canonical form parses back to the same reference.
+            #[test]
+            fn parts_round_trip(
+                host in proptest::option::of(host()),
+                path in prop::collection::vec(component(), 1..4),
+                tag in proptest::option::of(tag()),
+                digest in proptest::option::of(digest()),
+            ) {
+                // Without a host, a first component that looks like one is one (as in Docker).
+                prop_assume!(host.is_some() || !(path[0].contains('.') || path[0] == "localhost"));
+                let path = path.join("/");
+                let mut text = host.as_ref().map(|(h, _)| format!("{h}/")).unwrap_or_default() + &path;
+                if let Some(t) = &tag {
+                    text += &format!(":{t}");
+                }
+                if let Some(d) = &digest {
+                    text += &format!("@{d}");
+                }
+                let r = Reference::parse(&text).map_err(|e| TestCaseError::fail(e.message().to_string()))?;
+                let registry = host.map_or(DOCKER_HUB.to_string(), |(_, normal)| normal);
+                let repository =
+                    if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
+                prop_assert_eq!(&r.registry, &registry);
+                prop_assert_eq!(&r.repository, &repository);
+                prop_assert_eq!(&r.tag, &tag);
+                prop_assert_eq!(&r.digest, &digest);
+                let again = Reference::parse(&r.canonical()).expect("a canonical form parses");
+                prop_assert_eq!((&again.registry, &again.repository, &again.digest), (&r.registry, &r.repository, &r.digest));
+                prop_assert_eq!(again.tag_or_latest(), r.tag_or_latest());
+                prop_assert_eq!(again.canonical(), r.canonical());
+            }
+
+            /// The registry setting (config.rs): any text is a registry or a usage error;
+            /// an accepted namespace never climbs out, and `reference` joins the parts.
+            #[test]
+            fn registry_settings_never_panic(text in prop_oneof![any::<String>(), reference_like()]) {
+                match RegistryRef::parse(&text, &[]) {
+                    Err(e) => prop_assert_eq!(e.exit_code(), 2),
+                    Ok(r) => {
+                        prop_assert!(!r.host.is_empty() && !r.host.contains('/'));
+                        prop_assert!(r.namespace.is_empty() || r.namespace.split('/').all(valid_path_component));
+                        prop_assert_eq!(r.reference("img", "t"), format!("{}/{}:t", r.host, r.repository("img")));
+                        let _ = is_loopback(&r.host);
+                    }
+                }
+            }
+
+            /// The other reference parsers (`archfarm copy`, image.yaml `from:`) never panic.
+            #[test]
+            fn other_reference_parsers_never_panic(text in prop_oneof![any::<String>(), reference_like()]) {
+                let _ = text.parse::<crate::copy::ImageRef>().map(|r| r.to_string());
+                let _ = crate::assemble::recipe::check_reference(&text);
+                let _ = crate::assemble::recipe::split_tag(&text);
+                let _ = is_loopback(&text);
+            }
+        }
+    }
 }
