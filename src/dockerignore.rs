@@ -639,4 +639,62 @@ mod tests {
         assert!(!patterns(&["*", "!**/x"]).may_reinclude_below("dir"));
         assert!(!patterns(&["node_modules"]).may_reinclude_below("node_modules"));
     }
+
+    mod properties {
+        //! Bounded property runs (300 cases each, about a second in a debug build).
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A pattern made of what patterns are made of.
+        fn pattern_like() -> impl Strategy<Value = String> {
+            "!?[a-c*?/.\\\\\\[\\]^ -]{1,12}"
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec("[a-c.*?\\[\\]^-]{1,4}", 1..5).prop_map(|c| c.join("/"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn any_ignore_file_is_read_or_refused_naming_a_line(text in prop_oneof![any::<String>(), prop::collection::vec(pattern_like(), 0..6).prop_map(|l| l.join("\n"))]) {
+                if let Err(e) = Patterns::parse(&text) {
+                    prop_assert_eq!(e.exit_code(), 2);
+                    prop_assert!(e.message().starts_with("line "), "{}", e.message());
+                }
+            }
+
+            /// One pattern gives the same verdict whether the parents were walked or are
+            /// matched on the spot (patternmatcher's tests check both ways too).
+            #[test]
+            fn one_pattern_decides_the_same_walked_or_not(pattern in pattern_like(), path in path()) {
+                let Ok(p) = Patterns::parse(&pattern) else { return Ok(()) };
+                prop_assert_eq!(excluded(&p, &path), p.decide(&path, None).0, "{:?} {:?}", pattern, path);
+            }
+
+            /// Several patterns never panic, and exceptions alone exclude nothing.
+            #[test]
+            fn verdicts_never_panic(lines in prop::collection::vec(pattern_like(), 0..5), path in path()) {
+                let Ok(p) = Patterns::parse(&lines.join("\n")) else { return Ok(()) };
+                let _ = excluded(&p, &path);
+                let _ = p.may_reinclude_below(&path);
+                if lines.iter().all(|l| l.trim_start().starts_with('!')) {
+                    prop_assert!(!excluded(&p, &path));
+                }
+            }
+
+            /// A pattern without wildcards excludes the path it names and what is below.
+            #[test]
+            fn a_plain_pattern_names_a_path_and_its_contents(
+                named in prop::collection::vec("[a-c]{1,3}", 1..4),
+                path in prop::collection::vec("[a-c]{1,3}", 1..5),
+            ) {
+                let (named, path) = (named.join("/"), path.join("/"));
+                let p = Patterns::parse(&named).unwrap();
+                let below = path == named || path.starts_with(&format!("{named}/"));
+                prop_assert_eq!(excluded(&p, &path), below);
+            }
+        }
+    }
 }
