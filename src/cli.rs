@@ -48,12 +48,22 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct BaseFlags {
     /// Resolve unpinned base images now, ignoring the cache (also ARCHFARM_REFRESH_BASES=1).
-    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = switch("ARCHFARM_REFRESH_BASES"))]
     pub refresh_bases: bool,
     /// Resolve base images from the cache only, whatever its age; ask no registry
     /// (also ARCHFARM_OFFLINE=1). Wins over --refresh-bases.
-    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = switch("ARCHFARM_OFFLINE"))]
     pub offline: bool,
+}
+
+/// The value parser of a switch that an environment variable can also set: empty is
+/// off, and a value that is neither on nor off is refused naming the variable.
+fn switch(variable: &'static str) -> impl Fn(&str) -> std::result::Result<bool, String> + Clone + Send + Sync {
+    move |v: &str| match v.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err(format!("environment variable {variable} takes 1, true, yes or on (or 0, false, no, off)")),
+    }
 }
 
 impl BaseFlags {
@@ -276,6 +286,7 @@ pub enum MatrixFormat {
 
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
 pub async fn run(cli: Cli) -> Result<bool> {
+    crate::env::check()?;
     let cwd = std::env::current_dir().map_err(|e| Error::failure(format!("cannot read the current folder: {e}")))?;
     let overrides = Overrides {
         config_file: cli.config.clone(),

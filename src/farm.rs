@@ -33,10 +33,9 @@ pub const LABEL_PLATFORM: &str = "dev.archfarm.platform";
 pub const STITCH_CONCURRENCY: usize = 16;
 
 /// How long to wait for the engine's API to answer before giving up
-/// (ARCHFARM_ENGINE_TIMEOUT seconds overrides it).
+/// ([`crate::env::ENGINE_TIMEOUT`]).
 pub fn engine_deadline() -> Duration {
-    let secs = std::env::var("ARCHFARM_ENGINE_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
-    Duration::from_secs_f64(secs.unwrap_or(30.0))
+    crate::env::ENGINE_TIMEOUT.duration()
 }
 
 /// The per-platform tag of a key: `<arch>[-<variant>]-<key>`.

@@ -311,10 +311,9 @@ pub struct Fleet {
     probed: OnceCell<()>,
 }
 
-/// How long a listed builder gets to answer (ARCHFARM_BUILDER_TIMEOUT seconds, default 10).
+/// How long a listed builder gets to answer ([`crate::env::BUILDER_TIMEOUT`]).
 pub fn builder_deadline() -> Duration {
-    let secs = std::env::var("ARCHFARM_BUILDER_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
-    Duration::from_secs_f64(secs.unwrap_or(10.0))
+    crate::env::BUILDER_TIMEOUT.duration()
 }
 
 impl Fleet {

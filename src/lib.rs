@@ -16,6 +16,7 @@ pub mod copy;
 pub mod docker_archive;
 pub mod dockerfile;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod farm;
 pub mod fleet;

@@ -11,7 +11,10 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    if let Err(e) = init_logging(cli.verbose) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -57,11 +60,17 @@ async fn stop_signal() {
 }
 
 /// Diagnostics on stderr: warnings by default, archfarm's debug lines with -v;
-/// ARCHFARM_LOG (an env-filter directive such as `archfarm=trace`) overrides both.
-fn init_logging(verbose: bool) {
+/// ARCHFARM_LOG (an env-filter directive such as `archfarm=trace`) overrides both, and
+/// one that does not parse is refused, naming the variable.
+fn init_logging(verbose: bool) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let default = if verbose { "archfarm=debug,warn" } else { "warn" };
-    let filter = EnvFilter::try_from_env("ARCHFARM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var("ARCHFARM_LOG").ok().filter(|v| !v.trim().is_empty()) {
+        Some(v) => EnvFilter::try_new(&v).map_err(|e| {
+            format!("environment variable ARCHFARM_LOG={v:?} is not valid: {e}; expected directives such as warn or archfarm=debug")
+        })?,
+        None => EnvFilter::new(default),
+    };
     // Colours only on a terminal: logs captured by CI or redirected to a file stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -70,4 +79,5 @@ fn init_logging(verbose: bool) {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+    Ok(())
 }

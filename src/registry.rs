@@ -55,15 +55,9 @@ use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Blobs larger than this are uploaded in chunks of this size (PATCH), so a fault costs
 /// one chunk at most where the registry can resume; smaller ones in one streamed PUT.
-/// `ARCHFARM_REGISTRY_CHUNK_SIZE` (bytes) overrides it.
-pub const CHUNK_SIZE: u64 = 128 << 20;
-
+/// [`crate::env::REGISTRY_CHUNK_SIZE`] (128 MiB by default).
 fn chunk_size() -> u64 {
-    std::env::var("ARCHFARM_REGISTRY_CHUNK_SIZE")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|v| *v >= 4096)
-        .unwrap_or(CHUNK_SIZE)
+    crate::env::REGISTRY_CHUNK_SIZE.get()
 }
 /// How many blobs are transferred at once per image.
 pub const BLOB_CONCURRENCY: usize = 4;
