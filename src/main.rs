@@ -1,5 +1,6 @@
 //! The archfarm binary: parse arguments, run, map the outcome to an exit code
-//! (0 ok, 1 a build or push failed, 2 bad usage or configuration).
+//! (0 ok, 1 a build or push failed, 2 bad usage or configuration; stopped by a signal:
+//! 128 + its number, as shells report it: 130 for Ctrl-C, 143 for SIGTERM).
 
 use clap::Parser;
 
@@ -32,29 +33,31 @@ fn main() {
                     e.exit_code()
                 }
             },
-            _ = stop_signal() => {
+            signal = stop_signal() => {
                 // Every store write is atomic and tags are written last, so stopping here
                 // leaves no half-written entry and no tag over an incomplete image.
                 eprintln!("interrupted");
-                130
+                128 + signal as i32
             }
         }
     });
     std::process::exit(code);
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
+/// Waits for Ctrl-C (SIGINT) or SIGTERM and says which came.
+async fn stop_signal() -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => Signal::SIGINT,
+                _ = term.recv() => Signal::SIGTERM,
             }
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+            Signal::SIGINT
         }
     }
 }

@@ -6,6 +6,27 @@
 mod common;
 use common::*;
 
+/// The first connection to `listener`, waiting at most `secs`; fails the test (with
+/// archfarm's stderr) if `child` exits first.
+fn accept_within(listener: &std::net::TcpListener, child: &mut std::process::Child, secs: u64) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => return stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        if child.try_wait().unwrap().is_some() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("archfarm exited before connecting: {err}");
+        }
+        assert!(std::time::Instant::now() < deadline, "archfarm did not connect within {secs}s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Every numeric ARCHFARM_* tunable with a bad value stops the run with exit 2, naming
 /// the variable and what it accepts (they used to fall back to their defaults in silence).
 #[test]
@@ -29,4 +50,30 @@ fn bad_tunables_in_the_environment_are_refused_naming_the_variable() {
     // Empty is unset, as for every other variable.
     let out = repo.command(&["list", "--names"]).env("ARCHFARM_REGISTRY_TIMEOUT", "").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Stopped by a signal, archfarm exits as shells report it: 128 + the signal's number,
+/// so 130 for Ctrl-C and 143 for SIGTERM (SIGTERM used to give 130 too). The run is
+/// held in a registry request to a listener that accepts and never answers.
+#[test]
+fn sigint_exits_130_and_sigterm_exits_143() {
+    use nix::sys::signal::{kill, Signal};
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let repo = Repo::bare("signals");
+        repo.write("images/a/Dockerfile", "FROM scratch\n");
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let registry = format!("{}/ns", silent.local_addr().unwrap());
+        let mut child = repo
+            .command(&["build", "--push", "--registry", &registry])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The run is under way once it connects to the registry.
+        let _held = accept_within(&silent, &mut child, 60);
+        kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{signal}: {}", stderr(&out));
+        assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    }
 }
