@@ -23,13 +23,16 @@ use crate::targets::{self, Selection};
 #[derive(Debug, Parser)]
 #[command(name = "archfarm", version, about = "Cross-architecture container image build farm")]
 pub struct Cli {
-    /// The images folder (default: images_dir from archfarm.yaml, else ./images).
+    /// The images folder (default: images_dir from archfarm.yaml, else ./images). Paths
+    /// given as flags are relative to the working directory; paths in archfarm.yaml to
+    /// its folder.
     #[arg(long, global = true, value_name = "DIR")]
     pub images: Option<PathBuf>,
     /// Where to publish: host[:port]/namespace (also ARCHFARM_REGISTRY).
     #[arg(long, global = true, value_name = "REGISTRY")]
     pub registry: Option<String>,
-    /// The configuration file (default: ./archfarm.yaml if present, else the embedded default).
+    /// The configuration file (default: ./archfarm.yaml if present, else the embedded
+    /// default); paths written in it are relative to its folder.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The local store folder (also ARCHFARM_STORE; default ~/.cache/archfarm).
@@ -294,6 +297,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         registry: cli.registry.clone(),
         local_prefix: None,
         store: cli.store.clone(),
+        registry_from_env: false,
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
@@ -310,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         other => other,
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
+    plan::check_settings(&config, &catalog)?;
     let progress = Progress::new(cli.verbose);
     let bases = &cli.bases;
     match command {

@@ -618,6 +618,14 @@ fn list(platforms: &[Platform]) -> String {
 }
 
 fn unknown_image(catalog: &Catalog, name: &str) -> Error {
+    Error::usage(format!(
+        "unknown image '{name}': no folder with a recipe under the images folder; {}",
+        suggestions(catalog, name)
+    ))
+}
+
+/// "did you mean ...?" with up to five image names like `name`, else where to look.
+fn suggestions(catalog: &Catalog, name: &str) -> String {
     let close: Vec<&str> = catalog
         .images
         .keys()
@@ -625,12 +633,28 @@ fn unknown_image(catalog: &Catalog, name: &str) -> Error {
         .map(String::as_str)
         .take(5)
         .collect();
-    let hint = if close.is_empty() {
+    if close.is_empty() {
         "run `archfarm list` to see them".to_string()
     } else {
         format!("did you mean {}?", close.join(", "))
-    };
-    Error::usage(format!("unknown image '{name}': no folder with a recipe under the images folder; {hint}"))
+    }
+}
+
+/// Every image named under `images:` in the configuration exists in the catalog. A
+/// setting for no image is refused (exit 2) rather than warned about: it is a typo or a
+/// leftover, and either way the image it was meant for builds without it (the platforms
+/// it should have narrowed, the build args it should have set) while a warning scrolls
+/// by unread in CI; unknown fields of the file are refused for the same reason.
+pub fn check_settings(config: &Config, catalog: &Catalog) -> Result<()> {
+    match config.images.keys().find(|name| !catalog.images.contains_key(name.as_str())) {
+        None => Ok(()),
+        Some(name) => Err(Error::usage(format!(
+            "{}: field 'images.{name}': there is no image '{name}' under {}; fix the name or remove the entry ({})",
+            config.source,
+            config.images_dir.display(),
+            suggestions(catalog, name)
+        ))),
+    }
 }
 
 #[cfg(test)]

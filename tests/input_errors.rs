@@ -77,3 +77,49 @@ fn sigint_exits_130_and_sigterm_exits_143() {
         assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     }
 }
+
+/// `--registry host:99999` is refused naming the flag (it used to be refused later by the
+/// HTTP client with a message naming neither the flag nor the variable).
+#[test]
+fn a_registry_port_out_of_range_names_the_flag_or_variable() {
+    let repo = Repo::bare("regport");
+    repo.write("images/a/Dockerfile", "FROM scratch\n");
+    let out = repo.run(&["--registry", "host:99999/ns", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--registry") && stderr(&out).contains("99999"), "{}", stderr(&out));
+    let out = repo.command(&["list"]).env("ARCHFARM_REGISTRY", "host:99999/ns").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("environment variable ARCHFARM_REGISTRY"), "{}", stderr(&out));
+}
+
+/// Settings for an image that does not exist are refused naming the entry: a typo would
+/// otherwise leave the image it was meant for without them.
+#[test]
+fn settings_for_an_image_that_does_not_exist_are_refused() {
+    let repo = Repo::bare("nosuch");
+    repo.write("images/base/busybox/Dockerfile", "FROM scratch\n");
+    repo.write("archfarm.yaml", "images:\n  base/bsybox: {platforms: [amd64]}\n");
+    let out = repo.run(&["list", "--names"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("images.base/bsybox") && err.contains("archfarm.yaml"), "{err}");
+}
+
+/// `--images` and `--store` given as flags are relative to the working directory even
+/// when `--config` names a file elsewhere (they used to be taken relative to the config's
+/// folder); paths written in the file stay relative to the file's folder.
+#[test]
+fn flag_paths_are_relative_to_the_working_directory() {
+    let repo = Repo::bare("relflags");
+    repo.write("tree/images/from-flag/Dockerfile", "FROM scratch\n");
+    repo.write("other/imgs/from-file/Dockerfile", "FROM scratch\n");
+    repo.write("other/x.yaml", "images_dir: imgs\n");
+    let names = |args: &[&str]| {
+        let out = repo.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let by_flag = names(&["--images", "tree/images", "--config", "other/x.yaml", "list", "--names"]);
+    assert_eq!(by_flag, "from-flag");
+    assert_eq!(names(&["--config", "other/x.yaml", "list", "--names"]), "from-file");
+}
