@@ -71,7 +71,9 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
-const SERVICES_HINT: &str = "is it running? `ci/services.sh` starts one on 127.0.0.1:5000";
+/// The loopback registry `ci/services.sh` starts, where the embedded default
+/// configuration publishes: only a connection refused there gets advice about it.
+const BUNDLED_REGISTRY: &str = "127.0.0.1:5000";
 
 /// What a push transferred and what it found already there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1069,7 +1071,12 @@ impl Registry {
         let why = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
-            format!("cannot connect ({}); {SERVICES_HINT}", root_cause(e))
+            let hint = if self.host == BUNDLED_REGISTRY {
+                "is it running? `ci/services.sh` starts one there"
+            } else {
+                "nothing accepts connections there: start that registry or fix the address"
+            };
+            format!("cannot connect ({}); {hint}", root_cause(e))
         } else {
             short_cause(e)
         };

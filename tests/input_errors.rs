@@ -123,3 +123,23 @@ fn flag_paths_are_relative_to_the_working_directory() {
     assert_eq!(by_flag, "from-flag");
     assert_eq!(names(&["--config", "other/x.yaml", "list", "--names"]), "from-file");
 }
+
+/// A user's registry that is down gets advice about that registry, not about the
+/// bundled one that `ci/services.sh` starts on 127.0.0.1:5000.
+#[test]
+fn a_down_registry_is_not_mistaken_for_the_bundled_one() {
+    let repo = Repo::bare("downreg");
+    repo.write("images/a/Dockerfile", "FROM scratch\n");
+    // Bind, then drop: nothing listens on the port.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let registry = format!("{addr}/ns");
+    let out = repo
+        .command(&["build", "--push", "--registry", &registry])
+        .env("ARCHFARM_REGISTRY_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&addr.to_string()) && err.contains("fix the address"), "{err}");
+    assert!(!err.contains("ci/services.sh") && !err.contains("starts one"), "{err}");
+}
