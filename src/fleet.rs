@@ -114,6 +114,20 @@ impl BuilderSpec {
             Endpoint::Ssh { host, .. } => is_loopback(host),
         }
     }
+
+    /// A TLS file the configuration names that does not exist: a configuration error
+    /// (exit 2), not an engine failure. Checked when the builder is first needed, like
+    /// every other fact about it, so a command that builds nothing never trips on it.
+    pub fn missing_tls_file(&self) -> Option<Error> {
+        let Endpoint::Tcp { tls: Some(t), .. } = &self.endpoint else { return None };
+        let (field, path) =
+            [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)].into_iter().find(|(_, p)| !p.is_file())?;
+        Some(Error::usage(format!(
+            "builder {}: tls.{field} file {} does not exist; fix its `tls:` in the configuration or create the file",
+            self.name,
+            path.display()
+        )))
+    }
 }
 
 /// Parses an endpoint: `unix:///path`, `tcp://host:port`, `ssh://[user@]host[:port]`.
@@ -406,11 +420,14 @@ impl Fleet {
             .collect()
     }
 
-    /// A builder configured `buildkit: true` whose engine has no BuildKit: a
-    /// configuration error (exit 2) naming it, known once the fleet was probed (a run
-    /// that builds nothing never probes).
+    /// A builder whose TLS files are missing, or configured `buildkit: true` while its
+    /// engine has no BuildKit: a configuration error (exit 2) naming it, known once the
+    /// fleet was probed (a run that builds nothing never probes).
     pub(crate) fn configuration_error(&self) -> Option<Error> {
         self.probed.get()?;
+        if let Some(e) = self.builders.iter().find_map(|b| b.spec.missing_tls_file()) {
+            return Some(e);
+        }
         self.builders.iter().filter(|b| b.spec.buildkit == BuildKitMode::True).find_map(|b| {
             b.facts.get().is_some_and(|f| !f.buildkit).then(|| {
                 Error::usage(format!(
@@ -581,6 +598,9 @@ impl Builder {
         let r = self
             .engine
             .get_or_init(|| async {
+                if let Some(e) = self.spec.missing_tls_file() {
+                    return Err(e.message().to_string());
+                }
                 self.connect().await.map_err(|e| format!("builder {}: {}", self.spec.name, e.message()))
             })
             .await;
@@ -611,15 +631,6 @@ impl Builder {
                     .with_raw_endpoint(text)
             }
             Endpoint::Tcp { addr, tls: Some(t) } => {
-                for (field, p) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
-                    if !p.is_file() {
-                        return Err(Error::usage(format!(
-                            "tls.{field} file {} does not exist (builder {})",
-                            p.display(),
-                            self.spec.name
-                        )));
-                    }
-                }
                 // reqwest already links rustls with aws-lc-rs; bollard needs a process default.
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let docker = Docker::connect_with_ssl(
@@ -999,6 +1010,10 @@ pub async fn builders_command(config: crate::config::Config, json: bool) -> Resu
                 );
             }
         }
+    }
+    // The listing shows what each builder said; a configuration error is still one.
+    if let Some(e) = fleet.configuration_error() {
+        return Err(e);
     }
     Ok(status.iter().any(|b| b.healthy))
 }

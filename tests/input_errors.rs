@@ -143,3 +143,28 @@ fn a_down_registry_is_not_mistaken_for_the_bundled_one() {
     assert!(err.contains(&addr.to_string()) && err.contains("fix the address"), "{err}");
     assert!(!err.contains("ci/services.sh") && !err.contains("starts one"), "{err}");
 }
+
+/// A builder whose TLS files do not exist is a configuration error (exit 2) naming the
+/// builder and the file, for `build` and `builders` alike (it used to make the builder
+/// "unhealthy" and fail the job with exit 1).
+#[test]
+fn missing_builder_tls_files_are_a_configuration_error() {
+    if !services_up("tls_files") {
+        return;
+    }
+    let repo = Repo::bare("tlsfiles");
+    repo.write("images/a/Dockerfile", "FROM scratch\nCOPY nonce /nonce\n");
+    repo.write("images/a/nonce", &repo.namespace);
+    repo.write(
+        "archfarm.yaml",
+        "builders:\n  - {name: box, endpoint: 'tcp://127.0.0.1:2376', \
+         tls: {ca: certs/ca.pem, cert: certs/cert.pem, key: certs/key.pem}}\n",
+    );
+    let missing = repo.path().join("certs/ca.pem").display().to_string();
+    for args in [&["build", "a", "--platform", "linux/amd64"][..], &["builders"][..]] {
+        let out = repo.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("builder box") && err.contains(&missing) && err.contains("tls.ca"), "{args:?}: {err}");
+    }
+}
