@@ -4,6 +4,7 @@
 //! code and that the message names the variable, flag, file, image or path concerned.
 
 mod common;
+mod publish_support;
 use common::*;
 
 /// The first connection to `listener`, waiting at most `secs`; fails the test (with
@@ -166,5 +167,117 @@ fn missing_builder_tls_files_are_a_configuration_error() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("builder box") && err.contains(&missing) && err.contains("tls.ca"), "{args:?}: {err}");
+    }
+}
+
+/// A repository with a good Dockerfile image, an image.yaml that does not parse, and a
+/// Dockerfile image built FROM the bad one.
+fn repo_with_a_bad_recipe(name: &str) -> Repo {
+    let repo = Repo::bare(name);
+    repo.write("images/good/Dockerfile", "FROM scratch\nCOPY nonce /nonce\n");
+    repo.write("images/good/nonce", &repo.namespace);
+    repo.write("images/bad/image.yaml", "from: [unclosed\n");
+    repo.write("images/child/Dockerfile", "FROM archfarm.local/images/bad\n");
+    repo
+}
+
+/// One bad image.yaml no longer stops `list` and `build` of the other images: `list`
+/// shows it (and its child) as invalid with the reason and lists the rest; `build` of
+/// everything builds the good image, reports both, and exits 2 (bad input, to be fixed
+/// rather than retried); `build good` does not mention them.
+#[test]
+fn one_bad_recipe_is_reported_for_its_image_and_the_rest_goes_on() {
+    if !services_up("bad_recipe") {
+        return;
+    }
+    let repo = repo_with_a_bad_recipe("badrecipe");
+    let listing = repo.json(&["list", "--json"]);
+    let state = |image: &str| -> Vec<(String, String)> {
+        let img = listing["images"].as_array().unwrap().iter().find(|i| i["image"] == image);
+        let platforms =
+            img.unwrap_or_else(|| panic!("{image} not listed: {listing:#}"))["platforms"].as_array().unwrap();
+        platforms
+            .iter()
+            .map(|p| (p["state"].as_str().unwrap().into(), p["reason"].as_str().unwrap_or_default().into()))
+            .collect()
+    };
+    for (s, reason) in state("bad") {
+        assert_eq!(s, "invalid");
+        assert!(reason.contains("images/bad/image.yaml") && reason.contains("from"), "{reason}");
+    }
+    for (s, reason) in state("child") {
+        assert_eq!(s, "invalid");
+        assert!(reason.starts_with("its parent bad for linux/"), "{reason}");
+    }
+    assert!(state("good").iter().all(|(s, _)| s == "missing"), "{listing:#}");
+
+    let out = repo.run(&["build", "--platform", "linux/amd64", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job_outcomes(&report, "good"), [("linux/amd64".to_string(), "built".to_string())]);
+    for image in ["bad", "child"] {
+        let jobs = jobs_by(&report, image);
+        assert_eq!(jobs.len(), 1, "{report:#}");
+        assert_eq!((jobs[0]["outcome"].as_str(), jobs[0]["stage"].as_str()), (Some("failed"), Some("recipe")));
+    }
+    assert!(
+        stderr(&out).contains("error: bad for linux/amd64: ") && stderr(&out).contains("image.yaml"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = repo.run(&["build", "good", "--platform", "linux/amd64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("bad"), "{}", stderr(&out));
+    // Asked for by name, the bad image is a usage error naming its file.
+    let out = repo.run(&["hash", "child", "--platform", "amd64"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("its parent bad") && stderr(&out).contains("image.yaml"), "{}", stderr(&out));
+}
+
+/// A FROM cycle is reported for the platform asked for (it used to be reported for the
+/// first platform of the table that had it, linux/386).
+#[test]
+fn a_from_cycle_is_reported_for_the_requested_platform() {
+    let repo = Repo::bare("cycle");
+    repo.write("images/a/Dockerfile", "FROM archfarm.local/images/b\n");
+    repo.write("images/b/Dockerfile", "FROM archfarm.local/images/a\n");
+    let out = repo.run(&["hash", "a", "--platform", "linux/amd64"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("FROM cycle for linux/amd64: ") && !err.contains("386"), "{err}");
+}
+
+/// When pushing images that were already cached fails, the summary counts them as
+/// cached and says what failed (it used to say "0 built, 0 cached"), and the JSON
+/// keeps where each came from with the stage that failed.
+#[test]
+fn a_failed_push_of_cached_jobs_is_summarised_as_such() {
+    if !services_up("push_summary") || !publish_support::tools_up("push_summary") {
+        return;
+    }
+    let repo = Repo::bare("pushsum");
+    for image in ["one", "two"] {
+        repo.write(&format!("images/{image}/Dockerfile"), "FROM scratch\nCOPY nonce /nonce\n");
+        repo.write(&format!("images/{image}/nonce"), &format!("{image} {}", repo.namespace));
+    }
+    let out = repo.run(&["build", "--platform", "linux/amd64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let read_only = publish_support::TestRegistry::start_read_only();
+    let registry = format!("{}/ns", read_only.addr);
+    let out = repo.run(&["build", "--platform", "linux/amd64", "--push", "--registry", &registry]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("0 built, 2 cached; 2 failed (push: 2)"), "{err}");
+    let out = repo.run(&["build", "--platform", "linux/amd64", "--push", "--registry", &registry, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for image in ["one", "two"] {
+        let j = &jobs_by(&report, image)[0];
+        assert_eq!(
+            (j["outcome"].as_str(), j["source"].as_str(), j["stage"].as_str()),
+            (Some("failed"), Some("store"), Some("push")),
+            "{j:#}"
+        );
     }
 }
