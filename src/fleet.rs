@@ -911,7 +911,7 @@ impl Farm {
         let mut replacements: BTreeMap<(String, Platform), String> = BTreeMap::new();
         for p in &job.parents {
             let at = (p.image.clone(), p.platform.clone());
-            let id = self.ensure_on(engine, &parents[&at]).await.map_err(BuildFailure::Engine)?;
+            let id = self.ensure_on(engine, &parents[&at]).await.map_err(engine_or_disk)?;
             replacements.insert((p.reference.clone(), p.platform.clone()), id);
         }
         let mut args = job.build_args.clone();
@@ -970,13 +970,24 @@ impl Farm {
             secrets: &secrets,
         };
         let id = engine.build_logged(request, &preamble).await?;
-        let imported = engine.export_to_store(&id, &self.store).await.map_err(BuildFailure::Engine)?;
+        let imported = engine.export_to_store(&id, &self.store).await.map_err(engine_or_disk)?;
         self.record(job, imported.manifest, imported.config_digest).map_err(BuildFailure::Local)
     }
 
     /// The builders of this run with their health and platforms (`archfarm builders`).
     pub async fn builders(&self) -> Vec<BuilderStatus> {
         self.fleet.status().await
+    }
+}
+
+/// A failure while moving an image between an engine and the store: this machine's own
+/// when its disk failed (final: another builder would meet the same disk), else the
+/// engine's (another builder may succeed).
+fn engine_or_disk(e: Error) -> BuildFailure {
+    if e.is_disk() {
+        BuildFailure::Local(e)
+    } else {
+        BuildFailure::Engine(e)
     }
 }
 

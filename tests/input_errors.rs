@@ -281,3 +281,66 @@ fn a_failed_push_of_cached_jobs_is_summarised_as_such() {
         );
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let options = format!("size={size}");
+        mount(Some("tmpfs"), dir.path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
+            .expect("mounting a tmpfs (the test runs as root, as ci/services.sh sets up)");
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(self.dir.path());
+    }
+}
+
+/// A full disk under the store while an engine's export streams in is archfarm's own
+/// error: it names the path and the free space, blames no builder, tries no other
+/// builder and leaves nothing in the store (it used to say "trying another builder").
+#[test]
+fn a_full_store_during_an_engine_export_is_a_local_error_not_the_builders() {
+    if !services_up("store_full") {
+        return;
+    }
+    let repo = Repo::bare("storefull");
+    // 3 MB that do not compress, into a 2 MiB store.
+    let noise: Vec<u8> = {
+        use sha2::Digest;
+        let mut block = sha2::Sha256::digest(repo.namespace.as_bytes()).to_vec();
+        let mut out = Vec::with_capacity(3 << 20);
+        while out.len() < 3 << 20 {
+            block = sha2::Sha256::digest(&block).to_vec();
+            out.extend_from_slice(&block);
+        }
+        out
+    };
+    std::fs::create_dir_all(repo.path().join("images/big")).unwrap();
+    std::fs::write(repo.path().join("images/big/noise.bin"), noise).unwrap();
+    repo.write("images/big/Dockerfile", "FROM scratch\nCOPY noise.bin /noise.bin\n");
+    let store = Tmpfs::mount("2m");
+    let out = repo
+        .command(&["build", "big", "--platform", "linux/amd64", "--json"])
+        .env("ARCHFARM_STORE", store.dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device") && err.contains(" free of "), "{err}");
+    assert!(err.contains(&store.dir.path().display().to_string()) && err.contains("this machine's disk"), "{err}");
+    assert!(!err.contains("another builder") && !err.contains("on builder"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs_by(&report, "big")[0]["stage"], "build", "{report:#}");
+    // Nothing half-written: no memo entry, no staging left.
+    let left = |sub: &str| std::fs::read_dir(store.dir.path().join(sub)).map(|d| d.count()).unwrap_or(0);
+    assert_eq!((left("keys"), left("tmp")), (0, 0));
+}
