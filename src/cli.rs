@@ -466,7 +466,9 @@ pub(crate) async fn make_plan(
             // An assembler base that cannot be resolved leaves its image unresolved, not
             // the whole plan.
             None if crate::assemble::is_assembler_base(&base) => {
-                crate::assemble::resolve_base(&farm.config, &base, &platform).await.map_err(|e| e.message().to_string())
+                crate::assemble::resolve_base(&farm.config, &base, &platform)
+                    .await
+                    .map_err(|e| plan::NoDigest::from_error(&e))
             }
             None => {
                 wanted.insert((base, platform));
@@ -504,8 +506,8 @@ pub(crate) async fn make_plan(
                 Err(why) if !flags.offline => resolve_unpinned(local, &base, &platform)
                     .await
                     .map(plan::Resolved::as_written)
-                    .map_err(|e| format!("{why}; {}", e.message())),
-                Err(why) => Err(why),
+                    .map_err(|e| plan::NoDigest::unresolved(format!("{why}; {}", e.message()))),
+                Err(why) => Err(plan::NoDigest::unresolved(why)),
             };
             ((base, platform), r)
         }))

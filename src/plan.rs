@@ -436,18 +436,26 @@ impl Draft {
     /// Computes every key, parents first. `resolved` maps each external base (and
     /// platform) to the digest or image ID it stands for, or to why there is none. A job
     /// with an unresolved base, and every job built FROM it, is left out of the jobs and
-    /// listed in [`Plan::unresolved`]; an image with any unresolved platform has no
+    /// listed in [`Plan::unresolved`] (invalid when the base as written is bad input),
+    /// after the jobs [`prepare`] found invalid; an image with any such platform has no
     /// [`ImagePlan`] (no canonical tag over part of it). The rest of the tree is planned.
     pub fn finish(self, resolved: &Resolutions) -> Result<Plan> {
         let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
-        let mut failed: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, Platform), NoDigest> = BTreeMap::new();
         let mut jobs = Vec::with_capacity(self.jobs.len());
         let mut unresolved = self.invalid;
         for d in self.jobs {
             let parent_failure = d.parents.iter().find_map(|p| {
-                failed
-                    .get(&(p.image.clone(), p.platform.clone()))
-                    .map(|why| format!("its parent {} for {} is unresolved: {why}", p.image, p.platform))
+                failed.get(&(p.image.clone(), p.platform.clone())).map(|why| NoDigest {
+                    reason: format!(
+                        "its parent {} for {} is {}: {}",
+                        p.image,
+                        p.platform,
+                        if why.invalid { "invalid" } else { "unresolved" },
+                        why.reason
+                    ),
+                    invalid: why.invalid,
+                })
             });
             let mut bases = BTreeMap::new();
             let mut pinned = BTreeMap::new();
@@ -462,14 +470,17 @@ impl Draft {
                     }
                     Some(Err(why)) => base_failure = base_failure.or(Some(why.clone())),
                     None => {
-                        base_failure =
-                            base_failure.or(Some(format!("internal: base image {} was not resolved", b.reference)))
+                        base_failure = base_failure.or(Some(NoDigest::unresolved(format!(
+                            "internal: base image {} was not resolved",
+                            b.reference
+                        ))))
                     }
                 }
             }
-            if let Some(reason) = parent_failure.or(base_failure) {
-                failed.insert((d.image.clone(), d.platform.clone()), reason.clone());
-                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason, invalid: false });
+            if let Some(why) = parent_failure.or(base_failure) {
+                failed.insert((d.image.clone(), d.platform.clone()), why.clone());
+                let NoDigest { reason, invalid } = why;
+                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason, invalid });
                 continue;
             }
             let parents: BTreeMap<String, String> = d
@@ -524,7 +535,29 @@ impl Draft {
 }
 
 /// What each external (base, platform) resolved to, or why it did not.
-pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, String>>;
+pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, NoDigest>>;
+
+/// Why an external base has no digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoDigest {
+    /// Names the base and every place asked, or what is wrong with it.
+    pub reason: String,
+    /// The base as written is bad input (an assembler base that names a package or
+    /// image that does not exist): its images are invalid, not merely unresolved.
+    pub invalid: bool,
+}
+
+impl NoDigest {
+    /// No place asked knew the base.
+    pub fn unresolved(reason: String) -> NoDigest {
+        NoDigest { reason, invalid: false }
+    }
+
+    /// Resolving the base failed with `e`: bad input when it is a usage error.
+    pub fn from_error(e: &Error) -> NoDigest {
+        NoDigest { reason: e.message().to_string(), invalid: e.kind() == crate::error::Kind::Usage }
+    }
+}
 
 /// A resolved external base.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -895,7 +928,7 @@ mod tests {
         let mut resolved = Resolutions::new();
         for (base, platform) in draft.external_bases() {
             let r = if base == "nosuch:1" {
-                Err(format!("{base} is nowhere"))
+                Err(NoDigest::unresolved(format!("{base} is nowhere")))
             } else {
                 Ok(Resolved::as_written("sha256:d".to_string()))
             };
