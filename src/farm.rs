@@ -71,8 +71,7 @@ pub enum Source {
 }
 
 /// Where a failed job stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     /// Its recipe, folder or FROM graph (or a parent's) is bad input: never run.
     Recipe,
@@ -90,8 +89,14 @@ pub enum Stage {
     Load,
 }
 
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 impl Stage {
-    /// Its name, as `--json` writes it.
+    /// Its name, as `--json` and the summary write it.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Recipe => "recipe",
