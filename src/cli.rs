@@ -23,13 +23,16 @@ use crate::targets::{self, Selection};
 #[derive(Debug, Parser)]
 #[command(name = "archfarm", version, about = "Cross-architecture container image build farm")]
 pub struct Cli {
-    /// The images folder (default: images_dir from archfarm.yaml, else ./images).
+    /// The images folder (default: images_dir from archfarm.yaml, else ./images). Paths
+    /// given as flags are relative to the working directory; paths in archfarm.yaml to
+    /// its folder.
     #[arg(long, global = true, value_name = "DIR")]
     pub images: Option<PathBuf>,
     /// Where to publish: host[:port]/namespace (also ARCHFARM_REGISTRY).
     #[arg(long, global = true, value_name = "REGISTRY")]
     pub registry: Option<String>,
-    /// The configuration file (default: ./archfarm.yaml if present, else the embedded default).
+    /// The configuration file (default: ./archfarm.yaml if present, else the embedded
+    /// default); paths written in it are relative to its folder.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The local store folder (also ARCHFARM_STORE; default ~/.cache/archfarm).
@@ -48,12 +51,22 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct BaseFlags {
     /// Resolve unpinned base images now, ignoring the cache (also ARCHFARM_REFRESH_BASES=1).
-    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "ARCHFARM_REFRESH_BASES", value_parser = switch("ARCHFARM_REFRESH_BASES"))]
     pub refresh_bases: bool,
     /// Resolve base images from the cache only, whatever its age; ask no registry
     /// (also ARCHFARM_OFFLINE=1). Wins over --refresh-bases.
-    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "ARCHFARM_OFFLINE", value_parser = switch("ARCHFARM_OFFLINE"))]
     pub offline: bool,
+}
+
+/// The value parser of a switch that an environment variable can also set: empty is
+/// off, and a value that is neither on nor off is refused naming the variable.
+fn switch(variable: &'static str) -> impl Fn(&str) -> std::result::Result<bool, String> + Clone + Send + Sync {
+    move |v: &str| match v.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err(format!("environment variable {variable} takes 1, true, yes or on (or 0, false, no, off)")),
+    }
 }
 
 impl BaseFlags {
@@ -276,6 +289,7 @@ pub enum MatrixFormat {
 
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
 pub async fn run(cli: Cli) -> Result<bool> {
+    crate::env::check()?;
     let cwd = std::env::current_dir().map_err(|e| Error::failure(format!("cannot read the current folder: {e}")))?;
     let overrides = Overrides {
         config_file: cli.config.clone(),
@@ -283,6 +297,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         registry: cli.registry.clone(),
         local_prefix: None,
         store: cli.store.clone(),
+        registry_from_env: false,
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
@@ -299,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         other => other,
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
+    plan::check_settings(&config, &catalog)?;
     let progress = Progress::new(cli.verbose);
     let bases = &cli.bases;
     match command {
@@ -361,6 +377,9 @@ pub async fn run(cli: Cli) -> Result<bool> {
             }
             for u in &plan.unresolved {
                 eprintln!("error: {} for {}: not stitched: {}", u.image, u.platform, u.reason);
+            }
+            if plan.unresolved.iter().any(|u| u.invalid) {
+                return Err(Error::usage("images with invalid recipes (above) were not stitched; fix them"));
             }
             Ok(report.missing.is_empty() && plan.unresolved.is_empty())
         }
@@ -443,16 +462,20 @@ pub(crate) async fn make_plan(
     let mut wanted = BTreeSet::new();
     for (base, platform) in draft.external_bases() {
         let digest = match plan::pinned_digest(&base) {
-            Some(d) => d,
+            Some(d) => Ok(d),
+            // An assembler base that cannot be resolved leaves its image unresolved, not
+            // the whole plan.
             None if crate::assemble::is_assembler_base(&base) => {
-                crate::assemble::resolve_base(&farm.config, &base, &platform).await?
+                crate::assemble::resolve_base(&farm.config, &base, &platform)
+                    .await
+                    .map_err(|e| plan::NoDigest::from_error(&e))
             }
             None => {
                 wanted.insert((base, platform));
                 continue;
             }
         };
-        resolved.insert((base, platform), Ok(plan::Resolved::as_written(digest)));
+        resolved.insert((base, platform), digest.map(plan::Resolved::as_written));
     }
     if !wanted.is_empty() {
         let local = LocalEngine::new();
@@ -483,8 +506,8 @@ pub(crate) async fn make_plan(
                 Err(why) if !flags.offline => resolve_unpinned(local, &base, &platform)
                     .await
                     .map(plan::Resolved::as_written)
-                    .map_err(|e| format!("{why}; {}", e.message())),
-                Err(why) => Err(why),
+                    .map_err(|e| plan::NoDigest::unresolved(format!("{why}; {}", e.message()))),
+                Err(why) => Err(plan::NoDigest::unresolved(why)),
             };
             ((base, platform), r)
         }))
@@ -496,15 +519,16 @@ pub(crate) async fn make_plan(
     draft.finish(&resolved)
 }
 
-/// Fails (exit 1) when any job of `plan` is unresolved: for commands that must cover
-/// every platform of what they name.
+/// Fails when any job of `plan` has no key: for commands that must cover every platform
+/// of what they name. Exit 2 when any of them is invalid input, else 1.
 fn require_resolved(plan: &Plan, what: &str) -> Result<()> {
     if plan.unresolved.is_empty() {
         return Ok(());
     }
     let lines: Vec<String> =
         plan.unresolved.iter().map(|u| format!("{} for {}: {}", u.image, u.platform, u.reason)).collect();
-    Err(Error::failure(format!("cannot {what}: unresolved base images:\n  {}", lines.join("\n  "))))
+    let message = format!("cannot {what}: these have no key:\n  {}", lines.join("\n  "));
+    Err(if plan.unresolved.iter().any(|u| u.invalid) { Error::usage(message) } else { Error::failure(message) })
 }
 
 /// The local engine as planning asks it (its mirrors, the last-resort base lookup).
@@ -536,27 +560,54 @@ async fn resolve_unpinned(engine: &LocalEngine, base: &str, platform: &Platform)
     }
 }
 
+/// Prints the report (JSON, or tags and a summary) and the errors; exit 2 when a job
+/// failed on invalid input (the rest of the run still ran), 1 for any other failure.
 pub(crate) fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Result<bool> {
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("report serializes"));
     } else {
-        let built = report.jobs.iter().filter(|j| j.outcome == crate::farm::Outcome::Built).count();
-        let cached = report.jobs.iter().filter(|j| j.outcome == crate::farm::Outcome::Cached).count();
         for s in &report.skipped {
             farm.progress().note(&format!("note: {} {} skipped: {}", s.image, s.platform, s.reason));
         }
         for t in &report.tags {
             println!("{} {} ({})", t.tag, t.digest, t.platforms.join(", "));
         }
-        farm.progress().note(&format!(
-            "{built} built, {cached} cached{}",
-            if built == 0 && report.errors.is_empty() { ": nothing to do" } else { "" }
-        ));
+        farm.progress().note(&summary(report));
     }
     for e in &report.errors {
         eprintln!("error: {e}");
     }
+    let invalid = report.jobs.iter().filter(|j| j.stage == Some(crate::farm::Stage::Recipe)).count();
+    if invalid > 0 {
+        return Err(Error::usage(format!(
+            "{invalid} job(s) not run because of invalid input (above); fix it and run again"
+        )));
+    }
     Ok(!report.failed())
+}
+
+/// `2 built, 3 cached`, then what failed at which stage: `; 2 failed (push: 2)`. A job
+/// counts as built or cached by where its image came from, even when a later stage
+/// (push, load) failed; jobs that failed before they had an image count only as failed.
+fn summary(report: &BuildReport) -> String {
+    use crate::farm::{Outcome, Source};
+    let from = |f: fn(Source) -> bool| report.jobs.iter().filter(|j| j.source.is_some_and(f)).count();
+    let built = from(|s| s == Source::Build);
+    let cached = from(|s| s != Source::Build);
+    let mut stages: std::collections::BTreeMap<crate::farm::Stage, usize> = Default::default();
+    for j in report.jobs.iter().filter(|j| j.outcome == Outcome::Failed) {
+        *stages.entry(j.stage.unwrap_or(crate::farm::Stage::Build)).or_default() += 1;
+    }
+    let failed: usize = stages.values().sum();
+    let tail = if failed > 0 {
+        let per: Vec<String> = stages.iter().map(|(s, n)| format!("{}: {n}", s.name())).collect();
+        format!("; {failed} failed ({})", per.join(", "))
+    } else if built == 0 && report.errors.is_empty() {
+        ": nothing to do".to_string()
+    } else {
+        String::new()
+    };
+    format!("{built} built, {cached} cached{tail}")
 }
 
 async fn hash(
@@ -575,7 +626,7 @@ async fn hash(
 }
 
 /// The plan of one image for one platform, and its job: an unresolved base fails it
-/// (exit 1), a platform it lacks is a usage error.
+/// (exit 1), an invalid recipe and a platform it lacks are usage errors.
 async fn plan_one(
     farm: &Farm,
     catalog: &Catalog,
@@ -586,7 +637,8 @@ async fn plan_one(
     let names = [name.to_string()];
     let plan = make_plan(farm, catalog, &names, &PlatformChoice::Requested(vec![platform.clone()]), bases).await?;
     if let Some(u) = plan.unresolved(name, platform) {
-        return Err(Error::failure(format!("image {name} for {platform} has no key: {}", u.reason)));
+        let message = format!("image {name} for {platform} has no key: {}", u.reason);
+        return Err(if u.invalid { Error::usage(message) } else { Error::failure(message) });
     }
     let job = plan.job(name, platform).cloned().ok_or_else(|| {
         let reason = plan.skipped.iter().find(|s| s.image == name).map(|s| s.reason.clone()).unwrap_or_default();
@@ -602,12 +654,13 @@ struct ListedPlatform {
     key: Option<String>,
     /// null when the platform is unresolved.
     recipe: Option<String>,
-    /// "local", "registry", "local+registry", "missing" or "unresolved".
+    /// "local", "registry", "local+registry", "missing", "unresolved" (a base has no
+    /// digest) or "invalid" (the recipe, or a parent's, is bad input).
     state: String,
     local: bool,
     /// null when the registry could not be asked (or the platform is unresolved).
     registry: Option<bool>,
-    /// Why an unresolved platform has no key.
+    /// Why an unresolved or invalid platform has no key.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
@@ -700,7 +753,7 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool,
                 platform: u.platform.to_string(),
                 key: None,
                 recipe: None,
-                state: "unresolved".to_string(),
+                state: if u.invalid { "invalid" } else { "unresolved" }.to_string(),
                 local: false,
                 registry: None,
                 reason: Some(u.reason.clone()),
@@ -735,10 +788,11 @@ async fn list(config: Config, catalog: &Catalog, progress: Progress, json: bool,
                 match (&p.key, &p.reason) {
                     (Some(key), _) => println!("{:<32} {:<14} {}  {}", img.image, p.platform, &key[..16], p.state),
                     (None, reason) => println!(
-                        "{:<32} {:<14} {:<16}  unresolved: {}",
+                        "{:<32} {:<14} {:<16}  {}: {}",
                         img.image,
                         p.platform,
                         "-",
+                        p.state,
                         reason.as_deref().unwrap_or_default()
                     ),
                 }

@@ -125,6 +125,16 @@ impl RegistryRef {
                 "invalid registry '{text}': expected host[:port]/namespace, e.g. 127.0.0.1:5000/archfarm"
             )));
         }
+        // What the HTTP client will be given must parse: a port past 65535 or a host with
+        // a user or spaces is refused here, where the message can name its source.
+        let url = reqwest::Url::parse(&format!("http://{host}/")).map_err(|e| {
+            Error::usage(format!("invalid registry '{text}': host '{host}': {e} (expected host[:port], port 1-65535)"))
+        })?;
+        if !url.username().is_empty() || url.password().is_some() || url.path() != "/" || url.port() == Some(0) {
+            return Err(Error::usage(format!(
+                "invalid registry '{text}': host '{host}' is not host[:port] (port 1-65535), e.g. 127.0.0.1:5000"
+            )));
+        }
         if let Some(bad) = namespace.split('/').find(|c| !namespace.is_empty() && !valid_path_component(c)) {
             return Err(Error::usage(format!(
                 "invalid registry '{text}': namespace component '{bad}' must be lowercase letters, digits and . _ -"
@@ -231,7 +241,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, St
     n.checked_mul(scale).map(std::time::Duration::from_secs).ok_or_else(|| format!("'{text}' is too long"))
 }
 
-/// What the command line and environment can override.
+/// What the command line and environment can override. Relative paths among them are
+/// relative to the working directory (the folder given to [`Config::load`]), not to the
+/// configuration file's folder, which only paths written in the file are relative to.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
@@ -239,13 +251,18 @@ pub struct Overrides {
     pub registry: Option<String>,
     pub local_prefix: Option<String>,
     pub store: Option<PathBuf>,
+    /// `registry` came from `ARCHFARM_REGISTRY`, not `--registry` (for messages).
+    pub registry_from_env: bool,
 }
 
 impl Overrides {
     /// Fills in what the environment says, where the command line said nothing.
     pub fn with_env(mut self) -> Self {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        self.registry = self.registry.or_else(|| env("ARCHFARM_REGISTRY"));
+        if self.registry.is_none() {
+            self.registry = env("ARCHFARM_REGISTRY");
+            self.registry_from_env = self.registry.is_some();
+        }
         self.local_prefix = self.local_prefix.or_else(|| env("ARCHFARM_LOCAL_PREFIX"));
         self.store = self.store.or_else(|| env("ARCHFARM_STORE").map(PathBuf::from));
         self.config_file = self.config_file.or_else(|| env("ARCHFARM_CONFIG").map(PathBuf::from));
@@ -254,27 +271,38 @@ impl Overrides {
 }
 
 impl Config {
-    /// Loads the configuration for the repository at `root` (the current folder for the CLI).
-    pub fn load(root: &Path, overrides: &Overrides) -> Result<Config> {
+    /// Loads the configuration for the repository at `cwd` (the current folder for the
+    /// CLI): `cwd`/archfarm.yaml, or the file the overrides name. Relative paths in the
+    /// file are relative to the file's folder; relative paths among the overrides (flags
+    /// and environment) to `cwd`.
+    pub fn load(cwd: &Path, overrides: &Overrides) -> Result<Config> {
         let default: RawConfig = serde_yaml_ng::from_str(DEFAULT_CONFIG).expect("embedded default config is valid");
         let (raw, source, root) = match &overrides.config_file {
             Some(file) => {
-                let file_root = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(root);
-                (read_raw(file)?, file.display().to_string(), file_root.to_path_buf())
+                let file = cwd.join(file);
+                let file_root = file.parent().unwrap_or(cwd).to_path_buf();
+                (read_raw(&file)?, file.display().to_string(), file_root)
             }
             None => {
-                let file = root.join("archfarm.yaml");
+                let file = cwd.join("archfarm.yaml");
                 if file.is_file() {
-                    (read_raw(&file)?, file.display().to_string(), root.to_path_buf())
+                    (read_raw(&file)?, file.display().to_string(), cwd.to_path_buf())
                 } else {
-                    (RawConfig::default(), "embedded default configuration".to_string(), root.to_path_buf())
+                    (RawConfig::default(), "embedded default configuration".to_string(), cwd.to_path_buf())
                 }
             }
         };
-        Self::resolve(default, raw, &source, &root, overrides)
+        Self::resolve(default, raw, &source, &root, cwd, overrides)
     }
 
-    fn resolve(default: RawConfig, raw: RawConfig, source: &str, root: &Path, o: &Overrides) -> Result<Config> {
+    fn resolve(
+        default: RawConfig,
+        raw: RawConfig,
+        source: &str,
+        root: &Path,
+        cwd: &Path,
+        o: &Overrides,
+    ) -> Result<Config> {
         let field_err = |field: &str, msg: String| Error::usage(format!("{source}: field '{field}': {msg}"));
 
         let mut arches = ArchTable::builtin();
@@ -282,15 +310,19 @@ impl Config {
             arches.merge_dir(&root.join(dir)).map_err(|e| field_err("arch_dir", e.message().to_string()))?;
         }
 
-        let images_dir =
-            o.images_dir.clone().or(raw.images_dir).or(default.images_dir).expect("default has images_dir");
-        let images_dir = if images_dir.is_absolute() { images_dir } else { root.join(images_dir) };
+        // A flag's path is relative to where the command runs, the file's to the file.
+        let images_dir = match o.images_dir.clone() {
+            Some(flag) => cwd.join(flag),
+            None => root.join(raw.images_dir.or(default.images_dir).expect("default has images_dir")),
+        };
 
         let insecure: Vec<String> =
             raw.insecure_registries.iter().chain(&default.insecure_registries).cloned().collect();
         let registry = match &o.registry {
-            Some(r) => RegistryRef::parse(r, &insecure)
-                .map_err(|e| Error::usage(format!("ARCHFARM_REGISTRY/--registry: {}", e.message())))?,
+            Some(r) => RegistryRef::parse(r, &insecure).map_err(|e| {
+                let from = if o.registry_from_env { "environment variable ARCHFARM_REGISTRY" } else { "--registry" };
+                Error::usage(format!("{from}: {}", e.message()))
+            })?,
             None => {
                 let text = raw.registry.or(default.registry).expect("default has registry");
                 RegistryRef::parse(&text, &insecure).map_err(|e| field_err("registry", e.message().to_string()))?
@@ -301,10 +333,11 @@ impl Config {
             o.local_prefix.clone().or(raw.local_prefix).or(default.local_prefix).expect("default has local_prefix");
         let local_prefix = local_prefix.trim_end_matches('/').to_string();
         if local_prefix.is_empty() || local_prefix.split('/').skip(1).any(|c| !valid_path_component(c)) {
-            return Err(field_err(
-                "local_prefix",
-                format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images)"),
-            ));
+            let why = format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images)");
+            return Err(match o.local_prefix {
+                Some(_) => Error::usage(format!("environment variable ARCHFARM_LOCAL_PREFIX: {why}")),
+                None => field_err("local_prefix", why),
+            });
         }
 
         let parse_platforms = |field: &str, list: &[String]| -> Result<Vec<Platform>> {
@@ -328,10 +361,10 @@ impl Config {
             return Err(field_err("jobs", "must be at least 1".into()));
         }
 
-        let store = match o.store.clone().or(raw.store) {
-            Some(p) if p.is_absolute() => p,
-            Some(p) => root.join(p),
-            None => default_store_dir(),
+        let store = match (o.store.clone(), raw.store) {
+            (Some(flag), _) => cwd.join(flag),
+            (None, Some(p)) => root.join(p),
+            (None, None) => default_store_dir(),
         };
 
         let mut images = BTreeMap::new();
@@ -541,6 +574,41 @@ mod tests {
         }
         let e = load_text("registry_mirrors: {docker.io: ['not a host']}\n", &Overrides::default()).unwrap_err();
         assert!(e.message().contains("registry_mirrors.docker.io"), "{}", e.message());
+    }
+
+    #[test]
+    fn flag_paths_are_relative_to_the_working_directory_file_paths_to_the_file() {
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(cwd.path().join("other")).unwrap();
+        std::fs::write(cwd.path().join("other/x.yaml"), "images_dir: imgs\nstore: st\n").unwrap();
+        let from_file = Overrides { config_file: Some("other/x.yaml".into()), ..Default::default() };
+        let c = Config::load(cwd.path(), &from_file).unwrap();
+        assert_eq!(c.images_dir, cwd.path().join("other/imgs"));
+        assert_eq!(c.store, cwd.path().join("other/st"));
+        let flags = Overrides { images_dir: Some("tree/images".into()), store: Some("s".into()), ..from_file };
+        let c = Config::load(cwd.path(), &flags).unwrap();
+        assert_eq!(c.images_dir, cwd.path().join("tree/images"));
+        assert_eq!(c.store, cwd.path().join("s"));
+        let absolute = Overrides { images_dir: Some("/abs/images".into()), ..Default::default() };
+        assert_eq!(Config::load(cwd.path(), &absolute).unwrap().images_dir, PathBuf::from("/abs/images"));
+    }
+
+    #[test]
+    fn registries_with_impossible_ports_name_where_they_came_from() {
+        for (text, ok) in [("host:99999/ns", false), ("h.example:0", false), ("u@h.example/ns", false)] {
+            assert_eq!(RegistryRef::parse(text, &[]).is_ok(), ok, "{text}");
+        }
+        for text in ["127.0.0.1:5000/ns", "[::1]:5000", "localhost", "reg.example.com:443/a/b"] {
+            assert!(RegistryRef::parse(text, &[]).is_ok(), "{text}");
+        }
+        let flag = Overrides { registry: Some("host:99999/ns".into()), ..Default::default() };
+        let e = load_text("", &flag).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().starts_with("--registry: ") && e.message().contains("99999"), "{}", e.message());
+        let env = Overrides { registry_from_env: true, ..flag };
+        assert!(load_text("", &env).unwrap_err().message().contains("ARCHFARM_REGISTRY"));
+        let e = load_text("registry: host:99999/ns\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("field 'registry'"), "{}", e.message());
     }
 
     #[test]

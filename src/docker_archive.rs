@@ -114,7 +114,11 @@ pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
 /// and the choice of [`Rewrite`].
 pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite) -> Result<Vec<ImportedImage>> {
     let bad = |what: String| Error::failure(format!("{name}: {what}; refusing the archive"));
-    let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {e}"));
+    // A store write that failed on the local disk is archfarm's error, not the archive's.
+    let io_err = |e: io::Error| match Error::from_io(e) {
+        Ok(ours) => ours.context(name),
+        Err(e) => Error::failure(format!("{name}: reading the archive: {e}")),
+    };
 
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut links: BTreeMap<String, String> = BTreeMap::new();
@@ -331,8 +335,7 @@ fn read_member(store: &Store, entry: &mut impl Read, path: &str, rewrite: Rewrit
         }
     }
     let mut reader = io::Cursor::new(prefix).chain(entry);
-    let layer =
-        store_layer(store, &mut reader, path, rewrite).map_err(|e| io::Error::other(e.message().to_string()))?;
+    let layer = store_layer(store, &mut reader, path, rewrite).map_err(Error::into_io)?;
     Ok(Member::Layer(layer))
 }
 
@@ -364,12 +367,16 @@ fn store_layer(
     };
     let writer = store.blob_writer()?;
     let mut enc = HashWriter { inner: gzip_writer(writer), hasher: Sha256::new() };
-    let invalid = |e: io::Error| if gzip { format!("invalid gzip data: {e}") } else { e.to_string() };
+    // The content's fault, unless the store's disk failed (outer Err).
+    let invalid = |e: io::Error| match Error::from_io(e) {
+        Ok(disk) => Err(disk),
+        Err(e) => Ok(Err(if gzip { format!("invalid gzip data: {e}") } else { e.to_string() })),
+    };
     // Only a rewritten layer needs its input hashed apart from its output.
     let input_diff_id = match rewrite {
         Rewrite::AsIs => {
             if let Err(e) = io::copy(&mut decompressed, &mut enc) {
-                return Ok(Err(invalid(e)));
+                return invalid(e);
             }
             None
         }
@@ -378,7 +385,7 @@ fn store_layer(
             let rewritten = crate::reproducible::normalize_layer(&mut plain, &mut enc)
                 .and_then(|()| io::copy(&mut plain, &mut io::sink()));
             if let Err(e) = rewritten {
-                return Ok(Err(invalid(e)));
+                return invalid(e);
             }
             Some(format!("sha256:{}", hex::encode(plain.hasher.finalize())))
         }
@@ -386,7 +393,9 @@ fn store_layer(
     drop(decompressed);
     let stored_diff_id = format!("sha256:{}", hex::encode(enc.hasher.finalize()));
     let diff_id = input_diff_id.unwrap_or_else(|| stored_diff_id.clone());
-    let blob_writer = enc.inner.finish().map_err(|e| Error::failure(format!("compressing layer '{path}': {e}")))?;
+    let blob_writer = enc.inner.finish().map_err(|e| {
+        Error::from_io(e).unwrap_or_else(|e| Error::failure(format!("compressing layer '{path}': {e}")))
+    })?;
     // Drain anything after the gzip stream so the raw digest covers the whole file.
     io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::failure(format!("reading layer '{path}': {e}")))?;
     let raw_digest = format!("sha256:{}", hex::encode(raw.hasher.finalize()));

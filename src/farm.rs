@@ -33,10 +33,9 @@ pub const LABEL_PLATFORM: &str = "dev.archfarm.platform";
 pub const STITCH_CONCURRENCY: usize = 16;
 
 /// How long to wait for the engine's API to answer before giving up
-/// (ARCHFARM_ENGINE_TIMEOUT seconds overrides it).
+/// ([`crate::env::ENGINE_TIMEOUT`]).
 pub fn engine_deadline() -> Duration {
-    let secs = std::env::var("ARCHFARM_ENGINE_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
-    Duration::from_secs_f64(secs.unwrap_or(30.0))
+    crate::env::ENGINE_TIMEOUT.duration()
 }
 
 /// The per-platform tag of a key: `<arch>[-<variant>]-<key>`.
@@ -71,6 +70,55 @@ pub enum Source {
     Build,
 }
 
+/// Where a failed job stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Its recipe, folder or FROM graph (or a parent's) is bad input: never run.
+    Recipe,
+    /// A base (or a parent's) could not be resolved: never run.
+    Base,
+    /// A farm parent failed.
+    Parent,
+    /// Asking the memo (store, engine, registry) failed.
+    Memo,
+    /// Building or assembling failed.
+    Build,
+    /// Publishing to the registry failed (the image was built or found).
+    Push,
+    /// Putting it into the local engine failed (the image was built or found).
+    Load,
+}
+
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl Stage {
+    /// Its name, as `--json` and the summary write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Recipe => "recipe",
+            Stage::Base => "base",
+            Stage::Parent => "parent",
+            Stage::Memo => "memo",
+            Stage::Build => "build",
+            Stage::Push => "push",
+            Stage::Load => "load",
+        }
+    }
+}
+
+/// Why a job failed: the error, the stage it stopped at, and where its image came from
+/// when it was built or found before that stage (a cached job whose push failed is
+/// still a cached job).
+pub(crate) struct JobFailure {
+    error: Error,
+    stage: Stage,
+    source: Option<Source>,
+}
+
 /// One job's result, as reported in `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
@@ -79,8 +127,13 @@ pub struct JobReport {
     pub key: String,
     pub outcome: Outcome,
     pub seconds: f64,
+    /// Where the image came from: also on a failed job whose image was built or found
+    /// before a later stage failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// Where a failed job stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     /// The per-platform manifest digest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -251,7 +304,7 @@ impl Farm {
                 let result = farm.run_job(&job, parents, push, materialize, rebuild).await;
                 let seconds = start.elapsed().as_secs_f64();
                 let report = farm.job_report(&job, &result, seconds);
-                let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|e| e.message().to_string())));
+                let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|f| f.error.message().to_string())));
                 report
             }));
         }
@@ -264,7 +317,8 @@ impl Farm {
         if let Some(e) = self.fleet.configuration_error() {
             return Err(e);
         }
-        // Unresolved jobs (a base, or a parent's, has no digest) fail with their reason.
+        // Jobs with no key (a base, or a parent's, has no digest; a recipe is invalid)
+        // fail with their reason.
         jobs.extend(plan.unresolved.iter().map(|u| JobReport {
             image: u.image.clone(),
             platform: u.platform.to_string(),
@@ -272,6 +326,7 @@ impl Farm {
             outcome: Outcome::Failed,
             seconds: 0.0,
             source: None,
+            stage: Some(if u.invalid { Stage::Recipe } else { Stage::Base }),
             digest: None,
             pushed: None,
             image_id: None,
@@ -343,34 +398,41 @@ impl Farm {
         push: bool,
         materialize: bool,
         rebuild: bool,
-    ) -> Result<(Done, (Outcome, Source))> {
+    ) -> std::result::Result<(Done, (Outcome, Source)), JobFailure> {
+        let at = |stage: Stage| move |error: Error| JobFailure { error, stage, source: None };
         let mut parent_done = BTreeMap::new();
-        for (at, mut rx) in parents {
-            let v = rx.wait_for(|v| v.is_some()).await.map_err(|_| Error::failure("a parent job vanished"))?;
-            match v.as_ref().expect("waited for Some") {
-                Ok(d) => parent_done.insert(at, Arc::clone(d)),
-                Err(_) if at.1 == job.platform => {
-                    return Err(Error::failure(format!("not built: its parent {} failed", at.0)))
+        for (parent, mut rx) in parents {
+            let v = rx
+                .wait_for(|v| v.is_some())
+                .await
+                .map_err(|_| at(Stage::Parent)(Error::failure("a parent job vanished")))?;
+            let why = match v.as_ref().expect("waited for Some") {
+                Ok(d) => {
+                    parent_done.insert(parent, Arc::clone(d));
+                    continue;
                 }
-                Err(_) => return Err(Error::failure(format!("not built: its parent {} for {} failed", at.0, at.1))),
+                Err(_) if parent.1 == job.platform => format!("not built: its parent {} failed", parent.0),
+                Err(_) => format!("not built: its parent {} for {} failed", parent.0, parent.1),
             };
+            return Err(at(Stage::Parent)(Error::failure(why)));
         }
         let repo = self.config.registry.repository(&job.image);
         let tag = platform_tag(&job.platform, &job.key);
 
-        let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await? };
+        let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await.map_err(at(Stage::Memo))? };
         let (mut done, how) = match found {
             Some(found) => found,
             None if job.recipe == crate::catalog::ASSEMBLED_RECIPE => {
-                let entry = self.assemble(job, &parent_done, push.then_some(repo.as_str())).await?;
+                let entry =
+                    self.assemble(job, &parent_done, push.then_some(repo.as_str())).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
                 done.backend = Some(BackendKind::Assembler);
                 (done, (Outcome::Built, Source::Build))
             }
             None => {
-                self.check_secrets(job)?;
+                self.check_secrets(job).map_err(at(Stage::Build))?;
                 // The fleet bounds concurrency: each builder runs at most its `jobs`.
-                let (entry, placed) = self.build_on_fleet(job, &parent_done).await?;
+                let (entry, placed) = self.build_on_fleet(job, &parent_done).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
                 done.backend = Some(match placed.backend {
                     crate::engine::Backend::BuildKit => BackendKind::BuildKit,
@@ -380,17 +442,20 @@ impl Farm {
                 (done, (Outcome::Built, Source::Build))
             }
         };
+        // From here on the image exists: a failure keeps saying where it came from.
+        let after = |stage: Stage| move |error: Error| JobFailure { error, stage, source: Some(how.1) };
         if push && done.remote.is_none() {
-            done.remote = match self.registry.manifest_head(&repo, &tag).await? {
+            done.remote = match self.registry.manifest_head(&repo, &tag).await.map_err(after(Stage::Push))? {
                 Some(d) => Some(d),
                 None => {
                     let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
-                    Some(self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await?)
+                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await;
+                    Some(pushed.map_err(after(Stage::Push))?)
                 }
             };
         }
         if materialize {
-            done.engine_id = Some(self.ensure_in_engine(&done).await?);
+            done.engine_id = Some(self.ensure_in_engine(&done).await.map_err(after(Stage::Load))?);
         }
         Ok((done, how))
     }
@@ -633,7 +698,12 @@ impl Farm {
         }))
     }
 
-    fn job_report(&self, job: &Job, result: &Result<(Done, (Outcome, Source))>, seconds: f64) -> JobReport {
+    fn job_report(
+        &self,
+        job: &Job,
+        result: &std::result::Result<(Done, (Outcome, Source)), JobFailure>,
+        seconds: f64,
+    ) -> JobReport {
         let log = self.store.log_path(&job.image, &job.platform, &job.key);
         let mut r = JobReport {
             image: job.image.clone(),
@@ -642,6 +712,7 @@ impl Farm {
             outcome: Outcome::Failed,
             seconds: (seconds * 1000.0).round() / 1000.0,
             source: None,
+            stage: None,
             digest: None,
             pushed: None,
             image_id: None,
@@ -671,9 +742,11 @@ impl Farm {
                     .map(|_| self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key)));
                 self.progress.finished(&job.image, &job.platform, *outcome, *source, seconds);
             }
-            Err(e) => {
-                r.error = Some(e.message().to_string());
-                self.progress.failed(&job.image, &job.platform, e.message());
+            Err(f) => {
+                r.error = Some(f.error.message().to_string());
+                r.stage = Some(f.stage);
+                r.source = f.source;
+                self.progress.failed(&job.image, &job.platform, f.error.message());
             }
         }
         r

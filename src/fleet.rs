@@ -114,6 +114,20 @@ impl BuilderSpec {
             Endpoint::Ssh { host, .. } => is_loopback(host),
         }
     }
+
+    /// A TLS file the configuration names that does not exist: a configuration error
+    /// (exit 2), not an engine failure. Checked when the builder is first needed, like
+    /// every other fact about it, so a command that builds nothing never trips on it.
+    pub fn missing_tls_file(&self) -> Option<Error> {
+        let Endpoint::Tcp { tls: Some(t), .. } = &self.endpoint else { return None };
+        let (field, path) =
+            [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)].into_iter().find(|(_, p)| !p.is_file())?;
+        Some(Error::usage(format!(
+            "builder {}: tls.{field} file {} does not exist; fix its `tls:` in the configuration or create the file",
+            self.name,
+            path.display()
+        )))
+    }
 }
 
 /// Parses an endpoint: `unix:///path`, `tcp://host:port`, `ssh://[user@]host[:port]`.
@@ -311,10 +325,9 @@ pub struct Fleet {
     probed: OnceCell<()>,
 }
 
-/// How long a listed builder gets to answer (ARCHFARM_BUILDER_TIMEOUT seconds, default 10).
+/// How long a listed builder gets to answer ([`crate::env::BUILDER_TIMEOUT`]).
 pub fn builder_deadline() -> Duration {
-    let secs = std::env::var("ARCHFARM_BUILDER_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
-    Duration::from_secs_f64(secs.unwrap_or(10.0))
+    crate::env::BUILDER_TIMEOUT.duration()
 }
 
 impl Fleet {
@@ -407,11 +420,14 @@ impl Fleet {
             .collect()
     }
 
-    /// A builder configured `buildkit: true` whose engine has no BuildKit: a
-    /// configuration error (exit 2) naming it, known once the fleet was probed (a run
-    /// that builds nothing never probes).
+    /// A builder whose TLS files are missing, or configured `buildkit: true` while its
+    /// engine has no BuildKit: a configuration error (exit 2) naming it, known once the
+    /// fleet was probed (a run that builds nothing never probes).
     pub(crate) fn configuration_error(&self) -> Option<Error> {
         self.probed.get()?;
+        if let Some(e) = self.builders.iter().find_map(|b| b.spec.missing_tls_file()) {
+            return Some(e);
+        }
         self.builders.iter().filter(|b| b.spec.buildkit == BuildKitMode::True).find_map(|b| {
             b.facts.get().is_some_and(|f| !f.buildkit).then(|| {
                 Error::usage(format!(
@@ -582,6 +598,9 @@ impl Builder {
         let r = self
             .engine
             .get_or_init(|| async {
+                if let Some(e) = self.spec.missing_tls_file() {
+                    return Err(e.message().to_string());
+                }
                 self.connect().await.map_err(|e| format!("builder {}: {}", self.spec.name, e.message()))
             })
             .await;
@@ -612,15 +631,6 @@ impl Builder {
                     .with_raw_endpoint(text)
             }
             Endpoint::Tcp { addr, tls: Some(t) } => {
-                for (field, p) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
-                    if !p.is_file() {
-                        return Err(Error::usage(format!(
-                            "tls.{field} file {} does not exist (builder {})",
-                            p.display(),
-                            self.spec.name
-                        )));
-                    }
-                }
                 // reqwest already links rustls with aws-lc-rs; bollard needs a process default.
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let docker = Docker::connect_with_ssl(
@@ -901,7 +911,7 @@ impl Farm {
         let mut replacements: BTreeMap<(String, Platform), String> = BTreeMap::new();
         for p in &job.parents {
             let at = (p.image.clone(), p.platform.clone());
-            let id = self.ensure_on(engine, &parents[&at]).await.map_err(BuildFailure::Engine)?;
+            let id = self.ensure_on(engine, &parents[&at]).await.map_err(engine_or_disk)?;
             replacements.insert((p.reference.clone(), p.platform.clone()), id);
         }
         let mut args = job.build_args.clone();
@@ -960,13 +970,24 @@ impl Farm {
             secrets: &secrets,
         };
         let id = engine.build_logged(request, &preamble).await?;
-        let imported = engine.export_to_store(&id, &self.store).await.map_err(BuildFailure::Engine)?;
+        let imported = engine.export_to_store(&id, &self.store).await.map_err(engine_or_disk)?;
         self.record(job, imported.manifest, imported.config_digest).map_err(BuildFailure::Local)
     }
 
     /// The builders of this run with their health and platforms (`archfarm builders`).
     pub async fn builders(&self) -> Vec<BuilderStatus> {
         self.fleet.status().await
+    }
+}
+
+/// A failure while moving an image between an engine and the store: this machine's own
+/// when its disk failed (final: another builder would meet the same disk), else the
+/// engine's (another builder may succeed).
+fn engine_or_disk(e: Error) -> BuildFailure {
+    if e.is_disk() {
+        BuildFailure::Local(e)
+    } else {
+        BuildFailure::Engine(e)
     }
 }
 
@@ -1000,6 +1021,10 @@ pub async fn builders_command(config: crate::config::Config, json: bool) -> Resu
                 );
             }
         }
+    }
+    // The listing shows what each builder said; a configuration error is still one.
+    if let Some(e) = fleet.configuration_error() {
+        return Err(e);
     }
     Ok(status.iter().any(|b| b.healthy))
 }

@@ -17,6 +17,7 @@ pub mod docker_archive;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod farm;
 pub mod fleet;

@@ -1,5 +1,6 @@
 //! The archfarm binary: parse arguments, run, map the outcome to an exit code
-//! (0 ok, 1 a build or push failed, 2 bad usage or configuration).
+//! (0 ok, 1 a build or push failed, 2 bad usage or configuration; stopped by a signal:
+//! 128 + its number, as shells report it: 130 for Ctrl-C, 143 for SIGTERM).
 
 use clap::Parser;
 
@@ -11,7 +12,10 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    if let Err(e) = init_logging(cli.verbose) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -29,39 +33,47 @@ fn main() {
                     e.exit_code()
                 }
             },
-            _ = stop_signal() => {
+            signal = stop_signal() => {
                 // Every store write is atomic and tags are written last, so stopping here
                 // leaves no half-written entry and no tag over an incomplete image.
                 eprintln!("interrupted");
-                130
+                128 + signal as i32
             }
         }
     });
     std::process::exit(code);
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
+/// Waits for Ctrl-C (SIGINT) or SIGTERM and says which came.
+async fn stop_signal() -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => Signal::SIGINT,
+                _ = term.recv() => Signal::SIGTERM,
             }
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+            Signal::SIGINT
         }
     }
 }
 
 /// Diagnostics on stderr: warnings by default, archfarm's debug lines with -v;
-/// ARCHFARM_LOG (an env-filter directive such as `archfarm=trace`) overrides both.
-fn init_logging(verbose: bool) {
+/// ARCHFARM_LOG (an env-filter directive such as `archfarm=trace`) overrides both, and
+/// one that does not parse is refused, naming the variable.
+fn init_logging(verbose: bool) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let default = if verbose { "archfarm=debug,warn" } else { "warn" };
-    let filter = EnvFilter::try_from_env("ARCHFARM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var("ARCHFARM_LOG").ok().filter(|v| !v.trim().is_empty()) {
+        Some(v) => EnvFilter::try_new(&v).map_err(|e| {
+            format!("environment variable ARCHFARM_LOG={v:?} is not valid: {e}; expected directives such as warn or archfarm=debug")
+        })?,
+        None => EnvFilter::new(default),
+    };
     // Colours only on a terminal: logs captured by CI or redirected to a file stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -70,4 +82,5 @@ fn init_logging(verbose: bool) {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+    Ok(())
 }

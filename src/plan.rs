@@ -5,6 +5,11 @@
 //! scans folders and checks the FROM graph; the caller resolves the external bases it
 //! names (pinned digests need nothing; unpinned ones go to [`crate::bases`]), and
 //! [`Draft::finish`] computes the keys.
+//!
+//! One bad image never stops the others: a recipe that does not parse, a folder that
+//! cannot be scanned, or a FROM cycle leaves its (image, platform) out with the reason
+//! in [`Plan::unresolved`] (marked `invalid`), its children with it, as an unresolved
+//! base does; every other image is planned.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -109,7 +114,8 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     /// Images whose every planned platform has a key.
     pub images: Vec<ImagePlan>,
-    /// Jobs left out because a base (theirs or a parent's) is unresolved.
+    /// Jobs left out because a base (theirs or a parent's) is unresolved, or because
+    /// their recipe (or a parent's) is invalid.
     pub unresolved: Vec<Unresolved>,
 }
 
@@ -152,7 +158,12 @@ pub struct Draft {
     jobs: Vec<DraftJob>,
     skipped: Vec<Skip>,
     order: Vec<String>,
+    /// Selected (or needed) jobs whose recipe or folder is bad, and their children.
+    invalid: Vec<Unresolved>,
 }
+
+/// An (image, platform) of the FROM graph.
+type Node = (String, Platform);
 
 /// Reads recipes and folders of `selection` (all images when empty) and their farm
 /// parents, checks the FROM graph, and decides each image's platforms. A parent used by
@@ -186,17 +197,30 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         Ok(ctx)
     };
 
-    // Parse every recipe of every image once per platform.
+    // Parse every recipe of every image once per platform; one that fails is that
+    // image's problem (reported if it is planned), not the tree's.
     let mut recipes = Recipes::new();
+    let mut broken: BTreeMap<Node, Unresolved> = BTreeMap::new();
     for image in catalog.images.values() {
         for platform in image.available_platforms(&config.arches) {
             let Some(recipe) = image.recipe_for(&platform) else { continue };
-            let parsed = parse_recipe(config, catalog, image, recipe, &platform)?;
-            recipes.insert((image.name.clone(), platform), parsed);
+            let node = (image.name.clone(), platform.clone());
+            match parse_recipe(config, catalog, image, recipe, &platform) {
+                Ok(parsed) => {
+                    recipes.insert(node, parsed);
+                }
+                Err(e) => {
+                    broken.insert(node, Unresolved::from_error(&image.name, &platform, &e));
+                }
+            }
         }
     }
-
-    check_cycles(&recipes)?;
+    // Images on a FROM cycle are left out like bad recipes, so the rest is a DAG.
+    for (node, reason) in cycles(&recipes) {
+        recipes.remove(&node);
+        let (image, platform) = node.clone();
+        broken.insert(node, Unresolved { image, platform, reason, invalid: true });
+    }
 
     // The closure of the selection over farm parents, in topological order.
     let roots: Vec<String> =
@@ -231,6 +255,7 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
 
     let mut jobs: Vec<DraftJob> = Vec::new();
     let mut skipped = Vec::new();
+    let mut invalid: Vec<Unresolved> = Vec::new();
     let mut planned: BTreeSet<(String, Platform)> = BTreeSet::new();
     for name in &order {
         let image = &catalog.images[name];
@@ -238,7 +263,11 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
         for platform in wanted[name.as_str()].clone() {
             let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
             let Some(parsed) = recipes.get(&(name.clone(), platform.clone())) else {
-                skipped.push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config))));
+                match broken.get(&(name.clone(), platform.clone())) {
+                    Some(b) => invalid.push(b.clone()),
+                    None => skipped
+                        .push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config)))),
+                }
                 continue;
             };
             if let (PlatformChoice::Requested(_), Some(narrow)) = (choice, &settings.platforms) {
@@ -248,6 +277,17 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
                 }
             }
             if let Some(p) = parsed.parents.iter().find(|p| !planned.contains(&(p.image.clone(), p.platform.clone()))) {
+                if let Some(bad) = invalid.iter().find(|u| u.image == p.image && u.platform == p.platform) {
+                    let state = if bad.invalid { "invalid" } else { "not planned" };
+                    let why = format!("its parent {} for {} is {state}: {}", p.image, p.platform, bad.reason);
+                    invalid.push(Unresolved {
+                        image: name.clone(),
+                        platform: platform.clone(),
+                        reason: why,
+                        ..bad.clone()
+                    });
+                    continue;
+                }
                 let what = if p.platform == platform {
                     format!("it builds FROM {}, which is not available for {platform}", p.image)
                 } else {
@@ -260,7 +300,13 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
                 skipped.push(skip(what));
                 continue;
             }
-            let ctx = scan_image(image)?.for_recipe(&parsed.file, &image.recipe_files());
+            let ctx = match scan_image(image) {
+                Ok(ctx) => ctx.for_recipe(&parsed.file, &image.recipe_files()),
+                Err(e) => {
+                    invalid.push(Unresolved::from_error(name, &platform, &e));
+                    continue;
+                }
+            };
             planned.insert((name.clone(), platform.clone()));
             jobs.push(DraftJob {
                 image: name.clone(),
@@ -276,7 +322,7 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
             });
         }
     }
-    Ok(Draft { jobs, skipped, order })
+    Ok(Draft { jobs, skipped, order, invalid })
 }
 
 /// Reads one recipe of `image` for `platform`: its farm parents and external bases with
@@ -390,18 +436,26 @@ impl Draft {
     /// Computes every key, parents first. `resolved` maps each external base (and
     /// platform) to the digest or image ID it stands for, or to why there is none. A job
     /// with an unresolved base, and every job built FROM it, is left out of the jobs and
-    /// listed in [`Plan::unresolved`]; an image with any unresolved platform has no
+    /// listed in [`Plan::unresolved`] (invalid when the base as written is bad input),
+    /// after the jobs [`prepare`] found invalid; an image with any such platform has no
     /// [`ImagePlan`] (no canonical tag over part of it). The rest of the tree is planned.
     pub fn finish(self, resolved: &Resolutions) -> Result<Plan> {
         let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
-        let mut failed: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, Platform), NoDigest> = BTreeMap::new();
         let mut jobs = Vec::with_capacity(self.jobs.len());
-        let mut unresolved = Vec::new();
+        let mut unresolved = self.invalid;
         for d in self.jobs {
             let parent_failure = d.parents.iter().find_map(|p| {
-                failed
-                    .get(&(p.image.clone(), p.platform.clone()))
-                    .map(|why| format!("its parent {} for {} is unresolved: {why}", p.image, p.platform))
+                failed.get(&(p.image.clone(), p.platform.clone())).map(|why| NoDigest {
+                    reason: format!(
+                        "its parent {} for {} is {}: {}",
+                        p.image,
+                        p.platform,
+                        if why.invalid { "invalid" } else { "unresolved" },
+                        why.reason
+                    ),
+                    invalid: why.invalid,
+                })
             });
             let mut bases = BTreeMap::new();
             let mut pinned = BTreeMap::new();
@@ -416,14 +470,17 @@ impl Draft {
                     }
                     Some(Err(why)) => base_failure = base_failure.or(Some(why.clone())),
                     None => {
-                        base_failure =
-                            base_failure.or(Some(format!("internal: base image {} was not resolved", b.reference)))
+                        base_failure = base_failure.or(Some(NoDigest::unresolved(format!(
+                            "internal: base image {} was not resolved",
+                            b.reference
+                        ))))
                     }
                 }
             }
-            if let Some(reason) = parent_failure.or(base_failure) {
-                failed.insert((d.image.clone(), d.platform.clone()), reason.clone());
-                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason });
+            if let Some(why) = parent_failure.or(base_failure) {
+                failed.insert((d.image.clone(), d.platform.clone()), why.clone());
+                let NoDigest { reason, invalid } = why;
+                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason, invalid });
                 continue;
             }
             let parents: BTreeMap<String, String> = d
@@ -478,7 +535,29 @@ impl Draft {
 }
 
 /// What each external (base, platform) resolved to, or why it did not.
-pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, String>>;
+pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, NoDigest>>;
+
+/// Why an external base has no digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoDigest {
+    /// Names the base and every place asked, or what is wrong with it.
+    pub reason: String,
+    /// The base as written is bad input (an assembler base that names a package or
+    /// image that does not exist): its images are invalid, not merely unresolved.
+    pub invalid: bool,
+}
+
+impl NoDigest {
+    /// No place asked knew the base.
+    pub fn unresolved(reason: String) -> NoDigest {
+        NoDigest { reason, invalid: false }
+    }
+
+    /// Resolving the base failed with `e`: bad input when it is a usage error.
+    pub fn from_error(e: &Error) -> NoDigest {
+        NoDigest { reason: e.message().to_string(), invalid: e.kind() == crate::error::Kind::Usage }
+    }
+}
 
 /// A resolved external base.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -499,13 +578,29 @@ impl Resolved {
 }
 
 /// An (image, platform) whose key cannot be computed: a base of it, or of a farm parent,
-/// could not be resolved.
+/// could not be resolved, or its recipe (or a parent's) is invalid.
 #[derive(Debug, Clone)]
 pub struct Unresolved {
     pub image: String,
     pub platform: Platform,
-    /// Names the base and every place asked, or the unresolved parent.
+    /// Names the base and every place asked, the bad recipe and what is wrong with it,
+    /// or the parent it inherits that from.
     pub reason: String,
+    /// Bad input (a recipe, its folder, a FROM cycle): a usage error where it is asked
+    /// for (exit 2). `false`: a base that could not be resolved (exit 1).
+    pub invalid: bool,
+}
+
+impl Unresolved {
+    /// The planning error of one (image, platform): bad input when it is a usage error.
+    fn from_error(image: &str, platform: &Platform, e: &Error) -> Unresolved {
+        Unresolved {
+            image: image.to_string(),
+            platform: platform.clone(),
+            reason: e.message().to_string(),
+            invalid: e.kind() == crate::error::Kind::Usage,
+        }
+    }
 }
 
 /// Resolves an external base that is pinned by digest (`name@sha256:…`,
@@ -528,49 +623,58 @@ struct ParsedRecipe {
 
 type Recipes = BTreeMap<(String, Platform), ParsedRecipe>;
 
-/// A FROM cycle on any platform is an error naming the whole cycle.
-fn check_cycles(recipes: &Recipes) -> Result<()> {
+/// Every (image, platform) on a FROM cycle, with the cycle named for the platform it
+/// runs on (each platform's graph is its own, so a cycle is reported for the platform
+/// asked for, not the first one found).
+fn cycles(recipes: &Recipes) -> BTreeMap<Node, String> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Active,
         Done,
     }
     fn visit(
-        node: &(String, Platform),
+        node: &Node,
         recipes: &Recipes,
-        marks: &mut BTreeMap<(String, Platform), Mark>,
-        stack: &mut Vec<String>,
-    ) -> Result<()> {
+        marks: &mut BTreeMap<Node, Mark>,
+        stack: &mut Vec<Node>,
+        found: &mut BTreeMap<Node, String>,
+    ) {
         match marks.get(node) {
-            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Done) => return,
             Some(Mark::Active) => {
-                let start = stack.iter().position(|n| n == &node.0).unwrap_or(0);
-                let mut cycle = stack[start..].to_vec();
-                cycle.push(node.0.clone());
-                return Err(Error::usage(format!(
-                    "FROM cycle for {}: {}; an image cannot be built FROM itself, directly or through others",
-                    node.1,
-                    cycle.join(" -> ")
-                )));
+                let start = stack.iter().position(|n| n == node).unwrap_or(0);
+                let cycle = &stack[start..];
+                let one_platform = cycle.iter().all(|n| n.1 == node.1);
+                let name = |n: &Node| if one_platform { n.0.clone() } else { format!("{} ({})", n.0, n.1) };
+                let path: Vec<String> = cycle.iter().chain([node]).map(name).collect();
+                let what = if one_platform { format!("FROM cycle for {}", node.1) } else { "FROM cycle".into() };
+                let reason = format!(
+                    "{what}: {}; an image cannot be built FROM itself, directly or through others",
+                    path.join(" -> ")
+                );
+                for n in cycle {
+                    found.entry(n.clone()).or_insert_with(|| reason.clone());
+                }
+                return;
             }
             None => {}
         }
         marks.insert(node.clone(), Mark::Active);
-        stack.push(node.0.clone());
+        stack.push(node.clone());
         if let Some(recipe) = recipes.get(node) {
             for p in &recipe.parents {
-                visit(&(p.image.clone(), p.platform.clone()), recipes, marks, stack)?;
+                visit(&(p.image.clone(), p.platform.clone()), recipes, marks, stack, found);
             }
         }
         stack.pop();
         marks.insert(node.clone(), Mark::Done);
-        Ok(())
     }
     let mut marks = BTreeMap::new();
+    let mut found = BTreeMap::new();
     for node in recipes.keys() {
-        visit(node, recipes, &mut marks, &mut Vec::new())?;
+        visit(node, recipes, &mut marks, &mut Vec::new(), &mut found);
     }
-    Ok(())
+    found
 }
 
 /// Images reachable from `roots` over farm parents (any platform), parents first,
@@ -618,6 +722,14 @@ fn list(platforms: &[Platform]) -> String {
 }
 
 fn unknown_image(catalog: &Catalog, name: &str) -> Error {
+    Error::usage(format!(
+        "unknown image '{name}': no folder with a recipe under the images folder; {}",
+        suggestions(catalog, name)
+    ))
+}
+
+/// "did you mean ...?" with up to five image names like `name`, else where to look.
+fn suggestions(catalog: &Catalog, name: &str) -> String {
     let close: Vec<&str> = catalog
         .images
         .keys()
@@ -625,12 +737,28 @@ fn unknown_image(catalog: &Catalog, name: &str) -> Error {
         .map(String::as_str)
         .take(5)
         .collect();
-    let hint = if close.is_empty() {
+    if close.is_empty() {
         "run `archfarm list` to see them".to_string()
     } else {
         format!("did you mean {}?", close.join(", "))
-    };
-    Error::usage(format!("unknown image '{name}': no folder with a recipe under the images folder; {hint}"))
+    }
+}
+
+/// Every image named under `images:` in the configuration exists in the catalog. A
+/// setting for no image is refused (exit 2) rather than warned about: it is a typo or a
+/// leftover, and either way the image it was meant for builds without it (the platforms
+/// it should have narrowed, the build args it should have set) while a warning scrolls
+/// by unread in CI; unknown fields of the file are refused for the same reason.
+pub fn check_settings(config: &Config, catalog: &Catalog) -> Result<()> {
+    match config.images.keys().find(|name| !catalog.images.contains_key(name.as_str())) {
+        None => Ok(()),
+        Some(name) => Err(Error::usage(format!(
+            "{}: field 'images.{name}': there is no image '{name}' under {}; fix the name or remove the entry ({})",
+            config.source,
+            config.images_dir.display(),
+            suggestions(catalog, name)
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -657,6 +785,15 @@ mod tests {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let choice = PlatformChoice::Requested(config.arches.parse_platform_list(platforms)?);
         prepare(config, catalog, &names, &choice)?.finish(&BTreeMap::new())
+    }
+
+    /// Why `image` is invalid in `plan` (for every platform planned), failing the test
+    /// when it was planned or left out for another reason.
+    fn invalid(plan: &Plan, image: &str) -> String {
+        assert!(plan.jobs.iter().all(|j| j.image != image), "{image} was planned");
+        let u: Vec<&Unresolved> = plan.unresolved.iter().filter(|u| u.image == image).collect();
+        assert!(!u.is_empty() && u.iter().all(|u| u.invalid), "{image} is not invalid: {u:?}");
+        u[0].reason.clone()
     }
 
     const CROSS: &str = "FROM --platform=$BUILDPLATFORM archfarm.local/images/tools AS build\n\
@@ -695,28 +832,41 @@ mod tests {
     }
 
     #[test]
-    fn bad_platforms_secrets_and_targets_are_usage_errors_naming_the_place() {
+    fn bad_platforms_secrets_and_targets_make_the_image_invalid_naming_the_place() {
         let (_d, config, catalog) = repo("", &[("a", "FROM --platform=linux/mips99 scratch AS x\nFROM scratch\n")]);
-        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
-        assert_eq!(e.exit_code(), 2);
-        assert!(e.message().contains("Dockerfile:1") && e.message().contains("mips99"), "{}", e.message());
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("Dockerfile:1") && e.contains("mips99"), "{e}");
 
         let secret = "FROM scratch\nRUN --mount=type=secret,id=tok true\n";
         let (_d, config, catalog) = repo("", &[("a", secret)]);
-        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
-        assert_eq!(e.exit_code(), 2);
-        assert!(e.message().contains("Dockerfile:2") && e.message().contains("'tok'"), "{}", e.message());
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("Dockerfile:2") && e.contains("'tok'"), "{e}");
         let (_d, config, catalog) = repo("secrets:\n  tok: {env: ARCHFARM_TEST_TOKEN}\n", &[("a", secret)]);
         let p = plan(&config, &catalog, &["a"], "amd64").unwrap();
         assert_eq!(p.jobs[0].needs.secrets, ["tok"]);
         assert_eq!(p.jobs[0].needs.buildkit_only.as_deref(), Some("line 2: RUN --mount"));
 
         let (_d, config, catalog) = repo("images:\n  a: {target: nope}\n", &[("a", "FROM scratch AS one\n")]);
-        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
-        assert!(e.message().contains("no stage 'nope'") && e.message().contains("one"), "{}", e.message());
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("no stage 'nope'") && e.contains("one"), "{e}");
 
         let (_d, config, catalog) = repo("images:\n  a: {buildkit: false}\n", &[("a", secret)]);
-        assert!(plan(&config, &catalog, &["a"], "amd64").is_err());
+        invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+    }
+
+    #[test]
+    fn a_bad_recipe_leaves_out_its_image_and_children_only() {
+        let images = [("bad", "FROM\n"), ("child", "FROM archfarm.local/images/bad\n"), ("good", "FROM scratch\n")];
+        let (_d, config, catalog) = repo("", &images);
+        let p = plan(&config, &catalog, &[], "amd64,arm64").unwrap();
+        assert!(invalid(&p, "bad").contains("cannot parse 'FROM'"));
+        let child = invalid(&p, "child");
+        assert!(child.starts_with("its parent bad for linux/amd64 is invalid: "), "{child}");
+        assert_eq!(p.jobs.iter().filter(|j| j.image == "good").count(), 2);
+        assert_eq!(p.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["good"]);
+        // Not selected and not needed: not reported.
+        let p = plan(&config, &catalog, &["good"], "amd64").unwrap();
+        assert!(p.unresolved.is_empty(), "{:?}", p.unresolved);
     }
 
     #[test]
@@ -737,8 +887,22 @@ mod tests {
         let a = "FROM --platform=linux/amd64 archfarm.local/images/b AS x\nFROM scratch\n";
         let b = "FROM archfarm.local/images/a\n";
         let (_d, config, catalog) = repo("", &[("a", a), ("b", b)]);
-        let e = plan(&config, &catalog, &["a"], "amd64").unwrap_err();
-        assert!(e.message().contains("FROM cycle"), "{}", e.message());
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.starts_with("FROM cycle for linux/amd64: ") && e.contains("a -> b"), "{e}");
+        // For arm64, a's cross stage needs b for amd64, which is on that cycle.
+        let e = invalid(&plan(&config, &catalog, &["a"], "arm64").unwrap(), "a");
+        assert!(e.starts_with("its parent b for linux/amd64 is invalid: FROM cycle for linux/amd64"), "{e}");
+    }
+
+    #[test]
+    fn a_cycle_is_reported_for_the_platform_asked_for() {
+        let (_d, config, catalog) =
+            repo("", &[("a", "FROM archfarm.local/images/b\n"), ("b", "FROM archfarm.local/images/a\n")]);
+        for platform in ["amd64", "386", "riscv64"] {
+            let p = plan(&config, &catalog, &["a"], platform).unwrap();
+            let want = format!("FROM cycle for {}: ", config.arches.parse_platform(platform).unwrap());
+            assert!(invalid(&p, "a").starts_with(&want), "{platform}: {}", invalid(&p, "a"));
+        }
     }
 
     #[test]
@@ -764,7 +928,7 @@ mod tests {
         let mut resolved = Resolutions::new();
         for (base, platform) in draft.external_bases() {
             let r = if base == "nosuch:1" {
-                Err(format!("{base} is nowhere"))
+                Err(NoDigest::unresolved(format!("{base} is nowhere")))
             } else {
                 Ok(Resolved::as_written("sha256:d".to_string()))
             };

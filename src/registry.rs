@@ -55,15 +55,9 @@ use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Blobs larger than this are uploaded in chunks of this size (PATCH), so a fault costs
 /// one chunk at most where the registry can resume; smaller ones in one streamed PUT.
-/// `ARCHFARM_REGISTRY_CHUNK_SIZE` (bytes) overrides it.
-pub const CHUNK_SIZE: u64 = 128 << 20;
-
+/// [`crate::env::REGISTRY_CHUNK_SIZE`] (128 MiB by default).
 fn chunk_size() -> u64 {
-    std::env::var("ARCHFARM_REGISTRY_CHUNK_SIZE")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|v| *v >= 4096)
-        .unwrap_or(CHUNK_SIZE)
+    crate::env::REGISTRY_CHUNK_SIZE.get()
 }
 /// How many blobs are transferred at once per image.
 pub const BLOB_CONCURRENCY: usize = 4;
@@ -77,7 +71,9 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
-const SERVICES_HINT: &str = "is it running? `ci/services.sh` starts one on 127.0.0.1:5000";
+/// The loopback registry `ci/services.sh` starts, where the embedded default
+/// configuration publishes: only a connection refused there gets advice about it.
+const BUNDLED_REGISTRY: &str = "127.0.0.1:5000";
 
 /// What a push transferred and what it found already there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1075,7 +1071,12 @@ impl Registry {
         let why = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
-            format!("cannot connect ({}); {SERVICES_HINT}", root_cause(e))
+            let hint = if self.host == BUNDLED_REGISTRY {
+                "is it running? `ci/services.sh` starts one there"
+            } else {
+                "nothing accepts connections there: start that registry or fix the address"
+            };
+            format!("cannot connect ({}); {hint}", root_cause(e))
         } else {
             short_cause(e)
         };

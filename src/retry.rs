@@ -1,7 +1,7 @@
 //! Retry policy for registry requests: exponential backoff with full jitter, a bounded
 //! number of attempts, and `Retry-After` honoured (capped) for 429 and 503.
 //!
-//! Environment (mostly for tests and flaky networks):
+//! Environment (mostly for tests and flaky networks; parsed by [`crate::env`]):
 //! - `ARCHFARM_REGISTRY_ATTEMPTS`: attempts per operation (default 6, at least 1).
 //! - `ARCHFARM_REGISTRY_TIMEOUT`: seconds a small request may take, and a blob transfer
 //!   may go without progress (default 60).
@@ -16,20 +16,15 @@ pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A `Retry-After` longer than this is cut to it (the attempts stay bounded in time).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-pub const DEFAULT_ATTEMPTS: u32 = 6;
-
-fn env_f64(name: &str) -> Option<f64> {
-    std::env::var(name).ok().and_then(|s| s.trim().parse::<f64>().ok()).filter(|v| *v > 0.0 && v.is_finite())
-}
 
 /// Attempts per operation.
 pub fn attempts() -> u32 {
-    env_f64("ARCHFARM_REGISTRY_ATTEMPTS").map(|v| v as u32).unwrap_or(DEFAULT_ATTEMPTS).max(1)
+    crate::env::REGISTRY_ATTEMPTS.get()
 }
 
 /// The request deadline and the blob idle deadline.
 pub fn timeout() -> Duration {
-    Duration::from_secs_f64(env_f64("ARCHFARM_REGISTRY_TIMEOUT").unwrap_or(60.0))
+    crate::env::REGISTRY_TIMEOUT.duration()
 }
 
 /// A status worth another attempt: 408, 429 and 5xx (except 501 and 505, which will not

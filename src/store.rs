@@ -174,14 +174,19 @@ pub struct BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.write(buf)?;
+        // The file itself, not NamedTempFile's Write, whose errors hide the OS error number.
+        let n = self
+            .tmp
+            .as_file_mut()
+            .write(buf)
+            .map_err(|e| crate::error::mark_disk_error("writing", self.tmp.path(), e))?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.flush()
+        self.tmp.as_file_mut().flush().map_err(|e| crate::error::mark_disk_error("writing", self.tmp.path(), e))
     }
 }
 

@@ -80,6 +80,17 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start(auth: Auth) -> TestRegistry {
+        TestRegistry::start_with(auth, "")
+    }
+
+    /// An anonymous registry that answers reads and refuses every write (docker-registry's
+    /// read-only maintenance mode): a push to it fails after `/v2/` said all is well.
+    pub fn start_read_only() -> TestRegistry {
+        TestRegistry::start_with(Auth::None, "  maintenance:\n    readonly:\n      enabled: true\n")
+    }
+
+    /// `storage` is more YAML for the config's `storage:` section, indented two spaces.
+    fn start_with(auth: Auth, storage: &str) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -100,7 +111,7 @@ impl TestRegistry {
         };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
-             rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: archfarm-test-secret\n{auth_yaml}",
+             rootdirectory: {}\n  delete:\n    enabled: true\n{storage}http:\n  addr: {addr}\n  secret: archfarm-test-secret\n{auth_yaml}",
             dir.path().join("data").display()
         );
         let cfg = dir.path().join("config.yml");
