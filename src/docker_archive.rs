@@ -113,14 +113,21 @@ pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
 /// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages,
 /// and the choice of [`Rewrite`].
 pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite) -> Result<Vec<ImportedImage>> {
-    let bad = |what: String| Error::failure(format!("{name}: {what}; refusing the archive"));
-    let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {e}"));
+    // Everything said about the archive is made printable: names and tar errors quote its bytes.
+    let bad = |what: String| Error::failure(format!("{name}: {}; refusing the archive", printable(&what)));
+    let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {}", printable(&e.to_string())));
+    let not_tar = |e: io::Error| {
+        Error::failure(format!(
+            "{name}: not a tar archive (is it a `docker save` file?): {}; refusing the archive",
+            printable(&e.to_string())
+        ))
+    };
 
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut tar = tar::Archive::new(archive);
-    for entry in tar.entries().map_err(io_err)? {
-        let mut entry = entry.map_err(io_err)?;
+    for (n, entry) in tar.entries().map_err(io_err)?.enumerate() {
+        let mut entry = entry.map_err(|e| if n == 0 { not_tar(e) } else { io_err(e) })?;
         let raw = entry.path_bytes().into_owned();
         let path =
             clean_path(&raw).ok_or_else(|| bad(format!("unsafe entry path '{}'", String::from_utf8_lossy(&raw))))?;
@@ -417,6 +424,28 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// Text from an archive (a name, a tar error quoting header bytes) made fit for a
+/// message: control characters escaped (`\u{1b}`), bytes that were not UTF-8 (shown by a
+/// lossy conversion as U+FFFD) as `?`, and at most [`MAX_PRINTED`] characters.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_PRINTED));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_PRINTED {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\u{fffd}' => out.push('?'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The most characters of archive text [`printable`] keeps.
+pub const MAX_PRINTED: usize = 400;
 
 /// A relative, normalised archive path: no leading `/`, no `..`, `.` and empty parts
 /// dropped. None if the path is absolute, climbs out, or is not UTF-8.
