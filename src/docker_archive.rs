@@ -755,4 +755,56 @@ mod tests {
         let bytes = b.into_inner().unwrap();
         assert!(import(&store, &bytes[..]).unwrap_err().message().contains("larger than 16 MiB"));
     }
+
+    use proptest::prelude::*;
+
+    /// A small valid archive: one layer, its config, manifest.json.
+    fn small_archive() -> Vec<u8> {
+        let l = layer_tar("a", b"hello");
+        let config =
+            serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [sha(&l)]}})).unwrap();
+        let manifest = serde_json::json!([{"Config": "c.json", "RepoTags": ["x:y"], "Layers": ["l/layer.tar"]}]);
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, "l/layer.tar", &l).unwrap();
+        append_bytes(&mut b, "c.json", &config).unwrap();
+        append_bytes(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A valid archive with bytes overwritten or cut short, and arbitrary bytes: imported
+        /// or refused, never a panic, and a refusal quotes no control character.
+        #[test]
+        fn mutated_archives_import_or_are_refused_without_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            garbage in prop::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let mut archive = small_archive();
+            for (at, b) in flips {
+                let i = at.index(archive.len());
+                archive[i] = b;
+            }
+            if let Some(cut) = cut {
+                archive.truncate(cut.index(archive.len()));
+            }
+            for input in [&archive[..], &garbage[..]] {
+                if let Err(e) = import(&store, input) {
+                    prop_assert!(!e.message().chars().any(char::is_control), "{:?}", e.message());
+                }
+            }
+        }
+
+        /// Accepted member paths and link targets are relative and never climb.
+        #[test]
+        fn clean_paths_and_resolved_links_never_climb(raw in "[a./\\\\\\x00]{0,12}", dir in "[a/]{0,6}") {
+            for p in [clean_path(raw.as_bytes()), resolve_link(&dir, raw.as_bytes())].into_iter().flatten() {
+                prop_assert!(p.is_empty() || p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{:?}", p);
+            }
+        }
+    }
 }

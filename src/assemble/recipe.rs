@@ -616,4 +616,67 @@ maxLayers: 3
         assert_eq!(split_tag("h:5000/a/b:t"), ("h:5000/a/b", Some("t")));
         assert_eq!(split_tag("h:5000/a/b"), ("h:5000/a/b", None));
     }
+
+    use proptest::prelude::*;
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let part = prop::sample::select(vec!["a", "..", ".", "", "\0", "b c", "\u{e9}", "\\"]);
+        (any::<bool>(), prop::collection::vec(part, 0..5), any::<bool>()).prop_map(|(lead, parts, trail)| {
+            format!("{}{}{}", if lead { "/" } else { "" }, parts.join("/"), if trail { "/" } else { "" })
+        })
+    }
+
+    /// Whether `p` (relative) goes above where it starts at some point.
+    fn climbs(p: &str) -> bool {
+        let mut depth = 0i64;
+        for c in p.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => depth -= 1,
+                _ => depth += 1,
+            }
+            if depth < 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any text: a recipe or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        /// Whatever is accepted has a normalised dest (no `..`, NUL, empty or `.` part), a
+        /// src that stays in the folder, ids Linux can have and a time a config can say.
+        #[test]
+        fn accepted_recipes_never_climb_out(
+            src in path_strategy(),
+            dest in path_strategy(),
+            uid in prop_oneof![0u64..5, Just(MAX_ID), Just(MAX_ID + 1), any::<u64>()],
+            created in prop_oneof![any::<i64>().prop_map(|c| c.to_string()), Just("1.5".into()), Just("now".into())],
+        ) {
+            let q = |s: &str| serde_json::to_string(s).unwrap();
+            let text = format!("contents: [{{src: {}, dest: {}, uid: {uid}}}]\ncreated: {created}\n", q(&src), q(&dest));
+            if let Ok(r) = parse(&text) {
+                let t = ArchTable::builtin();
+                for (_, item) in r.items_for(&t.parse_platform("amd64").unwrap(), &t) {
+                    prop_assert!(!item.src.starts_with('/') && !climbs(&item.src), "src {:?}", item.src);
+                    let p = &item.dest_path;
+                    prop_assert!(p.is_empty() || p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{:?}", p);
+                    prop_assert!(!p.contains('\0'), "{:?}", p);
+                    prop_assert!(item.uid <= MAX_ID);
+                }
+                match r.created_at() {
+                    Ok(CreatedAt::Fixed(s)) => prop_assert!(s <= MAX_CREATED),
+                    Ok(CreatedAt::Now) => {}
+                    Err(e) => prop_assert!(false, "accepted with a bad created: {}", e),
+                }
+            }
+        }
+    }
 }
