@@ -116,10 +116,11 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewr
     // Everything said about the archive is made printable: names and tar errors quote its bytes.
     let bad = |what: String| Error::failure(format!("{name}: {}; refusing the archive", printable(&what)));
     let io_err = |e: io::Error| Error::failure(format!("{name}: reading the archive: {}", printable(&e.to_string())));
-    let not_tar = |e: io::Error| {
+    // A first header that does not parse: say so rather than quote the tar crate quoting it.
+    let not_tar = |_: io::Error| {
         Error::failure(format!(
-            "{name}: not a tar archive (is it a `docker save` file?): {}; refusing the archive",
-            printable(&e.to_string())
+            "{name}: not a tar archive (its first header is no tar header; is it a `docker save` file?); refusing \
+             the archive"
         ))
     };
 
