@@ -127,6 +127,14 @@ fn refused(repo: &Repo, image: &str, yaml: &str) -> String {
     err
 }
 
+/// `archfarm assemble IMAGE --platform linux/amd64 --output docker-archive:OUT`; the tag.
+fn assemble_to_archive(repo: &Repo, image: &str, out: &Path) -> String {
+    let output = format!("docker-archive:{}", out.display());
+    let run = repo.run(&["assemble", image, "--platform", "linux/amd64", "--output", &output]);
+    assert!(run.status.success(), "assemble {image}: {}", stderr(&run));
+    stdout(&run).split_whitespace().next().unwrap().to_string()
+}
+
 fn entry(name: &str) -> serde_json::Value {
     serde_json::json!({"name": name})
 }
@@ -249,9 +257,7 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT) as t:
     }
     froms.push("docker-archive:host.tar".into());
     // The bundled hello-assembled, as a docker-archive.
-    let hello = format!("docker-archive:{}", img.join("hello.tar").display());
-    let out = repo.run(&["assemble", "hello-assembled", "--platform", "linux/amd64", "--output", &hello]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assemble_to_archive(&repo, "hello-assembled", &img.join("hello.tar"));
     froms.push("docker-archive:hello.tar".into());
     // The busybox image the CI Docker Hub mirror serves: as an OCI layout (ci/oci_seed.py),
     // from the mirror, and as dockerd pulls and `docker save`s it.
@@ -309,16 +315,7 @@ fn owners_past_2_pow_21_survive_docker_load_and_python_reads_them() {
         config: {entrypoint: [/bin/busybox]}\n";
     repo.write("images/owners/image.yaml", yaml);
     let archive = repo.path().join("owners.tar");
-    let out = repo.run(&[
-        "assemble",
-        "owners",
-        "--platform",
-        "linux/amd64",
-        "--output",
-        &format!("docker-archive:{}", archive.display()),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let tag = stdout(&out).split_whitespace().next().unwrap().to_string();
+    let tag = assemble_to_archive(&repo, "owners", &archive);
 
     let listed = python(LIST_LAYERS, &[&archive]);
     for want in ["id.txt 1234567890 2097152 0", "data 4294967294 3000000000 5", "data/x 4294967294 3000000000 0"] {
@@ -359,15 +356,7 @@ fn dest_spellings_are_normalised_a_trailing_slash_copies_into_and_dest_root_for_
          \x20 - {src: nonce.txt, dest: /opt//./}\n",
     );
     let archive = repo.path().join("dests.tar");
-    let out = repo.run(&[
-        "assemble",
-        "dests",
-        "--platform",
-        "linux/amd64",
-        "--output",
-        &format!("docker-archive:{}", archive.display()),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assemble_to_archive(&repo, "dests", &archive);
     let mut names: Vec<String> =
         python(LIST_LAYERS, &[&archive]).lines().map(|l| l.split(' ').next().unwrap().to_string()).collect();
     names.sort();
