@@ -113,18 +113,26 @@ pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
 /// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages,
 /// and the choice of [`Rewrite`].
 pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite) -> Result<Vec<ImportedImage>> {
-    let bad = |what: String| Error::failure(format!("{name}: {what}; refusing the archive"));
+    // Everything said about the archive is made printable: names and tar errors quote its bytes.
+    let bad = |what: String| Error::failure(format!("{name}: {}; refusing the archive", printable(&what)));
     // A store write that failed on the local disk is archfarm's error, not the archive's.
     let io_err = |e: io::Error| match Error::from_io(e) {
         Ok(ours) => ours.context(name),
-        Err(e) => Error::failure(format!("{name}: reading the archive: {e}")),
+        Err(e) => Error::failure(format!("{name}: reading the archive: {}", printable(&e.to_string()))),
+    };
+    // A first header that does not parse: say so rather than quote the tar crate quoting it.
+    let not_tar = |_: io::Error| {
+        Error::failure(format!(
+            "{name}: not a tar archive (its first header is no tar header; is it a `docker save` file?); refusing \
+             the archive"
+        ))
     };
 
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut tar = tar::Archive::new(archive);
-    for entry in tar.entries().map_err(io_err)? {
-        let mut entry = entry.map_err(io_err)?;
+    for (n, entry) in tar.entries().map_err(io_err)?.enumerate() {
+        let mut entry = entry.map_err(|e| if n == 0 { not_tar(e) } else { io_err(e) })?;
         let raw = entry.path_bytes().into_owned();
         let path =
             clean_path(&raw).ok_or_else(|| bad(format!("unsafe entry path '{}'", String::from_utf8_lossy(&raw))))?;
@@ -426,6 +434,28 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// Text from an archive (a name, a tar error quoting header bytes) made fit for a
+/// message: control characters escaped (`\u{1b}`), bytes that were not UTF-8 (shown by a
+/// lossy conversion as U+FFFD) as `?`, and at most [`MAX_PRINTED`] characters.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_PRINTED));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_PRINTED {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\u{fffd}' => out.push('?'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The most characters of archive text [`printable`] keeps.
+pub const MAX_PRINTED: usize = 400;
 
 /// A relative, normalised archive path: no leading `/`, no `..`, `.` and empty parts
 /// dropped. None if the path is absolute, climbs out, or is not UTF-8.
@@ -734,5 +764,57 @@ mod tests {
         append_bytes(&mut b, "manifest.json", &big).unwrap();
         let bytes = b.into_inner().unwrap();
         assert!(import(&store, &bytes[..]).unwrap_err().message().contains("larger than 16 MiB"));
+    }
+
+    use proptest::prelude::*;
+
+    /// A small valid archive: one layer, its config, manifest.json.
+    fn small_archive() -> Vec<u8> {
+        let l = layer_tar("a", b"hello");
+        let config =
+            serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [sha(&l)]}})).unwrap();
+        let manifest = serde_json::json!([{"Config": "c.json", "RepoTags": ["x:y"], "Layers": ["l/layer.tar"]}]);
+        let mut b = tar::Builder::new(Vec::new());
+        append_bytes(&mut b, "l/layer.tar", &l).unwrap();
+        append_bytes(&mut b, "c.json", &config).unwrap();
+        append_bytes(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A valid archive with bytes overwritten or cut short, and arbitrary bytes: imported
+        /// or refused, never a panic, and a refusal quotes no control character.
+        #[test]
+        fn mutated_archives_import_or_are_refused_without_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
+            cut in prop::option::of(any::<prop::sample::Index>()),
+            garbage in prop::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let mut archive = small_archive();
+            for (at, b) in flips {
+                let i = at.index(archive.len());
+                archive[i] = b;
+            }
+            if let Some(cut) = cut {
+                archive.truncate(cut.index(archive.len()));
+            }
+            for input in [&archive[..], &garbage[..]] {
+                if let Err(e) = import(&store, input) {
+                    prop_assert!(!e.message().chars().any(char::is_control), "{:?}", e.message());
+                }
+            }
+        }
+
+        /// Accepted member paths and link targets are relative and never climb.
+        #[test]
+        fn clean_paths_and_resolved_links_never_climb(raw in "[a./\\\\\\x00]{0,12}", dir in "[a/]{0,6}") {
+            for p in [clean_path(raw.as_bytes()), resolve_link(&dir, raw.as_bytes())].into_iter().flatten() {
+                prop_assert!(p.is_empty() || p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{:?}", p);
+            }
+        }
     }
 }

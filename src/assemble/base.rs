@@ -114,10 +114,14 @@ pub fn oci_layout(staging: &Store, dir: &Path, platform: &Platform, what: &str) 
         std::fs::read(&index_path).map_err(|e| Error::usage(format!("base {what}: {}: {e}", index_path.display())))?;
     let mut index: Index =
         serde_json::from_slice(&text).map_err(|e| Error::usage(format!("base {what}: index.json: {e}")))?;
-    for _ in 0..4 {
+    let mut seen = Vec::new();
+    for depth in 1..=MAX_INDEX_DEPTH {
         let mut chosen = None;
         let mut nested = None;
         for c in &index.manifests {
+            if let Some(p) = &c.platform {
+                seen.push(p.to_string());
+            }
             let is_index = c.media_type == OCI_INDEX || c.media_type.ends_with("manifest.list.v2+json");
             match &c.platform {
                 _ if is_index => nested = Some(c.digest.clone()),
@@ -142,6 +146,14 @@ pub fn oci_layout(staging: &Store, dir: &Path, platform: &Platform, what: &str) 
             return from_store(staging, &m, platform, what);
         }
         match nested {
+            Some(n) if depth == MAX_INDEX_DEPTH => {
+                return Err(Error::usage(format!(
+                    "base {what}: index.json nests image indexes more than {MAX_INDEX_DEPTH} deep (index {n} is \
+                     at depth {}); archfarm follows at most {MAX_INDEX_DEPTH}: make index.json name the image index \
+                     or the manifest for {platform} directly",
+                    depth + 1
+                )))
+            }
             Some(n) => {
                 index = serde_json::from_slice(&read(&n)?)
                     .map_err(|e| Error::usage(format!("base {what}: index {n}: {e}")))?
@@ -149,8 +161,14 @@ pub fn oci_layout(staging: &Store, dir: &Path, platform: &Platform, what: &str) 
             None => break,
         }
     }
-    Err(Error::usage(format!("base {what} has no image for {platform}; use a base that has {platform}")))
+    seen.sort();
+    seen.dedup();
+    let has = if seen.is_empty() { "no platform".to_string() } else { seen.join(", ") };
+    Err(Error::usage(format!("base {what} has no image for {platform} (it has {has}); use a base that has {platform}")))
 }
+
+/// How deep index.json may nest image indexes (an index of indexes of manifests is 2).
+pub const MAX_INDEX_DEPTH: usize = 4;
 
 fn read_layer(staging: &Store, dir: &Path, digest: &str, what: &str) -> Result<()> {
     let p = dir

@@ -46,7 +46,10 @@ pub fn content_entries(
     field: &str,
 ) -> Result<Vec<TarEntry>> {
     let src = normalize(&item.src);
-    let dest = item.dest.trim_matches('/').to_string();
+    let dest = match ctx.entries.iter().find(|e| e.path == src && !src.is_empty()).map(|e| &e.kind) {
+        Some(EntryKind::File { .. } | EntryKind::Symlink { .. }) => file_dest(item, &src, file, field)?,
+        _ => item.dest_path.clone(),
+    };
     let join = |rel: &str| -> String {
         match (dest.is_empty(), rel.is_empty()) {
             (true, _) => rel.to_string(),
@@ -117,6 +120,23 @@ pub fn content_entries(
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out.dedup_by(|b, a| a.path == b.path && a.kind == Kind::Dir && b.kind == Kind::Dir);
     Ok(out)
+}
+
+/// Where a file `src` lands: at `dest`, or into it under its own name when `dest` ends
+/// with `/` (Docker's COPY); `/` itself is refused, so the file is never dropped.
+fn file_dest(item: &ContentItem, src: &str, file: &Path, field: &str) -> Result<String> {
+    let name = src.rsplit('/').next().unwrap_or(src);
+    match (item.dest_path.as_str(), item.into_folder) {
+        ("", _) => Err(Error::usage(format!(
+            "{}: field `{field}.dest`: '{}' is the root folder itself, and src '{}' is a file; give the file's path \
+             in the image (dest: /{name}) or a folder to copy it into (dest: /some/folder/)",
+            file.display(),
+            item.dest.escape_debug(),
+            item.src
+        ))),
+        (folder, true) => Ok(format!("{folder}/{name}")),
+        (path, false) => Ok(path.to_string()),
+    }
 }
 
 fn dir_entry(path: String, item: &ContentItem) -> TarEntry {

@@ -9,6 +9,7 @@
 
 pub mod base;
 pub mod debian;
+pub mod layer_safety;
 pub mod layers;
 pub mod output;
 pub mod recipe;
@@ -352,6 +353,10 @@ pub fn prepare(
             (Some(base::from_store(&staging.store, &m.digest, &job.platform, &what(&r))?), staging.store.clone())
         }
     };
+    // Imported bases (in staging) pass the unpacker's checks; farm bases were made here.
+    if let (Some(b), None) = (&base, parent_manifest) {
+        layer_safety::check_base(&staging.store, b)?;
+    }
 
     let mut groups = Vec::new();
     if let Some((b, digest)) = job.bases.iter().find(|(b, _)| b.starts_with(BASE_APT)) {

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::platform::{ArchTable, Platform};
 
+use super::tarball::MAX_ID;
+
 /// Docker fails with "max depth exceeded" near 125 layers; more is refused up front.
 pub const MAX_LAYERS_LIMIT: usize = 125;
 pub const DEFAULT_MAX_LAYERS: usize = 100;
@@ -44,11 +46,50 @@ pub struct Recipe {
     pub created: Option<Created>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `created` as written: a whole number of seconds, a word, or a number that cannot be
+/// a time, with why (kept so that [`Recipe::created_at`] can say it, naming the field).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Created {
     Seconds(u64),
     Word(String),
+    Invalid(String),
+}
+
+/// 9999-12-31T23:59:59Z: the last second a four-digit RFC 3339 year (an image config's
+/// `created`) can say.
+pub const MAX_CREATED: u64 = 253_402_300_799;
+
+impl<'de> Deserialize<'de> for Created {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Created;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`epoch`, `now` or seconds since the epoch")
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Created, E> {
+                Ok(Created::Seconds(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Created, E> {
+                Ok(u64::try_from(v)
+                    .map(Created::Seconds)
+                    .unwrap_or_else(|_| Created::Invalid(format!("{v} is before the epoch"))))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Created, E> {
+                Ok(Created::Invalid(if v.fract() != 0.0 || !v.is_finite() {
+                    format!("{v} is not a whole number of seconds")
+                } else if v < 0.0 {
+                    format!("{v} is before the epoch")
+                } else {
+                    format!("{v} is after the year 9999, which no image config can say")
+                }))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Created, E> {
+                Ok(Created::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// One file or folder of the image folder mapped into the image.
@@ -57,7 +98,8 @@ pub enum Created {
 pub struct Content {
     /// Relative to the image folder; a folder is copied recursively.
     pub src: String,
-    /// Absolute path in the image; a folder `src` lands *as* `dest` (`dest: /` merges).
+    /// Absolute path in the image; a folder `src` lands *as* `dest` (`dest: /` merges), a
+    /// file at `dest`, or into it when `dest` ends with `/` (as Docker's COPY).
     pub dest: String,
     /// Numeric owner of every entry (default 0).
     #[serde(default, alias = "owner")]
@@ -104,7 +146,12 @@ pub enum From {
 #[derive(Debug, Clone)]
 pub struct ContentItem {
     pub src: String,
+    /// `dest` as written (for the config history).
     pub dest: String,
+    /// `dest` normalised: relative to `/`, no empty or `.` parts (`""` is `/` itself).
+    pub dest_path: String,
+    /// `dest` ends with `/` (or `/.`): a file goes into that folder, under its own name.
+    pub into_folder: bool,
     pub uid: u64,
     pub gid: u64,
     pub mode: Option<u32>,
@@ -147,7 +194,7 @@ impl Recipe {
         }
         self.created_at().map_err(|e| bad("created", e))?;
         for (i, c) in self.contents.iter().enumerate() {
-            c.item().map_err(|e| bad(&format!("contents[{i}]"), e))?;
+            c.item().map_err(|(key, e)| bad(&format!("contents[{i}].{key}"), e))?;
         }
         for (arch, list) in &self.platform_contents {
             if arches.find(arch).is_none() {
@@ -158,7 +205,7 @@ impl Recipe {
                 ));
             }
             for (i, c) in list.iter().enumerate() {
-                c.item().map_err(|e| bad(&format!("platformContents.{arch}[{i}]"), e))?;
+                c.item().map_err(|(key, e)| bad(&format!("platformContents.{arch}[{i}].{key}"), e))?;
             }
         }
         for p in &self.packages {
@@ -192,12 +239,19 @@ impl Recipe {
     }
 
     pub fn created_at(&self) -> std::result::Result<CreatedAt, String> {
+        let forms = format!(
+            "use `epoch`, `now` or whole seconds since the epoch from 0 to {MAX_CREATED} (9999-12-31T23:59:59Z)"
+        );
         match &self.created {
             None => Ok(CreatedAt::Fixed(0)),
-            Some(Created::Seconds(s)) => Ok(CreatedAt::Fixed(*s)),
+            Some(Created::Seconds(s)) if *s <= MAX_CREATED => Ok(CreatedAt::Fixed(*s)),
+            Some(Created::Seconds(s)) => {
+                Err(format!("{s} is after the year 9999, which no image config can say; {forms}"))
+            }
             Some(Created::Word(w)) if w == "epoch" => Ok(CreatedAt::Fixed(0)),
             Some(Created::Word(w)) if w == "now" => Ok(CreatedAt::Now),
-            Some(Created::Word(w)) => Err(format!("'{w}': use `epoch`, `now` or seconds since the epoch")),
+            Some(Created::Word(w)) => Err(format!("'{}' is not a time; {forms}", w.escape_debug())),
+            Some(Created::Invalid(why)) => Err(format!("{why}; {forms}")),
         }
     }
 
@@ -292,32 +346,53 @@ impl Recipe {
 }
 
 impl Content {
-    fn item(&self) -> std::result::Result<ContentItem, String> {
-        check_relative(&self.src).map_err(|e| format!("src: {e}"))?;
-        if !self.dest.starts_with('/') {
-            return Err(format!("dest '{}' must be an absolute path in the image", self.dest));
-        }
-        if self.dest.split('/').any(|c| c == "..") || self.dest.contains('\0') {
-            return Err(format!("dest '{}' must not contain '..'", self.dest));
-        }
+    /// The item, or the key that is wrong (`src`, `dest`, `uid`...) and why.
+    fn item(&self) -> std::result::Result<ContentItem, (&'static str, String)> {
+        check_relative(&self.src).map_err(|e| ("src", e))?;
+        let (dest_path, into_folder) = dest_path(&self.dest).map_err(|e| ("dest", e))?;
         let mode = match &self.mode {
             None => None,
             Some(m) => {
                 let digits = m.strip_prefix("0o").unwrap_or(m);
                 match u32::from_str_radix(digits, 8) {
                     Ok(v) if v <= 0o7777 && !digits.is_empty() => Some(v),
-                    _ => return Err(format!("mode '{m}' is not an octal mode such as \"0755\"")),
+                    _ => return Err(("mode", format!("'{}' is not an octal mode such as \"0755\"", m.escape_debug()))),
                 }
             }
+        };
+        let id = |key: &'static str, v: Option<u64>| match v.unwrap_or(0) {
+            v if v <= MAX_ID => Ok(v),
+            v => Err((key, format!("{v} is larger than {MAX_ID}, the largest id Linux has (4294967295 means none)"))),
         };
         Ok(ContentItem {
             src: self.src.clone(),
             dest: self.dest.clone(),
-            uid: self.uid.unwrap_or(0),
-            gid: self.gid.unwrap_or(0),
+            dest_path,
+            into_folder,
+            uid: id("uid", self.uid)?,
+            gid: id("gid", self.gid)?,
             mode,
         })
     }
+}
+
+/// `dest` normalised as Docker's COPY reads it: absolute, repeated `/` and `.` parts
+/// dropped (`//x//y` is `x/y`, `/./x` is `x`); `..` and NUL are refused. Returns the path
+/// relative to `/` and whether it names a folder to copy into (a trailing `/` or `/.`).
+pub fn dest_path(dest: &str) -> std::result::Result<(String, bool), String> {
+    let shown = dest.escape_debug();
+    if dest.contains('\0') {
+        return Err(format!("'{shown}' contains a NUL character, which no path can hold"));
+    }
+    if !dest.starts_with('/') {
+        return Err(format!("'{shown}' must be an absolute path in the image (start it with /)"));
+    }
+    if dest.split('/').any(|c| c == "..") {
+        return Err(format!("'{shown}' contains '..'; write the path it means without it"));
+    }
+    let into_folder = dest.ends_with('/') || dest.ends_with("/.");
+    let path = dest.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/");
+    Ok((path, into_folder))
 }
 
 /// A relative path that stays inside the image folder (lexically).
@@ -480,6 +555,51 @@ maxLayers: 3
     }
 
     #[test]
+    fn dest_spellings_are_normalised_and_a_trailing_slash_means_into() {
+        for (dest, path, into) in [
+            ("//x//y", "x/y", false),
+            ("/./x", "x", false),
+            ("/etc/", "etc", true),
+            ("/etc/.", "etc", true),
+            ("/", "", true),
+            ("/a/./b/", "a/b", true),
+        ] {
+            assert_eq!(dest_path(dest), Ok((path.to_string(), into)), "{dest}");
+        }
+        for (text, field, needle) in [
+            ("contents: [{src: a, dest: \"/x\\0y\"}]\n", "contents[0].dest", "NUL"),
+            ("contents: [{src: a, dest: /x/../y}]\n", "contents[0].dest", "'..'"),
+            ("platformContents: {arm64: [{src: a, dest: y}]}\n", "platformContents.arm64[0].dest", "absolute"),
+            ("contents: [{src: a, dest: /a, uid: 4294967295}]\n", "contents[0].uid", "4294967294"),
+            ("contents: [{src: a, dest: /a, gid: 99999999999}]\n", "contents[0].gid", "largest id"),
+        ] {
+            let e = parse(text).unwrap_err();
+            let m = e.message();
+            assert!(m.contains(&format!("`{field}`")) && m.contains(needle), "{text}: {m}");
+            assert!(!m.contains('\0') && (needle == "'..'" || !m.contains("'..'")), "{text}: {m}");
+        }
+        let r = parse("contents: [{src: a, dest: /a, uid: 4294967294, gid: 1234567890}]\n").unwrap();
+        let t = ArchTable::builtin();
+        let item = &r.items_for(&t.parse_platform("amd64").unwrap(), &t)[0].1;
+        assert_eq!((item.uid, item.gid), (4294967294, 1234567890));
+    }
+
+    #[test]
+    fn created_out_of_range_or_negative_names_the_field_and_the_forms() {
+        for text in ["created: 99999999999999\n", "created: -5\n", "created: 1.5\n", "created: 1e30\n"] {
+            let e = parse(text).unwrap_err();
+            let m = e.message();
+            assert!(m.contains("field `created`") && m.contains("`epoch`, `now`") && m.contains("253402300799"), "{m}");
+            assert!(!m.contains("untagged"), "{m}");
+        }
+        assert!(parse("created: -5\n").unwrap_err().message().contains("-5 is before the epoch"));
+        assert!(parse("created: 99999999999999\n").unwrap_err().message().contains("after the year 9999"));
+        assert_eq!(parse("created: 253402300799\n").unwrap().created_at(), Ok(CreatedAt::Fixed(MAX_CREATED)));
+        assert_eq!(parse("created: now\n").unwrap().created_at(), Ok(CreatedAt::Now));
+        assert!(parse("created: [1]\n").unwrap_err().message().contains("`epoch`, `now` or seconds"));
+    }
+
+    #[test]
     fn references_with_registry_port_and_paths() {
         for ok in [
             "registry.example.com:5000/my/image",
@@ -495,5 +615,68 @@ maxLayers: 3
         }
         assert_eq!(split_tag("h:5000/a/b:t"), ("h:5000/a/b", Some("t")));
         assert_eq!(split_tag("h:5000/a/b"), ("h:5000/a/b", None));
+    }
+
+    use proptest::prelude::*;
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let part = prop::sample::select(vec!["a", "..", ".", "", "\0", "b c", "\u{e9}", "\\"]);
+        (any::<bool>(), prop::collection::vec(part, 0..5), any::<bool>()).prop_map(|(lead, parts, trail)| {
+            format!("{}{}{}", if lead { "/" } else { "" }, parts.join("/"), if trail { "/" } else { "" })
+        })
+    }
+
+    /// Whether `p` (relative) goes above where it starts at some point.
+    fn climbs(p: &str) -> bool {
+        let mut depth = 0i64;
+        for c in p.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => depth -= 1,
+                _ => depth += 1,
+            }
+            if depth < 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any text: a recipe or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        /// Whatever is accepted has a normalised dest (no `..`, NUL, empty or `.` part), a
+        /// src that stays in the folder, ids Linux can have and a time a config can say.
+        #[test]
+        fn accepted_recipes_never_climb_out(
+            src in path_strategy(),
+            dest in path_strategy(),
+            uid in prop_oneof![0u64..5, Just(MAX_ID), Just(MAX_ID + 1), any::<u64>()],
+            created in prop_oneof![any::<i64>().prop_map(|c| c.to_string()), Just("1.5".into()), Just("now".into())],
+        ) {
+            let q = |s: &str| serde_json::to_string(s).unwrap();
+            let text = format!("contents: [{{src: {}, dest: {}, uid: {uid}}}]\ncreated: {created}\n", q(&src), q(&dest));
+            if let Ok(r) = parse(&text) {
+                let t = ArchTable::builtin();
+                for (_, item) in r.items_for(&t.parse_platform("amd64").unwrap(), &t) {
+                    prop_assert!(!item.src.starts_with('/') && !climbs(&item.src), "src {:?}", item.src);
+                    let p = &item.dest_path;
+                    prop_assert!(p.is_empty() || p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{:?}", p);
+                    prop_assert!(!p.contains('\0'), "{:?}", p);
+                    prop_assert!(item.uid <= MAX_ID);
+                }
+                match r.created_at() {
+                    Ok(CreatedAt::Fixed(s)) => prop_assert!(s <= MAX_CREATED),
+                    Ok(CreatedAt::Now) => {}
+                    Err(e) => prop_assert!(false, "accepted with a bad created: {}", e),
+                }
+            }
+        }
     }
 }

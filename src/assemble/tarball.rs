@@ -32,7 +32,12 @@ pub enum Kind {
     HardLink(String),
 }
 
-/// One entry of a layer. `path` is relative to `/`, with no leading or trailing `/`.
+/// The largest uid or gid a Linux file can have: ids are 32 bits, and 4294967295 is
+/// `(uid_t)-1`, which chown(2) takes as "leave unchanged".
+pub const MAX_ID: u64 = 4_294_967_294;
+
+/// One entry of a layer. `path` is relative to `/`, with no leading or trailing `/`;
+/// `uid` and `gid` are at most [`MAX_ID`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TarEntry {
     pub path: String,
@@ -133,6 +138,12 @@ pub fn tar_size(entries: &[TarEntry]) -> u64 {
 pub fn write_tar(entries: &[TarEntry], mtime: u64, out: &mut dyn Write) -> io::Result<()> {
     let mut buf = vec![0u8; 256 << 10];
     for e in entries {
+        if e.uid > MAX_ID || e.gid > MAX_ID {
+            return Err(io::Error::other(format!(
+                "/{}: owner {}:{} is beyond {MAX_ID}, the largest id Linux has",
+                e.path, e.uid, e.gid
+            )));
+        }
         let name = e.name();
         if name.len() > 100 {
             long_record(out, b'L', &name, mtime)?;
@@ -251,16 +262,21 @@ fn octal(field: &mut [u8], v: u64) {
     field.copy_from_slice(s.as_bytes());
 }
 
-/// Octal when it fits, else GNU base-256 (sizes over 8 GiB, big ids).
+/// Octal when it fits, else GNU base-256 (ids from 2^21, sizes from 8 GiB, times after
+/// 2242): the first byte's high bit marks it and the other bytes hold the value, big
+/// endian, as GNU tar writes and Go's archive/tar (dockerd), Python's tarfile and the tar
+/// crate read it. An 8-byte field holds 56 bits this way: ids are at most [`MAX_ID`].
 fn numeric(field: &mut [u8], v: u64) {
     if v < 1u64 << (3 * (field.len() - 1)) {
         octal(field, v);
     } else {
-        field.fill(0);
-        field[0] = 0x80;
-        let bytes = v.to_be_bytes();
         let n = field.len();
-        field[n - 8..].copy_from_slice(&bytes);
+        let bytes = v.to_be_bytes();
+        let take = (n - 1).min(bytes.len());
+        debug_assert!(bytes[..bytes.len() - take].iter().all(|&b| b == 0), "{v} does not fit a {n}-byte field");
+        field.fill(0);
+        field[n - take..].copy_from_slice(&bytes[bytes.len() - take..]);
+        field[0] |= 0x80;
     }
 }
 
@@ -305,6 +321,29 @@ mod tests {
         assert_eq!(got[2].1, tar::EntryType::Link);
         assert_eq!(got[3].1, tar::EntryType::Symlink);
         assert_eq!(got.len(), 4);
+    }
+
+    #[test]
+    fn ids_from_2_pow_21_are_gnu_base_256_and_read_back() {
+        let entry = |uid, gid| TarEntry { path: "d".into(), kind: Kind::Dir, mode: 0o755, uid, gid };
+        for (uid, gid) in [(1_234_567_890, 2_097_152), (MAX_ID, (1 << 21) - 1), (0, MAX_ID)] {
+            let mut out = Vec::new();
+            write_tar(&[entry(uid, gid)], 0, &mut out).unwrap();
+            let field = |r: std::ops::Range<usize>, v: u64| {
+                if v >= 1 << 21 {
+                    assert_eq!(out[r.start], 0x80, "{v}: base-256 marker");
+                } else {
+                    assert!(out[r].iter().all(|b| b.is_ascii_digit() || *b == 0), "{v}: octal");
+                }
+            };
+            field(108..116, uid);
+            field(116..124, gid);
+            let mut ar = tar::Archive::new(&out[..]);
+            let e = ar.entries().unwrap().next().unwrap().unwrap();
+            assert_eq!((e.header().uid().unwrap(), e.header().gid().unwrap()), (uid, gid));
+        }
+        let err = write_tar(&[entry(MAX_ID + 1, 0)], 0, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("/d") && err.to_string().contains("4294967294"), "{err}");
     }
 
     #[test]
