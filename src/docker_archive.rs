@@ -654,7 +654,7 @@ mod tests {
         let back = import(&store, &out[..]).unwrap();
         assert_eq!(back[0].manifest, images[0].manifest);
         assert_eq!(back[0].repo_tags, ["x:z"]);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]
