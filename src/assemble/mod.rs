@@ -110,8 +110,8 @@ pub async fn resolve_base(config: &Config, base: &str, platform: &Platform) -> R
         .map(|r| r.digest())
 }
 
-/// A store in this process's folder under the main store's `tmp/` that receives everything an assembly writes;
-/// [`Staging::commit`] moves its blobs into the main store.
+/// A store in this process's folder under the main store's `tmp/` that receives
+/// everything an assembly writes; [`Staging::commit`] moves its blobs into the main store.
 pub struct Staging {
     _dir: tempfile::TempDir,
     pub store: Store,

@@ -447,11 +447,13 @@ pub struct Outgoing {
     blob: Descriptor,
     /// The hash of the first `.1` bytes.
     state: Mutex<(Sha256, u64)>,
+    /// The message of [`Store::corrupt`], once it was said (the blob is forgotten once).
+    said: std::sync::OnceLock<String>,
 }
 
 impl Outgoing {
     pub fn new(blob: &Descriptor) -> Outgoing {
-        Outgoing { blob: blob.clone(), state: Mutex::new((Sha256::new(), 0)) }
+        Outgoing { blob: blob.clone(), state: Mutex::new((Sha256::new(), 0)), said: Default::default() }
     }
 
     /// Takes `bytes`, read at `offset` in the blob.
@@ -476,12 +478,20 @@ impl Outgoing {
         mismatch(&self.blob.digest, self.blob.size, &found, *done)
     }
 
+    /// The error of [`Store::corrupt`] when every byte went through and they were wrong
+    /// (the blob and its memo entries are forgotten on the first call only).
+    pub fn verdict(&self, store: &Store) -> Option<Error> {
+        let why = self.wrong()?;
+        let said = self.said.get_or_init(|| store.corrupt(&self.blob.digest, &why).message().to_string());
+        Some(Error::failure(said.clone()))
+    }
+
     /// After the blob went out: fails as [`Store::corrupt`] when its bytes were wrong
     /// (hashing the rest from the file when not every byte went through here).
     pub fn check(&self, store: &Store) -> Result<()> {
         let complete = self.state.lock().unwrap_or_else(|p| p.into_inner()).1 >= self.blob.size;
-        match (complete, self.wrong()) {
-            (true, Some(why)) => Err(store.corrupt(&self.blob.digest, &why)),
+        match (complete, self.verdict(store)) {
+            (true, Some(e)) => Err(e),
             (true, None) => Ok(()),
             (false, _) => store.verify_blob(&self.blob.digest, self.blob.size),
         }
@@ -617,6 +627,101 @@ mod tests {
         store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
         store.put_entry(&entry).unwrap();
         assert_eq!(store.entry(&entry.key).unwrap(), Some(entry));
+    }
+
+    #[test]
+    fn a_store_path_that_is_a_file_is_a_usage_error_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        for root in [file.clone(), file.join("sub")] {
+            let e = Store::open(&root).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{}", e.message());
+            assert!(e.message().contains("--store") && e.message().contains(&*root.to_string_lossy()), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused_on_read_and_forgotten_with_the_entries_using_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
+        let manifest =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []});
+        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        let entry = Entry {
+            key: "e".repeat(64),
+            image: "x".into(),
+            platform: platform(),
+            manifest: m,
+            config_digest: config.digest.clone(),
+        };
+        store.put_entry(&entry).unwrap();
+        fs::write(store.blob_path(&config.digest).unwrap(), b"[]").unwrap();
+        let e = store.read_blob(&config.digest).unwrap_err();
+        assert!(e.message().contains(&config.digest) && e.message().contains("x linux/arm64"), "{e}");
+        assert!(!store.has_blob(&config.digest));
+        assert_eq!(store.entry(&entry.key).unwrap(), None, "the entry went with it");
+        // Written again, the blob is whole.
+        store.put_blob(OCI_CONFIG, b"{}").unwrap();
+        assert_eq!(store.read_blob(&config.digest).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn unusable_memo_entries_are_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = "f".repeat(64);
+        fs::write(dir.path().join(format!("keys/{key}.json")), b"{garbage").unwrap();
+        assert_eq!(store.entry(&key).unwrap(), None);
+        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
+        let layer = store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
+        let manifest =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        let entry = Entry {
+            key: key.clone(),
+            image: "x".into(),
+            platform: platform(),
+            manifest: m.clone(),
+            config_digest: config.digest,
+        };
+        store.put_entry(&entry).unwrap();
+        assert_eq!(store.entry(&key).unwrap(), Some(entry));
+        // A layer cut short: a miss, and the layer is gone (so the next write replaces it).
+        fs::write(store.blob_path(&layer.digest).unwrap(), b"lay").unwrap();
+        assert_eq!(store.entry(&key).unwrap(), None);
+        assert!(!store.has_blob(&layer.digest));
+        // A manifest with flipped bytes: a miss.
+        store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
+        let mut bytes = fs::read(store.blob_path(&m.digest).unwrap()).unwrap();
+        bytes[0] ^= 0x20;
+        fs::write(store.blob_path(&m.digest).unwrap(), bytes).unwrap();
+        assert_eq!(store.entry(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn outgoing_bytes_are_hashed_once_in_order_across_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = store.put_blob(OCI_LAYER_GZIP, b"0123456789").unwrap();
+        let out = Outgoing::new(&blob);
+        out.feed(0, b"0123");
+        out.feed(0, b"012345"); // a retry from the start
+        out.feed(8, b"89"); // a gap: not taken yet
+        assert_eq!(out.wrong(), None, "not every byte went through");
+        out.feed(4, b"4567");
+        out.feed(8, b"89");
+        assert_eq!(out.wrong(), None);
+        out.check(&store).unwrap();
+
+        let bad = Outgoing::new(&blob);
+        bad.feed(0, b"0123456780");
+        assert!(bad.wrong().unwrap().contains("hashes to"));
+        let e = bad.check(&store).unwrap_err();
+        assert!(e.message().contains(&blob.digest), "{e}");
+        assert_eq!(bad.verdict(&store).unwrap().message(), e.message(), "said once, then repeated");
+        assert!(!store.has_blob(&blob.digest));
     }
 
     #[test]
