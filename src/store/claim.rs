@@ -172,12 +172,13 @@ pub(super) fn sweep(tmp: &Path, mine: Option<&Path>, dry_run: bool) -> Vec<Remov
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // A live process's folder is not even walked: this runs whenever a store is opened.
+        let claimed = owner_pid(&name).is_some();
+        if claimed && !lock_is_free(&path) {
+            continue;
+        }
         let (bytes, newest) = tree(&path);
-        let stale = match owner_pid(&name) {
-            Some(_) => lock_is_free(&path),
-            None => now.duration_since(newest).is_ok_and(|age| age >= LOOSE_AGE),
-        };
-        if !stale {
+        if !claimed && now.duration_since(newest).map_or(true, |age| age < LOOSE_AGE) {
             continue;
         }
         if !dry_run {
