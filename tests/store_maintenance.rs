@@ -115,10 +115,14 @@ fn assemble(repo: &Repo, extra: &[&str]) -> std::process::Output {
     repo.run(&args)
 }
 
-fn assembled(repo: &Repo) -> serde_json::Value {
-    let out = assemble(repo, &[]);
+/// A repo whose store holds hello-assembled for amd64: the repo, its store and the
+/// `assemble --json` report.
+fn assembled(name: &str) -> (Repo, PathBuf, serde_json::Value) {
+    let repo = Repo::new(name);
+    let out = assemble(&repo, &[]);
     assert!(out.status.success(), "assemble: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let store = repo.path().join("store");
+    (repo, store, serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// The digest and path of the largest layer of manifest `digest` in `store`.
@@ -153,9 +157,7 @@ fn gc_removes_only_what_nothing_needs_and_verify_names_a_corrupt_blob_and_its_en
     if !services_up("store_gc_verify") {
         return;
     }
-    let repo = Repo::new("gc-verify");
-    let store = repo.path().join("store");
-    let image = assembled(&repo);
+    let (repo, store, image) = assembled("gc-verify");
     let key = image["key"].as_str().unwrap();
 
     // What nothing needs: a blob no entry uses, an unusable entry, a dead run's folder,
@@ -239,9 +241,7 @@ fn gc_removes_only_what_nothing_needs_and_verify_names_a_corrupt_blob_and_its_en
 
 #[test]
 fn a_corrupt_layer_fails_an_oci_export_naming_it_and_the_next_run_builds_it_again() {
-    let repo = Repo::new("corrupt-oci");
-    let store = repo.path().join("store");
-    let image = assembled(&repo);
+    let (repo, store, image) = assembled("corrupt-oci");
     let (layer, path) = largest_layer(&store, image["digest"].as_str().unwrap());
     flip_byte(&path);
 
@@ -296,9 +296,7 @@ fn a_corrupt_layer_fails_a_load_into_the_engine_naming_it_and_the_next_load_work
     if !services_up("store_corrupt_load") {
         return;
     }
-    let repo = Repo::new("corrupt-load");
-    let store = repo.path().join("store");
-    let image = assembled(&repo);
+    let (repo, store, image) = assembled("corrupt-load");
     let (layer, path) = largest_layer(&store, image["digest"].as_str().unwrap());
     flip_byte(&path);
 
@@ -320,9 +318,7 @@ fn unusable_memo_entries_are_misses_and_built_again() {
     if !services_up("store_unusable_entries") {
         return;
     }
-    let repo = Repo::new("unusable-entry");
-    let store = repo.path().join("store");
-    let image = assembled(&repo);
+    let (repo, store, image) = assembled("unusable-entry");
     let entry = store.join(format!("keys/{}.json", image["key"].as_str().unwrap()));
     let manifest = store.join("blobs/sha256").join(&image["digest"].as_str().unwrap()[7..]);
 

@@ -216,16 +216,23 @@ fn tree(path: &Path) -> (u64, SystemTime) {
 mod tests {
     use super::*;
 
-    fn age(path: &Path, secs: u64) {
-        let t = SystemTime::now() - Duration::from_secs(secs);
-        File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+    /// Makes `path` (a file or a folder) look untouched for two hours.
+    fn age(path: &Path) {
+        let t = SystemTime::now() - Duration::from_secs(2 * 3600);
+        File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    /// A store root with its `tmp/`.
+    fn root() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let tmp = root.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        (root, tmp)
     }
 
     #[test]
     fn a_live_claim_survives_a_sweep_and_a_dead_one_does_not() {
-        let root = tempfile::tempdir().unwrap();
-        let tmp = root.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
+        let (root, tmp) = root();
         let live = Claim::new(root.path(), &tmp).unwrap();
         fs::write(live.dir().join("blob"), b"x").unwrap();
         // A dead process's folder: a name like a claim's, a lock nobody holds.
@@ -255,11 +262,8 @@ mod tests {
         fs::write(busy.join("b"), b"b").unwrap();
         let file = tmp.path().join(".tmpXYZ");
         fs::write(&file, b"c").unwrap();
-        for p in [old.join("blobs/a"), busy.join("b"), file.clone()] {
-            age(&p, 2 * 3600);
-        }
-        for d in [old.join("blobs"), old.clone(), busy.clone()] {
-            File::open(&d).unwrap().set_modified(SystemTime::now() - Duration::from_secs(2 * 3600)).unwrap();
+        for p in [old.join("blobs/a"), old.join("blobs"), old.clone(), busy.join("b"), busy.clone(), file.clone()] {
+            age(&p);
         }
         // Something in `busy` changed a minute ago: it may belong to a live process.
         fs::write(busy.join("new"), b"n").unwrap();
@@ -271,9 +275,7 @@ mod tests {
 
     #[test]
     fn gc_is_refused_while_another_claim_holds_the_store() {
-        let root = tempfile::tempdir().unwrap();
-        let tmp = root.path().join("tmp");
-        fs::create_dir(&tmp).unwrap();
+        let (root, tmp) = root();
         let gc = Claim::new(root.path(), &tmp).unwrap();
         let other = Claim::new(root.path(), &tmp).unwrap();
         let e = gc.exclusive(&tmp).unwrap_err();

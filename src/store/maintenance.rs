@@ -240,24 +240,12 @@ fn blob_files(store: &Store) -> Vec<(Option<String>, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::Platform;
-    use crate::store::{digest_of, Entry, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+    use crate::store::{digest_of, Entry, OCI_LAYER_GZIP};
 
-    /// A store with one recorded image (config, one layer, manifest) under key `k`.
+    /// A store with one recorded image (config, one layer, manifest).
     fn store_with_image(dir: &Path) -> (Store, Entry) {
         let store = Store::open(dir).unwrap();
-        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
-        let layer = store.put_blob(OCI_LAYER_GZIP, b"layer bytes").unwrap();
-        let manifest =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
-        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-        let entry = Entry {
-            key: "b".repeat(64),
-            image: "img".into(),
-            platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
-            manifest: m,
-            config_digest: config.digest,
-        };
+        let entry = crate::store::tests::image(&store, 'b', &[b"layer bytes"]);
         store.put_entry(&entry).unwrap();
         (store, entry)
     }

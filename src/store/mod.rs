@@ -591,6 +591,23 @@ mod tests {
         Platform { os: "linux".into(), architecture: "arm64".into(), variant: None }
     }
 
+    /// Stores an image (config `{}`, `layers`, its manifest) in `store` and returns its
+    /// entry for a key of `k`s (image `x`, linux/arm64), not recorded yet.
+    pub(super) fn image(store: &Store, k: char, layers: &[&[u8]]) -> Entry {
+        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
+        let layers: Vec<Descriptor> = layers.iter().map(|l| store.put_blob(OCI_LAYER_GZIP, l).unwrap()).collect();
+        let manifest =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers});
+        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
+        Entry {
+            key: k.to_string().repeat(64),
+            image: "x".into(),
+            platform: platform(),
+            manifest: m,
+            config_digest: config.digest,
+        }
+    }
+
     #[test]
     fn blobs_are_content_addressed_and_verified() {
         let dir = tempfile::tempdir().unwrap();
@@ -607,21 +624,8 @@ mod tests {
     fn entry_refused_until_every_blob_is_present() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
-        let missing_layer = digest_of(b"layer");
-        let manifest = serde_json::json!({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": config,
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": missing_layer, "size": 5}],
-        });
-        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-        let entry = Entry {
-            key: "a".repeat(64),
-            image: "x".into(),
-            platform: platform(),
-            manifest: m,
-            config_digest: config.digest.clone(),
-        };
+        let entry = image(&store, 'a', &[b"layer"]);
+        fs::remove_file(store.blob_path(&digest_of(b"layer")).unwrap()).unwrap();
         assert!(store.put_entry(&entry).is_err());
         assert_eq!(store.entry(&entry.key).unwrap(), None);
         store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
@@ -645,26 +649,17 @@ mod tests {
     fn a_corrupt_blob_is_refused_on_read_and_forgotten_with_the_entries_using_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
-        let manifest =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []});
-        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-        let entry = Entry {
-            key: "e".repeat(64),
-            image: "x".into(),
-            platform: platform(),
-            manifest: m,
-            config_digest: config.digest.clone(),
-        };
+        let entry = image(&store, 'e', &[]);
+        let config = entry.config_digest.clone();
         store.put_entry(&entry).unwrap();
-        fs::write(store.blob_path(&config.digest).unwrap(), b"[]").unwrap();
-        let e = store.read_blob(&config.digest).unwrap_err();
-        assert!(e.message().contains(&config.digest) && e.message().contains("x linux/arm64"), "{e}");
-        assert!(!store.has_blob(&config.digest));
+        fs::write(store.blob_path(&config).unwrap(), b"[]").unwrap();
+        let e = store.read_blob(&config).unwrap_err();
+        assert!(e.message().contains(&config) && e.message().contains("x linux/arm64"), "{e}");
+        assert!(!store.has_blob(&config));
         assert_eq!(store.entry(&entry.key).unwrap(), None, "the entry went with it");
         // Written again, the blob is whole.
         store.put_blob(OCI_CONFIG, b"{}").unwrap();
-        assert_eq!(store.read_blob(&config.digest).unwrap(), b"{}");
+        assert_eq!(store.read_blob(&config).unwrap(), b"{}");
     }
 
     #[test]
@@ -674,24 +669,14 @@ mod tests {
         let key = "f".repeat(64);
         fs::write(dir.path().join(format!("keys/{key}.json")), b"{garbage").unwrap();
         assert_eq!(store.entry(&key).unwrap(), None);
-        let config = store.put_blob(OCI_CONFIG, b"{}").unwrap();
-        let layer = store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
-        let manifest =
-            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
-        let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-        let entry = Entry {
-            key: key.clone(),
-            image: "x".into(),
-            platform: platform(),
-            manifest: m.clone(),
-            config_digest: config.digest,
-        };
+        let entry = image(&store, 'f', &[b"layer"]);
+        let (m, layer) = (entry.manifest.clone(), digest_of(b"layer"));
         store.put_entry(&entry).unwrap();
         assert_eq!(store.entry(&key).unwrap(), Some(entry));
         // A layer cut short: a miss, and the layer is gone (so the next write replaces it).
-        fs::write(store.blob_path(&layer.digest).unwrap(), b"lay").unwrap();
+        fs::write(store.blob_path(&layer).unwrap(), b"lay").unwrap();
         assert_eq!(store.entry(&key).unwrap(), None);
-        assert!(!store.has_blob(&layer.digest));
+        assert!(!store.has_blob(&layer));
         // A manifest with flipped bytes: a miss.
         store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
         let mut bytes = fs::read(store.blob_path(&m.digest).unwrap()).unwrap();
