@@ -312,7 +312,11 @@ impl Store {
                 if let Some(digest) = &unusable.corrupt {
                     self.forget_blob(digest);
                 }
-                tracing::warn!("memo entry {} is not used: {}; its image is built again", path.display(), unusable.why);
+                tracing::warn!(
+                    "memo entry {} is not used: {}; its job counts as a miss (built or fetched again)",
+                    path.display(),
+                    unusable.why
+                );
                 Ok(None)
             }
         }
