@@ -233,7 +233,8 @@ impl Store {
             false => format!(" and the memo entries that use it ({})", forgotten.join(", ")),
         };
         Error::failure(format!(
-            "blob {digest} in the store {} is corrupt ({found}); archfarm removed it{entries}, so the next run              builds or fetches it again; `archfarm store verify` checks the rest of the store",
+            "blob {digest} in the store {} is corrupt ({found}); archfarm removed it{entries}, so the \
+             next run builds or fetches it again; `archfarm store verify` checks the rest of the store",
             self.root.display()
         ))
     }
@@ -659,6 +660,7 @@ mod tests {
         fs::write(store.blob_path(&config).unwrap(), b"[]").unwrap();
         let e = store.read_blob(&config).unwrap_err();
         assert!(e.message().contains(&config) && e.message().contains("x linux/arm64"), "{e}");
+        assert!(e.message().contains(" so the next run builds") && !e.message().contains("  "), "{e}");
         assert!(!store.has_blob(&config));
         assert_eq!(store.entry(&entry.key).unwrap(), None, "the entry went with it");
         // Written again, the blob is whole.
