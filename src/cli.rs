@@ -268,6 +268,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
+    /// Upkeep of the local store: `gc` removes what nothing needs, `verify` checks
+    /// every blob and memo entry (docs/ARCHITECTURE.md, "The store's upkeep").
+    Store {
+        #[command(subcommand)]
+        command: crate::store_cli::StoreCommand,
+    },
     /// Copy one image, all platforms, between registries or repositories.
     Copy {
         /// host[:port]/repository[:tag|@digest]
@@ -311,6 +317,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Copy { source, destination, json } => {
             return crate::publish_cli::copy(&config, &source, &destination, json).await
         }
+        Command::Store { command } => return crate::store_cli::run(&config, command),
         other => other,
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
@@ -393,9 +400,11 @@ pub async fn run(cli: Cli) -> Result<bool> {
             crate::publish_cli::release(&farm.config, &wanted, &version, to.as_deref(), latest, dry_run, json, record)
                 .await
         }
-        Command::Builders { .. } | Command::Binfmt { .. } | Command::Login { .. } | Command::Copy { .. } => {
-            Err(Error::failure("internal: this command runs before the catalog is read"))
-        }
+        Command::Builders { .. }
+        | Command::Binfmt { .. }
+        | Command::Login { .. }
+        | Command::Copy { .. }
+        | Command::Store { .. } => Err(Error::failure("internal: this command runs before the catalog is read")),
     }
 }
 

@@ -606,13 +606,18 @@ impl Engine {
             .ok_or_else(|| Error::failure(format!("manifest {} has no config", manifest.digest)))?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let (store2, manifest2, tags2) = (store.clone(), manifest.clone(), repo_tags.to_vec());
+        // The archive is made from the store on the way: `true` with an error when the
+        // failure is the archive's own (a corrupt blob), not the engine that stopped reading.
         let producer = tokio::task::spawn_blocking(move || {
             let mut w = ChannelWriter::new(tx);
             match docker_archive::export(&store2, &manifest2, &tags2, &mut w) {
-                Ok(()) => w.finish().map_err(|e| Error::failure(format!("streaming image to the engine: {e}"))),
+                Ok(()) => {
+                    (w.finish().map_err(|e| Error::failure(format!("streaming image to the engine: {e}"))), false)
+                }
                 Err(e) => {
+                    let ours = !w.tx.is_closed();
                     w.fail(e.message());
-                    Err(e)
+                    (Err(e), ours)
                 }
             }
         });
@@ -633,7 +638,13 @@ impl Engine {
             }
         }
         drop(stream);
-        let produced = producer.await.map_err(|e| Error::failure(format!("archive writer panicked: {e}")))?;
+        let (produced, ours) = producer.await.map_err(|e| Error::failure(format!("archive writer panicked: {e}")))?;
+        let produced = match (ours, produced) {
+            (true, Err(e)) => {
+                return Err(e.context(format!("loading {} into the engine at {}", manifest.digest, self.endpoint)))
+            }
+            (_, p) => p,
+        };
         if let Some(msg) = failure {
             let extra = produced.err().map(|e| format!(" ({})", e.message())).unwrap_or_default();
             return Err(Error::failure(format!(

@@ -39,6 +39,7 @@ pub mod retry;
 pub mod scan;
 pub mod stitch;
 pub mod store;
+pub mod store_cli;
 pub mod targets;
 
 pub use error::{Error, Result};

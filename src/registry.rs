@@ -49,7 +49,9 @@ use crate::config::{valid_path_component, RegistryRef};
 use crate::error::{Error, Result};
 use crate::oci::{IndexChild, IndexDoc, ManifestDoc};
 use crate::platform::Platform;
-use crate::store::{digest_hex, digest_of, Descriptor, Store, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::store::{
+    digest_hex, digest_of, Descriptor, Outgoing, Store, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
 
 /// How long establishing a TCP (and TLS) connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,7 +113,8 @@ pub enum BlobOutcome {
 
 /// Where an upload's bytes come from.
 enum Source<'a> {
-    Store(&'a Store),
+    /// The store, the blob hashed on its way out (across every attempt).
+    Store(&'a Store, Arc<Outgoing>),
     /// Another repository, possibly on another registry: streamed through, verified.
     Remote(&'a Registry, &'a str),
 }
@@ -612,14 +615,12 @@ impl Registry {
         let path = store.blob_path(&blob.digest)?;
         let len = std::fs::metadata(&path).map_err(|e| Error::io("reading size of blob", &path, e))?.len();
         if len != blob.size {
-            return Err(Error::failure(format!(
-                "blob {} in the store is {len} bytes but the manifest says {}; the store is corrupt, delete {}",
-                blob.digest,
-                blob.size,
-                path.display()
-            )));
+            return Err(
+                store.corrupt(&blob.digest, &format!("it has {len} bytes where the manifest says {}", blob.size))
+            );
         }
-        self.transfer_blob(Source::Store(store), repo, blob, mount_from).await
+        let outgoing = Arc::new(Outgoing::new(blob));
+        self.transfer_blob(Source::Store(store, outgoing), repo, blob, mount_from).await
     }
 
     /// Makes `blob` present in `repo` with its bytes from `src_repo` on `src` (another
@@ -706,19 +707,26 @@ impl Registry {
             Error::failure(format!("registry {}: {what}: invalid upload Location '{location}': {e}", self.host))
         })?;
         match source {
-            Source::Store(store) if blob.size > chunk_size() => {
-                self.upload_chunked(store, repo, blob, location, sc).await
-            }
-            Source::Store(store) => {
+            Source::Store(store, out) => {
                 let store = *store;
-                let digest = blob.digest.clone();
-                let make = move |progress: Arc<Mutex<Instant>>| -> Result<reqwest::Body> {
-                    let file = store.open_blob(&digest)?;
-                    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10)
-                        .inspect(move |_| *progress.lock().unwrap() = Instant::now());
-                    Ok(reqwest::Body::wrap_stream(stream))
+                let sent = if blob.size > chunk_size() {
+                    self.upload_chunked(store, out, repo, blob, location, sc).await
+                } else {
+                    let digest = blob.digest.clone();
+                    let make = move |progress: Arc<Mutex<Instant>>| -> Result<reqwest::Body> {
+                        let file = store.open_blob(&digest)?;
+                        let stream =
+                            tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 << 10)
+                                .inspect(move |_| *progress.lock().unwrap() = Instant::now());
+                        Ok(reqwest::Body::wrap_stream(hashed_on_the_way(stream, Arc::clone(out), 0)))
+                    };
+                    self.finish_upload(repo, blob, location, sc, &make).await
                 };
-                self.finish_upload(repo, blob, location, sc, &make).await
+                // Whatever the registry said, a blob whose bytes were wrong is the store's fault.
+                sent.map_err(|a| match out.verdict(store) {
+                    Some(error) => Attempt { error, transient: false },
+                    None => a,
+                })
             }
             Source::Remote(src, src_repo) => {
                 // The GET is retried on its own; a fault mid-stream restarts the session.
@@ -785,6 +793,7 @@ impl Registry {
     async fn upload_chunked(
         &self,
         store: &Store,
+        out: &Arc<Outgoing>,
         repo: &str,
         blob: &Descriptor,
         mut location: Url,
@@ -812,7 +821,7 @@ impl Registry {
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, end - offset)
                     .header("Content-Range", format!("{offset}-{}", end - 1))
-                    .body(reqwest::Body::wrap_stream(stream)))
+                    .body(reqwest::Body::wrap_stream(hashed_on_the_way(stream, Arc::clone(out), offset))))
             };
             let sent = self.send_once(&what, sc, &make, &progress).await;
             let fault = match sent {
@@ -832,7 +841,7 @@ impl Registry {
                 }
                 Err(a) => a,
             };
-            if !fault.transient || resumes >= crate::retry::attempts() {
+            if !fault.transient || resumes >= crate::retry::attempts() || out.wrong().is_some() {
                 return Err(fault);
             }
             resumes += 1;
@@ -848,6 +857,8 @@ impl Registry {
                 _ => return Err(fault),
             }
         }
+        // Every byte went out: the closing PUT only once they are the blob's.
+        out.check(store).map_err(|error| Attempt { error, transient: false })?;
         let what = format!("PUT blob {repo} ({})", blob.digest);
         let put_url = with_digest(&location, &blob.digest);
         let t = crate::retry::timeout();
@@ -1153,6 +1164,25 @@ async fn idle_deadline<F: std::future::Future>(fut: F, progress: &Mutex<Instant>
             }
         }
     }
+}
+
+/// A store blob's bytes from `offset` on, fed to `out` as they go; a stream that would end
+/// with every byte sent but the wrong digest fails instead, so no registry can take it.
+fn hashed_on_the_way(
+    stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
+    out: Arc<Outgoing>,
+    offset: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    let mut at = offset;
+    stream.map(move |chunk| {
+        let chunk = chunk?;
+        out.feed(at, &chunk);
+        at += chunk.len() as u64;
+        match out.wrong() {
+            Some(why) => Err(std::io::Error::other(format!("the blob is corrupt: {why}"))),
+            None => Ok(chunk),
+        }
+    })
 }
 
 /// The upload URL with `digest=` appended (it may already carry a query such as

@@ -357,5 +357,5 @@ async fn a_large_layer_streams_up_and_down_intact() {
     let got = reg.fetch_image(&fresh, &repo, "riscv64-k", &platform("riscv64")).await.unwrap();
     assert_eq!(got, m);
     assert_eq!(fresh.read_blob(&l.digest).unwrap(), gz);
-    assert_eq!(std::fs::read_dir(fresh.root().join("tmp")).unwrap().count(), 0, "no temporary file left");
+    assert_eq!(std::fs::read_dir(fresh.tmp_dir()).unwrap().count(), 0, "no temporary file left");
 }

@@ -111,8 +111,8 @@ pub async fn resolve_base(config: &Config, base: &str, platform: &Platform) -> R
         .map(|r| r.digest())
 }
 
-/// A store under the main store's `tmp/` that receives everything an assembly writes;
-/// [`Staging::commit`] moves its blobs into the main store.
+/// A store in this process's folder under the main store's `tmp/` that receives
+/// everything an assembly writes; [`Staging::commit`] moves its blobs into the main store.
 pub struct Staging {
     _dir: tempfile::TempDir,
     pub store: Store,
@@ -120,11 +120,7 @@ pub struct Staging {
 
 impl Staging {
     pub fn new(main: &Store) -> Result<Staging> {
-        let dir = tempfile::Builder::new()
-            .prefix("assemble-")
-            .tempdir_in(main.root().join("tmp"))
-            .map_err(|e| Error::io("creating staging folder in", main.root(), e))?;
-        let store = Store::open(dir.path())?;
+        let (dir, store) = main.staging("assemble-")?;
         Ok(Staging { _dir: dir, store })
     }
 
