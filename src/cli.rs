@@ -586,10 +586,10 @@ pub(crate) fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Re
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    let invalid = report.jobs.iter().filter(|j| j.stage == Some(crate::farm::Stage::Recipe)).count();
+    let invalid = report.jobs.iter().filter(|j| j.bad_input).count();
     if invalid > 0 {
         return Err(Error::usage(format!(
-            "{invalid} job(s) not run because of invalid input (above); fix it and run again"
+            "{invalid} job(s) not run or failed because of invalid input (above); fix it and run again"
         )));
     }
     Ok(!report.failed())
@@ -876,9 +876,7 @@ async fn assemble(
                 Some(e) => e,
                 None => {
                     farm.progress().started(&name, &platform);
-                    farm.assemble_job(&job, parent, None)
-                        .await
-                        .map_err(|e| e.context(format!("assembling {name} for {platform}")))?
+                    farm.assemble_job(&job, parent, None).await?
                 }
             };
             let ref_name = crate::assemble::recipe::split_tag(&tag).1.unwrap_or("latest");

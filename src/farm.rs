@@ -147,6 +147,9 @@ pub struct JobReport {
     pub log: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The job failed on bad input (a recipe, a `from:` base, a field): the run exits 2.
+    #[serde(skip)]
+    pub bad_input: bool,
     /// The builder that built it (built jobs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub builder: Option<String>,
@@ -332,6 +335,7 @@ impl Farm {
             image_id: None,
             log: None,
             error: Some(u.reason.clone()),
+            bad_input: u.invalid,
             builder: None,
             route: None,
             backend: None,
@@ -718,6 +722,7 @@ impl Farm {
             image_id: None,
             log: log.is_file().then(|| log.display().to_string()),
             error: None,
+            bad_input: false,
             builder: None,
             route: None,
             backend: None,
@@ -744,6 +749,7 @@ impl Farm {
             }
             Err(f) => {
                 r.error = Some(f.error.message().to_string());
+                r.bad_input = f.error.kind() == crate::error::Kind::Usage;
                 r.stage = Some(f.stage);
                 r.source = f.source;
                 self.progress.failed(&job.image, &job.platform, f.error.message());

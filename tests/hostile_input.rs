@@ -122,6 +122,7 @@ fn refused(repo: &Repo, image: &str, yaml: &str) -> String {
     let out = repo.run(&["assemble", image, "--platform", "linux/amd64"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+    assert!(!err.contains("linux/amd64: assembling"), "{yaml}: the context said once: {err}");
     assert_eq!((blobs_in(&store), keys_in(&store)), (blobs, keys), "{yaml}: nothing stored: {err}");
     assert!(staging_left(&store).is_empty(), "{yaml}: no staging left: {:?}", staging_left(&store));
     err
@@ -203,6 +204,14 @@ fn hostile_base_layers_are_refused_naming_the_archive_layer_and_entry_and_nothin
             }
         }
     }
+    // `build` reports the same refusal per job and exits 2 too: the fix is in the input.
+    let out = repo.run(&["build", "evil", "--platform", "linux/amd64"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "build of a hostile base: {err}");
+    assert!(err.contains("refusing the base"), "{err}");
+    let context = "assembling evil for linux/amd64";
+    assert!(!err.contains(&format!("{context}: {context}")), "the context said once: {err}");
+    assert_eq!(keys_in(&repo.path().join("store")), 0, "nothing recorded: {err}");
 }
 
 #[test]
