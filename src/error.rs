@@ -149,14 +149,14 @@ fn free_space(path: &Path) -> String {
             let block = s.fragment_size();
             let free = s.blocks_available() * block;
             let total = s.blocks() * block;
-            format!("{} free of {} on the file system of {}", size(free), size(total), folder.display())
+            format!("{} free of {} on the file system of {}", human_size(free), human_size(total), folder.display())
         }
         Err(e) => format!("free space unknown: statvfs {}: {e}", folder.display()),
     }
 }
 
 /// A size for people: `512 B`, `4.0 KiB`, `1.5 MiB`, `3.2 GiB`.
-fn size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -209,8 +209,8 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(size(512), "512 B");
-        assert_eq!(size(4096), "4.0 KiB");
-        assert_eq!(size(3 << 29), "1.5 GiB");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(4096), "4.0 KiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
     }
 }

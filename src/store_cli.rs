@@ -51,7 +51,7 @@ pub fn run(config: &Config, command: StoreCommand) -> Result<bool> {
                     RemovedKind::Entry => ("memo entry", format!("{path}: {}", r.what.as_deref().unwrap_or(""))),
                     RemovedKind::Log => ("old log", path),
                 };
-                println!("{verb} {what} {detail} ({})", human(r.bytes));
+                println!("{verb} {what} {detail} ({})", crate::error::human_size(r.bytes));
             }
             let count = |k: RemovedKind| report.removed.iter().filter(|r| r.kind == k).count();
             println!(
@@ -60,7 +60,7 @@ pub fn run(config: &Config, command: StoreCommand) -> Result<bool> {
                 count(RemovedKind::Blob),
                 count(RemovedKind::Entry),
                 count(RemovedKind::Log),
-                human(report.bytes_freed),
+                crate::error::human_size(report.bytes_freed),
                 if dry_run { "would be freed" } else { "freed" }
             );
             Ok(true)
@@ -82,7 +82,7 @@ pub fn run(config: &Config, command: StoreCommand) -> Result<bool> {
             let checked = format!(
                 "{} blobs ({}) and {} memo entries in {}",
                 report.blobs,
-                human(report.bytes),
+                crate::error::human_size(report.bytes),
                 report.entries,
                 store.root().display()
             );
@@ -103,29 +103,4 @@ pub fn run(config: &Config, command: StoreCommand) -> Result<bool> {
 
 fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
-}
-
-/// `686.2 MB`-style sizes (decimal units).
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_like_df() {
-        assert_eq!(super::human(999), "999 B");
-        assert_eq!(super::human(686_200_000), "686.2 MB");
-        assert_eq!(super::human(1_500), "1.5 KB");
-    }
 }
