@@ -1082,12 +1082,16 @@ impl Registry {
         let why = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
-            let hint = if self.host == BUNDLED_REGISTRY {
+            let cause = root_cause(e);
+            // hyper-util says "failed to lookup address information" when the name does not resolve.
+            let hint = if cause.contains("lookup address") {
+                "the host name does not resolve: check its spelling, or this machine's DNS (is it offline?)"
+            } else if self.host == BUNDLED_REGISTRY {
                 "is it running? `ci/services.sh` starts one there"
             } else {
                 "nothing accepts connections there: start that registry or fix the address"
             };
-            format!("cannot connect ({}); {hint}", root_cause(e))
+            format!("cannot connect ({cause}); {hint}")
         } else {
             short_cause(e)
         };

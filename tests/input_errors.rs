@@ -126,7 +126,8 @@ fn flag_paths_are_relative_to_the_working_directory() {
 }
 
 /// A user's registry that is down gets advice about that registry, not about the
-/// bundled one that `ci/services.sh` starts on 127.0.0.1:5000.
+/// bundled one that `ci/services.sh` starts on 127.0.0.1:5000, nor for a name that does
+/// not resolve.
 #[test]
 fn a_down_registry_is_not_mistaken_for_the_bundled_one() {
     let repo = Repo::bare("downreg");
@@ -143,6 +144,17 @@ fn a_down_registry_is_not_mistaken_for_the_bundled_one() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&addr.to_string()) && err.contains("fix the address"), "{err}");
     assert!(!err.contains("ci/services.sh") && !err.contains("starts one"), "{err}");
+
+    // A name that does not resolve is told apart from a port nobody listens on.
+    let out = repo
+        .command(&["build", "--push", "--registry", "registry.archfarm.invalid/ns"])
+        .env("ARCHFARM_REGISTRY_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("registry.archfarm.invalid") && err.contains("does not resolve"), "{err}");
+    assert!(!err.contains("start that registry"), "{err}");
 }
 
 /// A builder whose TLS files do not exist is a configuration error (exit 2) naming the
