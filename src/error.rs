@@ -14,8 +14,6 @@ pub enum Kind {
     /// error) while it wrote or read its own files (exit 1): never a builder's or a
     /// registry's fault, so never retried elsewhere.
     Disk,
-    /// The user interrupted the run (exit 130).
-    Interrupted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +34,6 @@ impl Error {
     /// Something that should have worked did not: a build, an engine, a registry.
     pub fn failure(message: impl Into<String>) -> Self {
         Error { kind: Kind::Failure, message: message.into() }
-    }
-
-    pub fn interrupted() -> Self {
-        Error { kind: Kind::Interrupted, message: "interrupted".into() }
     }
 
     /// An I/O error on a path, with what archfarm was doing. A local disk error (see
@@ -100,7 +94,6 @@ impl Error {
         match self.kind {
             Kind::Usage => 2,
             Kind::Failure | Kind::Disk => 1,
-            Kind::Interrupted => 130,
         }
     }
 
