@@ -210,13 +210,14 @@ fn a_secret_reaches_its_run_step_and_nothing_else() {
             repo.namespace
         ),
     );
-    // Missing: the job fails before any builder is asked, naming the secret and its source.
+    // Missing: the job fails before any builder is asked, naming the secret and its source;
+    // the fix is in the configuration, so the run exits 2.
     let out = repo
         .command(&["build", image, "--platform", "linux/amd64", "--json"])
         .env_remove("ARCHFARM_TEST_SECRET")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("tok (environment variable ARCHFARM_TEST_SECRET)"), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let job = jobs_by(&report, image).pop().unwrap();
