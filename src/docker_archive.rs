@@ -457,22 +457,38 @@ pub fn printable(s: &str) -> String {
 /// The most characters of archive text [`printable`] keeps.
 pub const MAX_PRINTED: usize = 400;
 
-/// A relative, normalised archive path: no leading `/`, no `..`, `.` and empty parts
-/// dropped. None if the path is absolute, climbs out, or is not UTF-8.
-fn clean_path(raw: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(raw).ok()?;
-    if s.starts_with('/') || s.contains('\0') || s.contains('\\') {
-        return None;
+/// A path relative to an archive's root: no leading `/`, no `..`, no NUL; empty and `.`
+/// parts dropped (`""` is the root). `Err` says why it is refused. The one path rule of
+/// `docker save` members and of the base layers the assembler checks.
+pub(crate) fn relative_path(raw: &[u8]) -> std::result::Result<Vec<u8>, &'static str> {
+    if raw.contains(&0) {
+        return Err("contains a NUL byte");
     }
-    let mut parts = Vec::new();
-    for part in s.split('/') {
+    if raw.starts_with(b"/") {
+        return Err("is absolute");
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for part in raw.split(|&b| b == b'/') {
         match part {
-            "" | "." => {}
-            ".." => return None,
-            p => parts.push(p),
+            b"" | b"." => {}
+            b".." => return Err("has a '..' part"),
+            p => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(p);
+            }
         }
     }
-    Some(parts.join("/"))
+    Ok(out)
+}
+
+/// A [`relative_path`] that is UTF-8 without backslashes, as archive member names must be.
+fn clean_path(raw: &[u8]) -> Option<String> {
+    if raw.contains(&b'\\') {
+        return None;
+    }
+    String::from_utf8(relative_path(raw).ok()?).ok()
 }
 
 /// Resolves a symlink target relative to `dir`; None if it leaves the archive.

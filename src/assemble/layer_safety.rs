@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 
+use crate::docker_archive::relative_path;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -121,7 +122,7 @@ impl Tree {
     /// Checks one entry of layer `layer` and records what it leaves; `Err` says why it
     /// is refused.
     pub fn entry(&mut self, layer: usize, raw: &[u8], kind: Kind) -> std::result::Result<(), String> {
-        let path = clean(raw)?;
+        let path = relative_path(raw)?;
         if path.is_empty() {
             return match kind {
                 Kind::Dir => Ok(()),
@@ -173,7 +174,8 @@ impl Tree {
                 self.symlinks.insert(path, (layer, target.to_vec()));
             }
             Kind::HardLink(target) => {
-                let to = clean(target).map_err(|why| format!("is a hard link to '{}', which {why}", quote(target)))?;
+                let to = relative_path(target)
+                    .map_err(|why| format!("is a hard link to '{}', which {why}", quote(target)))?;
                 if to.is_empty() {
                     return Err("is a hard link to the image's root folder".into());
                 }
@@ -229,31 +231,6 @@ fn subtree(dir: &[u8]) -> Vec<u8> {
     } else {
         [dir, b"/"].concat()
     }
-}
-
-/// A path relative to the root: no leading `/`, no `..`, no NUL; empty and `.` parts
-/// dropped (`""` is the root).
-fn clean(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    if raw.contains(&0) {
-        return Err("contains a NUL byte".into());
-    }
-    if raw.starts_with(b"/") {
-        return Err("is absolute".into());
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    for part in raw.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => return Err("has a '..' part".into()),
-            p => {
-                if !out.is_empty() {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(p);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Whether a symlink in `dir` to `target` resolves (lexically, as moby's `filepath.Join`
