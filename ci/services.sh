@@ -80,10 +80,37 @@ start_dockerd() {
     esac
     return
   fi
-  log "starting dockerd (registry mirror $hub_mirror)"
-  # cgroupfs driver: these machines have no systemd as PID 1.
-  nohup dockerd --exec-opt native.cgroupdriver=cgroupfs --registry-mirror="$hub_mirror" >"$state/dockerd.log" 2>&1 &
-  wait_for "dockerd (log: $state/dockerd.log)" 60 docker_answers
+  # An engine still starting up (a package's init script may have launched one) is
+  # waited for, not doubled: a second dockerd would fail on the first one's pidfile.
+  if pgrep -x dockerd >/dev/null && wait_for "the running dockerd" 60 docker_answers; then
+    log "dockerd started elsewhere now answers"
+    start_dockerd
+    return
+  fi
+  local attempt
+  for attempt in 1 2; do
+    stop_stale_dockerd
+    log "starting dockerd (registry mirror $hub_mirror)"
+    # cgroupfs driver: these machines have no systemd as PID 1.
+    nohup dockerd --exec-opt native.cgroupdriver=cgroupfs --registry-mirror="$hub_mirror" >"$state/dockerd.log" 2>&1 &
+    wait_for "dockerd (attempt $attempt, log: $state/dockerd.log)" 120 docker_answers && return
+    log "the last lines of $state/dockerd.log:"
+    tail -n 40 "$state/dockerd.log" | sed 's/^/  dockerd: /' >&2
+  done
+  return 1
+}
+
+# stop_stale_dockerd: kills an engine that never answered and removes what a killed or
+# snapshotted engine leaves behind, each of which makes the next dockerd fail or hang:
+# its pidfile ("pid file found, ensure docker is not running"), and containerd sockets
+# and pidfiles nobody listens on (dockerd then waits for containerd until it gives up).
+stop_stale_dockerd() {
+  if pgrep -x dockerd >/dev/null; then
+    pkill -x dockerd || true
+    wait_for "the old dockerd's exit" 30 bash -c '! pgrep -x dockerd'
+  fi
+  pgrep -x containerd >/dev/null || rm -f /run/containerd/containerd.sock
+  rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock
 }
 
 registry_answers() { curl -sf "http://$registry_addr/v2/" >/dev/null; }
