@@ -13,10 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use archfarm::config::RegistryRef;
-use archfarm::platform::Platform;
+use archfarm::image::oci::{digest_of, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use archfarm::image::platform::Platform;
+use archfarm::image::store::Store;
+use archfarm::recipe::config::RegistryRef;
 use archfarm::registry::Registry;
-use archfarm::store::{digest_of, Store, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use common::*;
 use publish_support::*;
 
@@ -326,7 +327,8 @@ fn gvisor_tree_with_no_registry_knowing_ubuntu_lists_every_image_unresolved() {
         .unwrap();
     assert!(out.status.success(), "list: {}", stderr(&out));
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let catalog = archfarm::catalog::discover(&fixture, &archfarm::platform::ArchTable::builtin()).unwrap();
+    let catalog =
+        archfarm::recipe::catalog::discover(&fixture, &archfarm::image::platform::ArchTable::builtin()).unwrap();
     let images = listing["images"].as_array().unwrap();
     assert_eq!(images.len(), catalog.images.len(), "every image is listed");
     for image in images {

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use archfarm::auth::Secret;
-use archfarm::context::Context;
 use archfarm::engine::{Backend, BuildFailure, BuildRequest, BuildSecret, Engine, KEY_LABEL};
-use archfarm::platform::Platform;
-use archfarm::scan::{scan, Links};
-use archfarm::store::Store;
+use archfarm::image::platform::Platform;
+use archfarm::image::store::Store;
+use archfarm::recipe::context::Context;
+use archfarm::recipe::scan::{scan, Links};
+use archfarm::support::secret::Secret;
 use sha2::{Digest, Sha256};
 
 const SECOND_ENGINE: &str = "tcp://127.0.0.1:2376";

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use archfarm::catalog::{discover, Recipes};
-use archfarm::platform::ArchTable;
+use archfarm::image::platform::ArchTable;
+use archfarm::recipe::catalog::{discover, Recipes};
 
 #[test]
 fn discovers_gvisor_images_tree() {

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archfarm::scan::{scan, Links};
+use archfarm::recipe::scan::{scan, Links};
 use common::*;
 
 /// One ignore file, and which of Docker 20.10's builders must agree (see the module doc).

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use archfarm::context::{Context, ContextEntry, EntryKind};
-use archfarm::docker_archive;
 use archfarm::engine::{Backend, BuildRequest, Engine, KEY_LABEL};
-use archfarm::platform::Platform;
-use archfarm::store::Store;
+use archfarm::image::docker_archive;
+use archfarm::image::platform::Platform;
+use archfarm::image::store::Store;
+use archfarm::recipe::context::{Context, ContextEntry, EntryKind};
 use sha2::{Digest, Sha256};
 
 fn in_ci() -> bool {

@@ -296,8 +296,9 @@ fn token_auth_challenge_flow_with_renewal() {
     let scope = format!("repository:{}/renewal:pull", repo.namespace);
     let count = || issuer.issued.lock().unwrap().get(&scope).copied().unwrap_or(0);
     rt.block_on(async {
-        use archfarm::auth::{Credential, Secret};
-        use archfarm::config::RegistryRef;
+        use archfarm::recipe::config::RegistryRef;
+        use archfarm::registry::auth::Credential;
+        use archfarm::support::secret::Secret;
         let r = RegistryRef { host: reg.addr.clone(), namespace: String::new(), insecure: true };
         let cred = Credential::Basic { username: USER.into(), password: Secret::new(PASSWORD) };
         let client = archfarm::registry::Registry::with_credential(&r, Some(cred)).unwrap();

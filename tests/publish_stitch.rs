@@ -5,10 +5,10 @@
 mod common;
 mod publish_support;
 
-use archfarm::config::RegistryRef;
-use archfarm::platform::Platform;
+use archfarm::image::platform::Platform;
+use archfarm::image::store::Store;
+use archfarm::recipe::config::RegistryRef;
 use archfarm::registry::Registry;
-use archfarm::store::Store;
 use common::*;
 use publish_support::*;
 
@@ -44,21 +44,24 @@ fn stitchers_racing_on_one_tag_from_a_staging_repository_leave_a_complete_index(
 
         // Two stitchers race on one tag; each computes the index from the keys it was given.
         let (x, y) = tokio::join!(
-            archfarm::copy::stitch_from_staging(&r, staging, target, "idx", &children),
-            archfarm::copy::stitch_from_staging(&r, staging, target, "idx", &children)
+            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children),
+            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children)
         );
         let (x, y) = (x.unwrap(), y.unwrap());
         assert_eq!(x, y, "both stitchers write the same index");
         // Idempotent.
-        let z = archfarm::copy::stitch_from_staging(&r, staging, target, "idx", &children).await.unwrap();
+        let z = archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children).await.unwrap();
         assert_eq!(x, z);
 
         // Every blob reached the target by mount: uploading it again finds it there.
         for m in [&amd, &arm] {
             for blob in store.manifest_blobs(&m.digest).unwrap() {
                 let size = std::fs::metadata(store.blob_path(&blob).unwrap()).unwrap().len();
-                let d =
-                    archfarm::store::Descriptor { media_type: "application/octet-stream".into(), digest: blob, size };
+                let d = archfarm::image::oci::Descriptor {
+                    media_type: "application/octet-stream".into(),
+                    digest: blob,
+                    size,
+                };
                 assert_eq!(
                     r.push_blob(&store, target, &d, None).await.unwrap(),
                     archfarm::registry::BlobOutcome::Present

@@ -6,13 +6,13 @@ use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use archfarm::config::RegistryRef;
-use archfarm::platform::Platform;
-use archfarm::registry::Registry;
-use archfarm::store::{
-    digest_of, Descriptor, Entry, Store, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
-    OCI_MANIFEST,
+use archfarm::image::oci::{
+    digest_of, Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
+use archfarm::image::platform::Platform;
+use archfarm::image::store::{Entry, Store};
+use archfarm::recipe::config::RegistryRef;
+use archfarm::registry::Registry;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -605,8 +605,12 @@ pub fn unique_bytes(len: usize) -> Vec<u8> {
 }
 
 /// An OCI image for `arch` with `layers` gzip layers of random content, put in `store`.
-pub fn make_image(store: &archfarm::store::Store, arch: &str, layers: usize) -> archfarm::store::Descriptor {
-    use archfarm::store::{digest_of, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+pub fn make_image(
+    store: &archfarm::image::store::Store,
+    arch: &str,
+    layers: usize,
+) -> archfarm::image::oci::Descriptor {
+    use archfarm::image::oci::{digest_of, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for i in 0..layers {

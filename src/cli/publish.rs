@@ -1,0 +1,129 @@
+//! The publishing subcommands: `login`, `release`, `copy` (parsed in `cli.rs`).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::plan::ImagePlan;
+use crate::publish::copy::{self, ImageRef};
+use crate::publish::release::{self, ReleaseOptions};
+use crate::recipe::config::{Config, RegistryRef};
+use crate::registry::auth::{self, Credential, Stored};
+use crate::registry::Registry;
+use crate::support::error::{Error, Result};
+use crate::support::secret::Secret;
+
+/// `archfarm login REGISTRY -u USER --password-stdin`.
+pub async fn login(config: &Config, server: &str, username: &str, password_stdin: bool) -> Result<bool> {
+    if !password_stdin {
+        return Err(Error::usage(
+            "login reads the password from stdin: pass --password-stdin (e.g. `echo \"$TOKEN\" | archfarm login \
+             REGISTRY -u USER --password-stdin`); it is never taken as an argument",
+        ));
+    }
+    if username.is_empty() || username.contains(':') {
+        return Err(Error::usage("login: --username must be non-empty and hold no ':'"));
+    }
+    let r = RegistryRef::parse(server, &config.insecure_registries)?;
+    if !r.namespace.is_empty() {
+        return Err(Error::usage(format!("login: give a registry host[:port], not '{server}'")));
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| Error::failure(format!("login: cannot read the password from stdin: {e}")))?;
+    let password = Secret::new(password.trim_end_matches(['\n', '\r']));
+    if password.expose().is_empty() {
+        return Err(Error::usage("login: the password on stdin is empty"));
+    }
+    let cred = Credential::Basic { username: username.to_string(), password: password.clone() };
+    Registry::with_credential(&r, Some(cred))?
+        .check()
+        .await
+        .map_err(|e| e.context(format!("login to {} failed", r.host)))?;
+    match auth::store(&r.host, username, &password)? {
+        Stored::File(p) => eprintln!("credentials for {} stored in {}", r.host, p.display()),
+        Stored::Helper(h) => eprintln!("credentials for {} stored with docker-credential-{h}", r.host),
+    }
+    println!("Login Succeeded");
+    Ok(true)
+}
+
+/// `archfarm copy SRC DST`.
+pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) -> Result<bool> {
+    let from: ImageRef = source.parse()?;
+    let to: ImageRef = destination.parse()?;
+    let src = Registry::new(&RegistryRef::parse(&from.host, &config.insecure_registries)?)?;
+    let dst = if to.host == from.host {
+        src.clone()
+    } else {
+        Registry::new(&RegistryRef::parse(&to.host, &config.insecure_registries)?)?
+    };
+    let report = copy::copy(&src, &from, &dst, &to).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        println!("{} {}", report.destination, report.digest);
+    }
+    eprintln!(
+        "{}: {} platform(s); {} blob(s) uploaded ({} bytes), {} mounted, {} already there",
+        if report.changed { "copied" } else { "nothing to do, already there" },
+        report.platforms.len(),
+        report.blobs_uploaded,
+        report.bytes_uploaded,
+        report.blobs_mounted,
+        report.blobs_skipped
+    );
+    Ok(true)
+}
+
+/// `archfarm release VERSION [IMAGE...]`.
+#[allow(clippy::too_many_arguments)]
+pub async fn release(
+    config: &Config,
+    images: &[ImagePlan],
+    version: &str,
+    to: Option<&str>,
+    latest: bool,
+    dry_run: bool,
+    json: bool,
+    record: Option<PathBuf>,
+) -> Result<bool> {
+    let to = match to {
+        Some(t) => Some(RegistryRef::parse(t, &config.insecure_registries).map_err(|e| e.context("--to"))?),
+        None => None,
+    };
+    let opts = ReleaseOptions { version: version.to_string(), to, latest, dry_run };
+    let report = release::release(config, images, &opts).await?;
+    let text = serde_json::to_string_pretty(&report).expect("report serializes");
+    if let Some(path) = &record {
+        write_record(path, &text)?;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        for r in &report.images {
+            println!("{} {} {}", r.tag, r.digest, r.action);
+        }
+    }
+    if report.unchanged() {
+        eprintln!("nothing to do: {version} is already released for every image");
+    } else if dry_run {
+        eprintln!("dry run: every check passed, nothing was written");
+    }
+    Ok(true)
+}
+
+fn write_record(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("creating a file in", &dir, e))?;
+    use std::io::Write;
+    tmp.write_all(text.as_bytes())
+        .and_then(|_| tmp.write_all(b"\n"))
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("writing", path, e))?;
+    tmp.persist(path).map_err(|e| Error::io("writing", path, e.error))?;
+    Ok(())
+}

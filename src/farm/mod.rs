@@ -1,0 +1,757 @@
+//! The coordinator: runs a [`Plan`]'s jobs concurrently (bounded), each waiting only for
+//! its own parents on the same platform; looks every key up before building (store,
+//! then local engine, then registry); produces misses (image.yaml jobs by the
+//! assembler, Dockerfile jobs on a builder of the fleet); records results in the store;
+//! publishes from the store; and stitches each image's canonical index only once every
+//! platform's manifest is in the registry.
+
+pub mod bases;
+pub mod engine_jobs;
+pub mod progress;
+pub mod stitch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::{watch, OnceCell};
+
+use crate::build::assemble::LayerSink;
+use crate::build::fleet::{Fleet, Placement, Route};
+use crate::engine::Engine;
+use crate::farm::progress::{Outcome, Progress, Source};
+use crate::image::oci::Descriptor;
+use crate::image::platform::Platform;
+use crate::image::store::{Entry, Store};
+use crate::plan::key::platform_tag;
+use crate::plan::{Job, Plan};
+use crate::publish::preupload::Preupload;
+use crate::recipe::config::Config;
+use crate::registry::Registry;
+use crate::support::error::{Error, Result};
+
+/// How many images are stitched at once.
+pub const STITCH_CONCURRENCY: usize = 16;
+
+/// What produced an image: an engine's BuildKit or classic builder, or the assembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    BuildKit,
+    Classic,
+    Assembler,
+}
+
+/// Where a failed job stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Its recipe, folder or FROM graph (or a parent's) is bad input: never run.
+    Recipe,
+    /// A base (or a parent's) could not be resolved: never run.
+    Base,
+    /// A farm parent failed.
+    Parent,
+    /// Asking the memo (store, engine, registry) failed.
+    Memo,
+    /// Building or assembling failed.
+    Build,
+    /// Publishing to the registry failed (the image was built or found).
+    Push,
+    /// Putting it into the local engine failed (the image was built or found).
+    Load,
+}
+
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl Stage {
+    /// Its name, as `--json` and the summary write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Recipe => "recipe",
+            Stage::Base => "base",
+            Stage::Parent => "parent",
+            Stage::Memo => "memo",
+            Stage::Build => "build",
+            Stage::Push => "push",
+            Stage::Load => "load",
+        }
+    }
+}
+
+/// Why a job failed: the error, the stage it stopped at, and where its image came from
+/// when it was built or found before that stage (a cached job whose push failed is
+/// still a cached job).
+pub(crate) struct JobFailure {
+    error: Error,
+    stage: Stage,
+    source: Option<Source>,
+}
+
+/// One job's result, as reported in `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub image: String,
+    pub platform: String,
+    pub key: String,
+    pub outcome: Outcome,
+    pub seconds: f64,
+    /// Where the image came from: also on a failed job whose image was built or found
+    /// before a later stage failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Where a failed job stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The per-platform manifest digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The per-platform registry reference, when it is (or was made) present there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
+    /// The image ID in the local engine, for jobs that were loaded there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The job failed on bad input (a recipe, a `from:` base, a field): the run exits 2.
+    #[serde(skip)]
+    pub bad_input: bool,
+    /// The builder that built it (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// `native` or `emulated` (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+    /// What produced it: `buildkit`, `classic` or `assembler` (built jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// The builder's platform the key covers, for recipes that read BUILD* args.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_platform: Option<String>,
+}
+
+/// A canonical multi-arch tag written (or confirmed) in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagReport {
+    pub image: String,
+    pub tag: String,
+    pub digest: String,
+    pub platforms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkipReport {
+    pub image: String,
+    pub platform: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub jobs: Vec<JobReport>,
+    pub tags: Vec<TagReport>,
+    pub skipped: Vec<SkipReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Publish every platform and stitch the canonical tags.
+    pub push: bool,
+    /// Make these jobs' images exist in the local engine (for `load`).
+    pub materialize: Vec<(String, Platform)>,
+    /// Build these jobs even when the memo has their key (`rebuild`); their parents
+    /// are looked up as usual.
+    pub rebuild: Vec<(String, Platform)>,
+    /// With `push`: publish every platform by key but write no canonical tag (CI jobs
+    /// that each push one platform; `archfarm stitch` writes the tag once, at the end).
+    pub no_stitch: bool,
+}
+
+/// What [`Farm::stitch_complete`] did for one image.
+#[derive(Debug, Clone)]
+pub enum Stitched {
+    /// Every platform was in the registry: the canonical index is written.
+    Written(TagReport),
+    /// These platforms' manifests are not in the registry: nothing was written.
+    Missing(Vec<Platform>),
+}
+
+/// What a finished job leaves for its dependents and the stitcher.
+#[derive(Debug, Clone)]
+pub struct Done {
+    image: String,
+    platform: Platform,
+    key: String,
+    /// The image ID in the local engine, when the job was asked to put it there.
+    engine_id: Option<String>,
+    /// The manifest in the local store, if it is there.
+    entry: Option<Entry>,
+    /// The manifest in the registry under the per-platform tag, if it is there.
+    remote: Option<Descriptor>,
+    /// Where it was built, when this run built it on an engine.
+    placed: Option<Placement>,
+    /// What produced it, when this run did.
+    backend: Option<BackendKind>,
+}
+
+type Slot = watch::Receiver<Option<std::result::Result<Arc<Done>, String>>>;
+/// A parent job: (image, the platform it is built for).
+pub(crate) type ParentKey = (String, Platform);
+/// The finished parents of a job.
+pub(crate) type ParentsDone = BTreeMap<ParentKey, Arc<Done>>;
+
+/// Shared state of one run.
+pub struct Farm {
+    pub config: Config,
+    pub store: Store,
+    registry: Registry,
+    engine: OnceCell<std::result::Result<Engine, String>>,
+    progress: Progress,
+    pub(crate) fleet: Fleet,
+}
+
+impl Farm {
+    pub fn new(config: Config, progress: Progress) -> Result<Self> {
+        let store = Store::open(&config.store)?;
+        let registry = Registry::new(&config.registry)?;
+        let fleet = Fleet::new(&config.builders, config.jobs, &config.arches);
+        Ok(Farm { config, store, registry, engine: OnceCell::new(), progress, fleet })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The local engine, connected on first use (and only then).
+    pub async fn engine(&self) -> Result<&Engine> {
+        let r = self
+            .engine
+            .get_or_init(|| async {
+                Engine::connect(crate::engine::deadline()).await.map_err(|e| e.message().to_string())
+            })
+            .await;
+        r.as_ref().map_err(|m| Error::failure(m.clone()))
+    }
+
+    /// Runs every job of `plan`; never returns early on a job failure: the report
+    /// names each failed (image, platform), and no canonical tag is written for an
+    /// image with a failed or missing platform.
+    pub async fn run(self: &Arc<Self>, plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
+        if opts.push {
+            self.registry.check().await?;
+        }
+        let mut slots: BTreeMap<(String, Platform), Slot> = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for job in &plan.jobs {
+            let (tx, rx) = watch::channel(None);
+            let parents: Vec<(ParentKey, Slot)> = job
+                .parents
+                .iter()
+                .map(|p| {
+                    let at = (p.image.clone(), p.platform.clone());
+                    (at.clone(), slots[&at].clone())
+                })
+                .collect();
+            slots.insert((job.image.clone(), job.platform.clone()), rx);
+            let farm = Arc::clone(self);
+            let job = job.clone();
+            let materialize = opts.materialize.contains(&(job.image.clone(), job.platform.clone()));
+            let rebuild = opts.rebuild.contains(&(job.image.clone(), job.platform.clone()));
+            let push = opts.push;
+            tasks.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let result = farm.run_job(&job, parents, push, materialize, rebuild).await;
+                let seconds = start.elapsed().as_secs_f64();
+                let report = farm.job_report(&job, &result, seconds);
+                let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|f| f.error.message().to_string())));
+                report
+            }));
+        }
+        let mut jobs = Vec::new();
+        for t in tasks {
+            jobs.push(t.await.map_err(|e| Error::failure(format!("a build task panicked: {e}")))?);
+        }
+        // A builder's configuration that its engine contradicts is found when a job
+        // first needs a builder (a run served by the memo probes none): exit 2.
+        if let Some(e) = self.fleet.configuration_error() {
+            return Err(e);
+        }
+        // Jobs with no key (a base, or a parent's, has no digest; a recipe is invalid)
+        // fail with their reason.
+        jobs.extend(plan.unresolved.iter().map(|u| JobReport {
+            image: u.image.clone(),
+            platform: u.platform.to_string(),
+            key: String::new(),
+            outcome: Outcome::Failed,
+            seconds: 0.0,
+            source: None,
+            stage: Some(if u.invalid { Stage::Recipe } else { Stage::Base }),
+            digest: None,
+            pushed: None,
+            image_id: None,
+            log: None,
+            error: Some(u.reason.clone()),
+            bad_input: u.invalid,
+            builder: None,
+            route: None,
+            backend: None,
+            build_platform: None,
+        }));
+        let mut errors: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| j.error.as_ref().map(|e| format!("{} for {}: {e}", j.image, j.platform)))
+            .collect();
+
+        let mut tags = Vec::new();
+        if opts.push && !opts.no_stitch {
+            // Stitches are independent: run them concurrently (bounded), report in plan order.
+            let stitched: Vec<_> = futures::stream::iter(plan.images.iter().map(|image| self.stitch(image, &jobs)))
+                .buffered(STITCH_CONCURRENCY)
+                .collect()
+                .await;
+            for (image, result) in plan.images.iter().zip(stitched) {
+                match result {
+                    Ok(Some(t)) => tags.push(t),
+                    Ok(None) => errors.push(format!(
+                        "{}: canonical tag not written because a platform failed; no tag points at an incomplete image",
+                        image.name
+                    )),
+                    Err(e) => errors.push(format!("{}: {}", image.name, e.message())),
+                }
+            }
+        }
+        let skipped = plan
+            .skipped
+            .iter()
+            .map(|s| SkipReport { image: s.image.clone(), platform: s.platform.to_string(), reason: s.reason.clone() })
+            .collect();
+        Ok(BuildReport { jobs, tags, skipped, errors })
+    }
+
+    /// Every secret `job` mounts can be read (its variable is set, its file exists):
+    /// checked when the job must be built, before any builder is asked, so a job found
+    /// in the memo never needs its secrets.
+    fn check_secrets(&self, job: &Job) -> Result<()> {
+        let missing: Vec<String> = job
+            .needs
+            .secrets
+            .iter()
+            .filter_map(|id| match self.config.secrets.get(id) {
+                Some(source) if source.available() => None,
+                Some(source) => Some(format!("{id} ({})", source.describe())),
+                None => Some(format!("{id} (not declared)")),
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::usage(format!(
+            "build secrets not available: {}; set them (archfarm.yaml `secrets:` says where each comes from)",
+            missing.join(", ")
+        )))
+    }
+
+    async fn run_job(
+        &self,
+        job: &Job,
+        parents: Vec<(ParentKey, Slot)>,
+        push: bool,
+        materialize: bool,
+        rebuild: bool,
+    ) -> std::result::Result<(Done, (Outcome, Source)), JobFailure> {
+        let at = |stage: Stage| move |error: Error| JobFailure { error, stage, source: None };
+        let mut parent_done = BTreeMap::new();
+        for (parent, mut rx) in parents {
+            let v = rx
+                .wait_for(|v| v.is_some())
+                .await
+                .map_err(|_| at(Stage::Parent)(Error::failure("a parent job vanished")))?;
+            let why = match v.as_ref().expect("waited for Some") {
+                Ok(d) => {
+                    parent_done.insert(parent, Arc::clone(d));
+                    continue;
+                }
+                Err(_) if parent.1 == job.platform => format!("not built: its parent {} failed", parent.0),
+                Err(_) => format!("not built: its parent {} for {} failed", parent.0, parent.1),
+            };
+            return Err(at(Stage::Parent)(Error::failure(why)));
+        }
+        let repo = self.config.registry.repository(&job.image);
+        let tag = platform_tag(&job.platform, &job.key);
+
+        let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await.map_err(at(Stage::Memo))? };
+        let (mut done, how) = match found {
+            Some(found) => found,
+            None if job.recipe == crate::recipe::catalog::ASSEMBLED_RECIPE => {
+                let entry =
+                    self.assemble(job, &parent_done, push.then_some(repo.as_str())).await.map_err(at(Stage::Build))?;
+                let mut done = done_for(job, Some(entry), None);
+                done.backend = Some(BackendKind::Assembler);
+                (done, (Outcome::Built, Source::Build))
+            }
+            None => {
+                self.check_secrets(job).map_err(at(Stage::Build))?;
+                // The fleet bounds concurrency: each builder runs at most its `jobs`.
+                let (entry, placed) = self.build_on_fleet(job, &parent_done).await.map_err(at(Stage::Build))?;
+                let mut done = done_for(job, Some(entry), None);
+                done.backend = Some(match placed.backend {
+                    crate::engine::Backend::BuildKit => BackendKind::BuildKit,
+                    crate::engine::Backend::Classic => BackendKind::Classic,
+                });
+                done.placed = Some(placed);
+                (done, (Outcome::Built, Source::Build))
+            }
+        };
+        // From here on the image exists: a failure keeps saying where it came from.
+        let after = |stage: Stage| move |error: Error| JobFailure { error, stage, source: Some(how.1) };
+        if push && done.remote.is_none() {
+            done.remote = match self.registry.manifest_head(&repo, &tag).await.map_err(after(Stage::Push))? {
+                Some(d) => Some(d),
+                None => {
+                    let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
+                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await;
+                    Some(pushed.map_err(after(Stage::Push))?)
+                }
+            };
+        }
+        if materialize {
+            done.engine_id = Some(self.ensure_in_engine(&done).await.map_err(after(Stage::Load))?);
+        }
+        Ok((done, how))
+    }
+
+    /// The memo: the store, then the engine (its image labelled with the key), then
+    /// the registry (the per-platform key tag). A registry that does not answer 200 or
+    /// 404 fails the job: never a silent rebuild over a published tag.
+    async fn lookup(&self, job: &Job, repo: &str, tag: &str) -> Result<Option<(Done, (Outcome, Source))>> {
+        if let Some(entry) = self.store.entry(&job.key)? {
+            return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Store))));
+        }
+        // An assembled image is not taken back from the engine: `docker save` + import
+        // would recompress its layers (other digests), and assembling is cheap.
+        let assembled = job.recipe == crate::recipe::catalog::ASSEMBLED_RECIPE;
+        if let (false, Ok(engine)) = (assembled, self.engine().await) {
+            if let Some(id) = engine.find_by_label(&job.key).await? {
+                let imported = engine.export_to_store(&id, &self.store).await?;
+                let entry = self.record(job, imported.manifest, imported.config_digest)?;
+                return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Engine))));
+            }
+        }
+        if let Some(remote) = self.registry.manifest_head(repo, tag).await? {
+            return Ok(Some((done_for(job, None, Some(remote)), (Outcome::Cached, Source::Registry))));
+        }
+        Ok(None)
+    }
+
+    /// Assembles an image.yaml job straight into the store (no engine, no emulation).
+    async fn assemble(&self, job: &Job, parents: &ParentsDone, push_to: Option<&str>) -> Result<Entry> {
+        let parent = match job.parents.first() {
+            Some(p) => {
+                Some(self.ensure_in_store(&parents[&(p.image.clone(), p.platform.clone())]).await?.manifest.digest)
+            }
+            None => None,
+        };
+        self.assemble_job(job, parent, push_to).await
+    }
+
+    /// Assembles `job` into the store and records it; `parent`: the manifest digest (in
+    /// the store) of its farm base. With `push_to` (a repository of the registry), new
+    /// layers start uploading there while the others are compressed. Errors keep their
+    /// kind (bad input is a usage error).
+    pub async fn assemble_job(&self, job: &Job, parent: Option<String>, push_to: Option<&str>) -> Result<Entry> {
+        let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
+        let rt = tokio::runtime::Handle::current();
+        let preupload = push_to.map(|repo| Preupload::new(self.registry.clone(), repo.to_string(), rt.clone()));
+        let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
+            let prepared = crate::build::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
+            crate::build::assemble::write_to_store(prepared, &store, preupload.as_ref().map(|p| p as &dyn LayerSink))
+        })
+        .await
+        .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
+        .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
+        self.record(job, manifest, config_digest)
+    }
+
+    /// The store entry of a finished job, fetched from the registry when it is only there.
+    pub async fn ensure_in_store(&self, done: &Done) -> Result<Entry> {
+        match &done.entry {
+            Some(e) => Ok(e.clone()),
+            None => self.entry_in_store(&done.image, &done.platform, &done.key).await,
+        }
+    }
+
+    /// The store entry of `image` for `platform` under `key`: the store's, else fetched
+    /// from the registry's per-platform key tag into the store.
+    pub async fn entry_in_store(&self, image: &str, platform: &Platform, key: &str) -> Result<Entry> {
+        if let Some(e) = self.store.entry(key)? {
+            return Ok(e);
+        }
+        self.fetch_entry(image, platform, key, &platform_tag(platform, key)).await
+    }
+
+    /// Makes a finished job's image exist in the local engine and returns its image ID:
+    /// already there (by key label), else loaded from the store, else fetched from the
+    /// registry into the store and loaded (one path for every source).
+    pub async fn ensure_in_engine(&self, done: &Done) -> Result<String> {
+        self.ensure_on(self.engine().await?, done).await
+    }
+
+    /// The same for any engine (a builder that needs a parent): its key-label memo,
+    /// else the store (fetching from the registry first if needed).
+    pub(crate) async fn ensure_on(&self, engine: &Engine, done: &Done) -> Result<String> {
+        let known = match &done.entry {
+            Some(e) => Some(e.clone()),
+            None => self.store.entry(&done.key)?,
+        };
+        // The store entry's own image (loaded, its ID is its config digest), not just any
+        // image with the key label: the engine may also hold its own unrewritten build,
+        // or another image with the same key after a rebuild or a pull.
+        if let Some(e) = &known {
+            if let Some((id, _)) = engine.resolve_image(&e.config_digest).await? {
+                return Ok(id);
+            }
+        } else if let Some(id) = engine.find_by_label(&done.key).await? {
+            return Ok(id);
+        }
+        let entry = match known {
+            Some(e) => e,
+            None => {
+                let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
+                self.fetch_entry(&done.image, &done.platform, &done.key, &remote.digest).await?
+            }
+        };
+        let tags = [self.config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
+        engine.load_from_store(&self.store, &entry.manifest, &tags).await
+    }
+
+    /// Fetches the registry's image `reference` (a digest or the key tag of `image` for
+    /// `platform`) into the store and records it as the store's entry for `key`.
+    async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, reference: &str) -> Result<Entry> {
+        let repo = self.config.registry.repository(image);
+        let d = self.registry.fetch_image(&self.store, &repo, reference, platform).await?;
+        let blobs = self.store.manifest_blobs(&d.digest)?;
+        let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
+        self.put_entry(image, platform, key, d, config_digest)
+    }
+
+    /// Makes `job`'s image exist in the local engine from what this machine already has
+    /// (the engine or the store), never the registry or a build; `None` when neither
+    /// has its key. Returns the image ID.
+    pub async fn ensure_local(&self, job: &Job) -> Result<Option<String>> {
+        let entry = self.store.entry(&job.key)?;
+        if entry.is_none() && self.engine().await?.find_by_label(&job.key).await?.is_none() {
+            return Ok(None);
+        }
+        self.ensure_in_engine(&done_for(job, entry, None)).await.map(Some)
+    }
+
+    /// Makes the registry's image for `job`'s key the local one (store and engine), even
+    /// when this machine built its own; `None` when the registry does not have the key.
+    /// Returns the image ID.
+    pub async fn pull(&self, job: &Job) -> Result<Option<String>> {
+        let repo = self.config.registry.repository(&job.image);
+        let Some(remote) = self.registry.manifest_head(&repo, &platform_tag(&job.platform, &job.key)).await? else {
+            return Ok(None);
+        };
+        let entry = match self.store.entry(&job.key)? {
+            Some(e) if e.manifest.digest == remote.digest => e,
+            _ => self.fetch_entry(&job.image, &job.platform, &job.key, &remote.digest).await?,
+        };
+        self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
+    }
+
+    /// Records what `job` produced as the store's memo entry for its key.
+    pub(crate) fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
+        self.put_entry(&job.image, &job.platform, &job.key, manifest, config_digest)
+    }
+
+    fn put_entry(
+        &self,
+        image: &str,
+        platform: &Platform,
+        key: &str,
+        manifest: Descriptor,
+        config_digest: String,
+    ) -> Result<Entry> {
+        let entry = Entry {
+            key: key.to_string(),
+            image: image.to_string(),
+            platform: platform.clone(),
+            manifest,
+            config_digest,
+        };
+        self.store.put_entry(&entry)?;
+        Ok(entry)
+    }
+
+    /// Writes the canonical index of `image` once every planned platform is in the
+    /// registry; `None` when a platform failed.
+    async fn stitch(&self, image: &crate::plan::ImagePlan, jobs: &[JobReport]) -> Result<Option<TagReport>> {
+        for (_, key) in &image.platforms {
+            let Some(j) = jobs.iter().find(|j| j.image == image.name && &j.key == key) else { return Ok(None) };
+            if j.outcome == Outcome::Failed {
+                return Ok(None);
+            }
+        }
+        match self.stitch_complete(image).await? {
+            Stitched::Written(t) => Ok(Some(t)),
+            Stitched::Missing(missing) => Err(Error::failure(format!(
+                "{} for {} is not in the registry after push",
+                image.name,
+                missing.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Writes the canonical index of `image` when every planned platform's manifest is
+    /// in the registry under its key tag (looked up in parallel); otherwise writes
+    /// nothing and names the missing platforms. Used after a push and by `archfarm stitch`.
+    pub async fn stitch_complete(&self, image: &crate::plan::ImagePlan) -> Result<Stitched> {
+        self.stitch_from(image, None).await
+    }
+
+    /// [`Farm::stitch_complete`], with the per-platform manifests looked up in the
+    /// `staging` namespace of the same registry (where CI jobs pushed them) and brought
+    /// into the image's repository without downloading a layer (blobs mounted).
+    pub async fn stitch_from(&self, image: &crate::plan::ImagePlan, staging: Option<&str>) -> Result<Stitched> {
+        let repo = self.config.registry.repository(&image.name);
+        let staging_repo = match staging {
+            Some(ns) if !ns.is_empty() => format!("{}/{}", ns.trim_matches('/'), image.name),
+            Some(_) => image.name.clone(),
+            None => repo.clone(),
+        };
+        let lookup = &staging_repo;
+        let found: Vec<Option<Descriptor>> = futures::stream::iter(image.platforms.iter().map(|(platform, key)| {
+            let tag = platform_tag(platform, key);
+            async move { self.registry.manifest_head(lookup, &tag).await }
+        }))
+        .buffered(16)
+        .try_collect()
+        .await?;
+        let mut children = Vec::new();
+        let mut missing = Vec::new();
+        for ((platform, _), d) in image.platforms.iter().zip(found) {
+            match d {
+                Some(d) => children.push((platform.clone(), d)),
+                None => missing.push(platform.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Stitched::Missing(missing));
+        }
+        let index = if staging_repo == repo {
+            // Every child was just found by the HEADs above.
+            self.registry.put_index_verified(&repo, &image.index_key, &children).await?
+        } else {
+            crate::publish::copy::stitch_from_staging(&self.registry, &staging_repo, &repo, &image.index_key, &children)
+                .await?
+        };
+        self.progress.note(&format!(
+            "stitched {} ({} platforms)",
+            self.config.registry.reference(&image.name, &image.index_key),
+            children.len()
+        ));
+        Ok(Stitched::Written(TagReport {
+            image: image.name.clone(),
+            tag: self.config.registry.reference(&image.name, &image.index_key),
+            digest: index.digest,
+            platforms: children.iter().map(|(p, _)| p.to_string()).collect(),
+        }))
+    }
+
+    fn job_report(
+        &self,
+        job: &Job,
+        result: &std::result::Result<(Done, (Outcome, Source)), JobFailure>,
+        seconds: f64,
+    ) -> JobReport {
+        let log = self.store.log_path(&job.image, &job.platform, &job.key);
+        let mut r = JobReport {
+            image: job.image.clone(),
+            platform: job.platform.to_string(),
+            key: job.key.clone(),
+            outcome: Outcome::Failed,
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            source: None,
+            stage: None,
+            digest: None,
+            pushed: None,
+            image_id: None,
+            log: log.is_file().then(|| log.display().to_string()),
+            error: None,
+            bad_input: false,
+            builder: None,
+            route: None,
+            backend: None,
+            build_platform: job.build_platform.as_ref().map(|p| p.to_string()),
+        };
+        match result {
+            Ok((done, (outcome, source))) => {
+                r.outcome = *outcome;
+                r.source = Some(*source);
+                r.digest = done
+                    .entry
+                    .as_ref()
+                    .map(|e| e.manifest.digest.clone())
+                    .or(done.remote.as_ref().map(|d| d.digest.clone()));
+                r.image_id = done.engine_id.clone();
+                r.builder = done.placed.as_ref().map(|p| p.builder.clone());
+                r.route = done.placed.as_ref().map(|p| p.route);
+                r.backend = done.backend;
+                r.pushed = done
+                    .remote
+                    .as_ref()
+                    .map(|_| self.config.registry.reference(&job.image, &platform_tag(&job.platform, &job.key)));
+                self.progress.finished(&job.image, &job.platform, *outcome, *source, seconds);
+            }
+            Err(f) => {
+                r.error = Some(f.error.message().to_string());
+                r.bad_input = f.error.kind() == crate::support::error::Kind::Usage;
+                r.stage = Some(f.stage);
+                r.source = f.source;
+                self.progress.failed(&job.image, &job.platform, f.error.message());
+            }
+        }
+        r
+    }
+}
+
+impl Done {
+    /// The content key of the finished job.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done {
+    Done {
+        image: job.image.clone(),
+        platform: job.platform.clone(),
+        key: job.key.clone(),
+        engine_id: None,
+        entry,
+        remote,
+        placed: None,
+        backend: None,
+    }
+}

@@ -1,0 +1,104 @@
+//! Human progress on stderr: a live spinner per running job when stderr is a terminal,
+//! plain lines otherwise (CI logs). Results go to stdout elsewhere.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use serde::Serialize;
+
+use crate::image::platform::Platform;
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Built,
+    Cached,
+    Failed,
+}
+
+/// Where a cached result was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Store,
+    Engine,
+    Registry,
+    Build,
+}
+
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Option<MultiProgress>,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    verbose: bool,
+}
+
+impl Progress {
+    /// Live bars when stderr is a terminal, plain lines otherwise.
+    pub fn new(verbose: bool) -> Self {
+        let live = std::io::stderr().is_terminal().then(MultiProgress::new);
+        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), verbose }) }
+    }
+
+    pub fn started(&self, image: &str, platform: &Platform) {
+        let name = format!("{image} {platform}");
+        match &self.inner.live {
+            Some(m) => {
+                let bar = m.add(ProgressBar::new_spinner());
+                bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+                bar.set_message(format!("building {name}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.inner.bars.lock().expect("progress lock").insert(name, bar);
+            }
+            None => eprintln!("building {name}"),
+        }
+    }
+
+    pub fn finished(&self, image: &str, platform: &Platform, outcome: Outcome, source: Source, seconds: f64) {
+        let what = match (outcome, source) {
+            (Outcome::Built, _) => format!("built in {seconds:.1}s"),
+            (_, Source::Store) => "cached (local store)".to_string(),
+            (_, Source::Engine) => "cached (local engine)".to_string(),
+            (_, Source::Registry) => "cached (registry)".to_string(),
+            _ => "done".to_string(),
+        };
+        if outcome == Outcome::Built || self.inner.verbose {
+            self.line(&format!("{image} {platform}: {what}"), image, platform);
+        } else {
+            self.clear(image, platform);
+        }
+    }
+
+    pub fn failed(&self, image: &str, platform: &Platform, message: &str) {
+        self.line(&format!("{image} {platform}: FAILED: {message}"), image, platform);
+    }
+
+    pub fn note(&self, message: &str) {
+        match &self.inner.live {
+            Some(m) => {
+                let _ = m.println(message);
+            }
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn line(&self, message: &str, image: &str, platform: &Platform) {
+        self.clear(image, platform);
+        self.note(message);
+    }
+
+    fn clear(&self, image: &str, platform: &Platform) {
+        if let Some(bar) = self.inner.bars.lock().expect("progress lock").remove(&format!("{image} {platform}")) {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,966 @@
+//! The planner: from the catalog and configuration to a list of jobs, one per
+//! (image, platform), each with its content key, in an order where parents come first.
+//!
+//! Planning is two-phase so it needs no engine unless it must: [`prepare`] reads recipes,
+//! scans folders and checks the FROM graph; the caller resolves the external bases it
+//! names (pinned digests need nothing; unpinned ones go to [`crate::farm::bases`]), and
+//! [`Draft::finish`] computes the keys.
+//!
+//! One bad image never stops the others: a recipe that does not parse, a folder that
+//! cannot be scanned, or a FROM cycle leaves its (image, platform) out with the reason
+//! in [`Plan::unresolved`] (marked `invalid`), its children with it, as an unresolved
+//! base does; every other image is planned.
+
+pub mod key;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use self::key::KeyInput;
+use crate::image::platform::Platform;
+use crate::recipe::catalog::{self, Catalog, Image};
+use crate::recipe::config::Config;
+use crate::recipe::context::Context;
+use crate::recipe::dockerfile;
+use crate::recipe::scan::{self, Links, StatCache};
+use crate::support::error::{Error, Result};
+
+/// One (image, platform) to build or find.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub image: String,
+    pub platform: Platform,
+    pub key: String,
+    /// The recipe file used for this platform (`Dockerfile.aarch64` beats `Dockerfile`).
+    pub recipe: String,
+    pub recipe_text: String,
+    /// Exactly the files hashed into the key; also the engine's build context.
+    pub context: Context,
+    pub build_args: BTreeMap<String, String>,
+    /// Farm images this one builds FROM, each for the platform its stage runs on.
+    pub parents: Vec<Parent>,
+    /// External bases and the digests they were resolved to (exactly what the key
+    /// covers), named by [`Base::key_name`].
+    pub bases: BTreeMap<String, String>,
+    /// The reference each external base (and its stage's platform) is built FROM when
+    /// it is not the reference as written: a tag pinned to the digest in the key.
+    pub pinned: BTreeMap<(String, Platform), String>,
+    /// The builder's platform, for recipes that read BUILD* args (it is in the key, and
+    /// the job runs on a builder of that platform); `None`: any builder.
+    pub build_platform: Option<Platform>,
+    /// What the recipe asks of the engine's builder.
+    pub needs: Needs,
+}
+
+/// A farm image a job builds FROM.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub image: String,
+    /// The reference as written in the recipe (after ARG substitution).
+    pub reference: String,
+    /// The platform its stage runs on: the job's, or a cross stage's `--platform`.
+    pub platform: Platform,
+}
+
+/// An external base image a job builds FROM, for the platform its stage runs on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Base {
+    pub reference: String,
+    pub platform: Platform,
+}
+
+impl Base {
+    /// Its name in `Job.bases` and the key: the reference, with ` for <platform>` when
+    /// the stage runs on another platform than the job (no reference holds a space).
+    pub fn key_name(&self, job_platform: &Platform) -> String {
+        if &self.platform == job_platform {
+            self.reference.clone()
+        } else {
+            format!("{} for {}", self.reference, self.platform)
+        }
+    }
+}
+
+/// What a Dockerfile job asks of the engine's builder (all empty for image.yaml jobs).
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// The first construct only BuildKit builds (`line 3: RUN --mount`).
+    pub buildkit_only: Option<String>,
+    /// The image's `buildkit: false`: the classic builder only.
+    pub classic_only: bool,
+    /// Secret ids mounted by RUN steps (all declared in the configuration).
+    pub secrets: Vec<String>,
+    /// The stage to build (`images.<name>.target`).
+    pub target: Option<String>,
+}
+
+/// An (image, platform) left out, and why.
+#[derive(Debug, Clone)]
+pub struct Skip {
+    pub image: String,
+    pub platform: Platform,
+    pub reason: String,
+}
+
+/// One image's planned platforms and the index key over their keys.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    pub name: String,
+    pub platforms: Vec<(Platform, String)>,
+    pub index_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Topological order: every job comes after the jobs of its parents.
+    pub jobs: Vec<Job>,
+    pub skipped: Vec<Skip>,
+    /// Images whose every planned platform has a key.
+    pub images: Vec<ImagePlan>,
+    /// Jobs left out because a base (theirs or a parent's) is unresolved, or because
+    /// their recipe (or a parent's) is invalid.
+    pub unresolved: Vec<Unresolved>,
+}
+
+impl Plan {
+    pub fn job(&self, image: &str, platform: &Platform) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.image == image && &j.platform == platform)
+    }
+
+    /// Why `image` for `platform` is unresolved, if it is.
+    pub fn unresolved(&self, image: &str, platform: &Platform) -> Option<&Unresolved> {
+        self.unresolved.iter().find(|u| u.image == image && &u.platform == platform)
+    }
+}
+
+/// Which platforms to plan for.
+#[derive(Debug, Clone)]
+pub enum PlatformChoice {
+    /// Each image's default platforms: the configured ones, narrowed per image.
+    Defaults,
+    /// Exactly these (an image without one of them skips it with a note).
+    Requested(Vec<Platform>),
+}
+
+struct DraftJob {
+    image: String,
+    platform: Platform,
+    recipe: String,
+    recipe_text: String,
+    context: Context,
+    build_args: BTreeMap<String, String>,
+    parents: Vec<Parent>,
+    /// External base references (not farm images, not scratch).
+    bases: Vec<Base>,
+    build_platform: Option<Platform>,
+    needs: Needs,
+}
+
+/// A plan whose keys are not yet computed.
+pub struct Draft {
+    jobs: Vec<DraftJob>,
+    skipped: Vec<Skip>,
+    order: Vec<String>,
+    /// Selected (or needed) jobs whose recipe or folder is bad, and their children.
+    invalid: Vec<Unresolved>,
+}
+
+/// An (image, platform) of the FROM graph.
+type Node = (String, Platform);
+
+/// Reads recipes and folders of `selection` (all images when empty) and their farm
+/// parents, checks the FROM graph, and decides each image's platforms. A parent used by
+/// a cross stage (`FROM --platform=$BUILDPLATFORM <farm image>`) is planned for that
+/// stage's platform too.
+pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice: &PlatformChoice) -> Result<Draft> {
+    for name in selection {
+        if !catalog.images.contains_key(name) {
+            return Err(unknown_image(catalog, name));
+        }
+    }
+    let cache_dir = config.store.join("statcache");
+    let scanned = std::cell::RefCell::new(BTreeMap::<String, Context>::new());
+    let scan_image = |image: &Image| -> Result<Context> {
+        if let Some(c) = scanned.borrow().get(&image.name) {
+            return Ok(c.clone());
+        }
+        let cache = StatCache::for_folder(&cache_dir, &image.dir);
+        // An assembled image's files are an image tree: its links name paths in the image.
+        let links = match image.recipes {
+            catalog::Recipes::Assembled { .. } => Links::ImageTree,
+            catalog::Recipes::Dockerfile { .. } => Links::InsideFolder,
+        };
+        let ctx =
+            scan::scan(&image.dir, links, Some(&cache)).map_err(|e| e.context(format!("image {}", image.name)))?;
+        // A cache that cannot be saved (a read-only store) only costs time on the next run.
+        if let Err(e) = cache.save() {
+            tracing::debug!("stat cache for {} not saved: {}", image.name, e.message());
+        }
+        scanned.borrow_mut().insert(image.name.clone(), ctx.clone());
+        Ok(ctx)
+    };
+
+    // Parse every recipe of every image once per platform; one that fails is that
+    // image's problem (reported if it is planned), not the tree's.
+    let mut recipes = Recipes::new();
+    let mut broken: BTreeMap<Node, Unresolved> = BTreeMap::new();
+    for image in catalog.images.values() {
+        for platform in image.available_platforms(&config.arches) {
+            let Some(recipe) = image.recipe_for(&platform) else { continue };
+            let node = (image.name.clone(), platform.clone());
+            match parse_recipe(config, catalog, image, recipe, &platform) {
+                Ok(parsed) => {
+                    recipes.insert(node, parsed);
+                }
+                Err(e) => {
+                    broken.insert(node, Unresolved::from_error(&image.name, &platform, &e));
+                }
+            }
+        }
+    }
+    // Images on a FROM cycle are left out like bad recipes, so the rest is a DAG.
+    for (node, reason) in cycles(&recipes) {
+        recipes.remove(&node);
+        let (image, platform) = node.clone();
+        broken.insert(node, Unresolved { image, platform, reason, invalid: true });
+    }
+
+    // The closure of the selection over farm parents, in topological order.
+    let roots: Vec<String> =
+        if selection.is_empty() { catalog.images.keys().cloned().collect() } else { selection.to_vec() };
+    let order = topological(&roots, &recipes);
+
+    let wanted_platforms = |image: &str| -> Vec<Platform> {
+        let narrow = config.image_settings(image).platforms;
+        match choice {
+            PlatformChoice::Requested(list) => list.clone(),
+            PlatformChoice::Defaults => narrow.unwrap_or_else(|| config.platforms.clone()),
+        }
+    };
+    // The selected images get their wanted platforms; a parent (not itself selected)
+    // gets the platforms its children's stages need of it: the child's own, or a cross
+    // stage's `--platform`.
+    let mut wanted: BTreeMap<&str, Vec<Platform>> =
+        order.iter().map(|n| (n.as_str(), if roots.contains(n) { wanted_platforms(n) } else { Vec::new() })).collect();
+    for name in order.iter().rev() {
+        let platforms = wanted[name.as_str()].clone();
+        for platform in platforms {
+            let Some(r) = recipes.get(&(name.clone(), platform.clone())) else { continue };
+            for p in &r.parents {
+                let narrow = config.image_settings(&p.image).platforms;
+                let list = wanted.get_mut(p.image.as_str()).expect("parents are in the order");
+                if !list.contains(&p.platform) && narrow.is_none_or(|n| n.contains(&p.platform)) {
+                    list.push(p.platform.clone());
+                }
+            }
+        }
+    }
+
+    let mut jobs: Vec<DraftJob> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut invalid: Vec<Unresolved> = Vec::new();
+    let mut planned: BTreeSet<(String, Platform)> = BTreeSet::new();
+    for name in &order {
+        let image = &catalog.images[name];
+        let settings = config.image_settings(name);
+        for platform in wanted[name.as_str()].clone() {
+            let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
+            let Some(parsed) = recipes.get(&(name.clone(), platform.clone())) else {
+                match broken.get(&(name.clone(), platform.clone())) {
+                    Some(b) => invalid.push(b.clone()),
+                    None => skipped
+                        .push(skip(format!("no recipe for {platform} (it has {})", available_list(image, config)))),
+                }
+                continue;
+            };
+            if let (PlatformChoice::Requested(_), Some(narrow)) = (choice, &settings.platforms) {
+                if !narrow.contains(&platform) {
+                    skipped.push(skip(format!("{} limits it to {}", config.source, list(narrow))));
+                    continue;
+                }
+            }
+            if let Some(p) = parsed.parents.iter().find(|p| !planned.contains(&(p.image.clone(), p.platform.clone()))) {
+                if let Some(bad) = invalid.iter().find(|u| u.image == p.image && u.platform == p.platform) {
+                    let state = if bad.invalid { "invalid" } else { "not planned" };
+                    let why = format!("its parent {} for {} is {state}: {}", p.image, p.platform, bad.reason);
+                    invalid.push(Unresolved {
+                        image: name.clone(),
+                        platform: platform.clone(),
+                        reason: why,
+                        ..bad.clone()
+                    });
+                    continue;
+                }
+                let what = if p.platform == platform {
+                    format!("it builds FROM {}, which is not available for {platform}", p.image)
+                } else {
+                    format!(
+                        "a stage of it runs on {} and builds FROM {}, which is not available for {}; \
+                         give {} a recipe for {} or set build_platform",
+                        p.platform, p.image, p.platform, p.image, p.platform
+                    )
+                };
+                skipped.push(skip(what));
+                continue;
+            }
+            let ctx = match scan_image(image) {
+                Ok(ctx) => ctx.for_recipe(&parsed.file, &image.recipe_files()),
+                Err(e) => {
+                    invalid.push(Unresolved::from_error(name, &platform, &e));
+                    continue;
+                }
+            };
+            planned.insert((name.clone(), platform.clone()));
+            jobs.push(DraftJob {
+                image: name.clone(),
+                platform: platform.clone(),
+                recipe: parsed.file.clone(),
+                recipe_text: parsed.text.clone(),
+                context: ctx,
+                build_args: settings.build_args.clone(),
+                parents: parsed.parents.clone(),
+                bases: parsed.bases.clone(),
+                build_platform: parsed.build_platform.clone(),
+                needs: parsed.needs.clone(),
+            });
+        }
+    }
+    Ok(Draft { jobs, skipped, order, invalid })
+}
+
+/// Reads one recipe of `image` for `platform`: its farm parents and external bases with
+/// the platform each stage runs on, and what it needs of the builder.
+fn parse_recipe(
+    config: &Config,
+    catalog: &Catalog,
+    image: &Image,
+    recipe: &str,
+    platform: &Platform,
+) -> Result<ParsedRecipe> {
+    let path = image.dir.join(recipe);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
+    if recipe == crate::recipe::catalog::ASSEMBLED_RECIPE {
+        let refs = crate::recipe::image_yaml::refs(config, catalog, image, &path, &text)?;
+        let parents = refs
+            .farm_parent
+            .into_iter()
+            .map(|(image, reference)| Parent { image, reference, platform: platform.clone() })
+            .collect();
+        let bases = refs.bases.into_iter().map(|reference| Base { reference, platform: platform.clone() }).collect();
+        return Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, ..Default::default() });
+    }
+    let settings = config.image_settings(&image.name);
+    let mut args = settings.build_args.clone();
+    args.extend(crate::image::platform::platform_args(platform, &config.build_platform));
+    let at = |line: usize| format!("{}:{line}", path.display());
+    let analysis = dockerfile::analyze(&text, &args)
+        .map_err(|e| e.context(format!("image {} ({})", image.name, path.display())))?;
+    let stage_platform = |p: &str, line: usize| {
+        config.arches.parse_platform(p).map_err(|e| {
+            Error::usage(format!("{}: image {} for {platform}: FROM --platform: {}", at(line), image.name, e.message()))
+        })
+    };
+    // dockerd 20.10's classic builder refuses `COPY --from=<stage>` of a stage built for
+    // another platform ("does not match the specified platform"): only BuildKit builds
+    // a recipe whose stages run on another platform than the image.
+    let mut other_platform = None;
+    for (p, line) in &analysis.platforms {
+        let p = stage_platform(p, *line)?;
+        if &p != platform && other_platform.is_none() {
+            other_platform = Some(format!("line {line}: a stage for {p} in an image for {platform}"));
+        }
+    }
+    let mut parents = Vec::new();
+    let mut bases = Vec::new();
+    for r in analysis.refs {
+        let stage_platform = match &r.platform {
+            Some(p) => stage_platform(p, r.line)?,
+            None => platform.clone(),
+        };
+        match dockerfile::farm_parent(&r.image, &config.local_prefix) {
+            Some(name) if catalog.images.contains_key(name) => {
+                parents.push(Parent { image: name.to_string(), reference: r.image.clone(), platform: stage_platform })
+            }
+            Some(name) => {
+                return Err(Error::usage(format!(
+                    "{}: FROM {} names farm image '{name}', which is not under {}; add the folder or fix the name",
+                    at(r.line),
+                    r.image,
+                    config.images_dir.display()
+                )))
+            }
+            None => bases.push(Base { reference: r.image.clone(), platform: stage_platform }),
+        }
+    }
+    for s in &analysis.secrets {
+        if !config.secrets.contains_key(&s.id) {
+            return Err(Error::usage(format!(
+                "{}: image {} mounts secret '{}', which {} does not declare; add `secrets: {{{}: {{env: VARIABLE}}}}` \
+                 (or `{{file: PATH}}`)",
+                at(s.line),
+                image.name,
+                s.id,
+                config.source,
+                s.id
+            )));
+        }
+    }
+    if let Some(target) = &settings.target {
+        if !analysis.stages.iter().any(|s| s.eq_ignore_ascii_case(target)) {
+            return Err(Error::usage(format!(
+                "{}: field 'images.{}.target': {} has no stage '{target}' (its stages: {})",
+                config.source,
+                image.name,
+                path.display(),
+                if analysis.stages.is_empty() { "none named".to_string() } else { analysis.stages.join(", ") }
+            )));
+        }
+    }
+    let needs = Needs {
+        buildkit_only: analysis.buildkit_only.or(other_platform),
+        classic_only: settings.buildkit == Some(false),
+        secrets: analysis.secrets.into_iter().map(|s| s.id).collect(),
+        target: settings.target.clone(),
+    };
+    if let (true, Some(what)) = (needs.classic_only, &needs.buildkit_only) {
+        return Err(Error::usage(format!(
+            "{}: field 'images.{}.buildkit' is false, but {} needs BuildKit ({what}); remove the field or the construct",
+            config.source,
+            image.name,
+            path.display()
+        )));
+    }
+    let build_platform = analysis.reads_build_platform.then(|| config.build_platform.clone());
+    Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, build_platform, needs })
+}
+
+impl Draft {
+    /// The external base images the keys depend on, with the platform each is needed for.
+    pub fn external_bases(&self) -> BTreeSet<(String, Platform)> {
+        self.jobs.iter().flat_map(|j| j.bases.iter().map(|b| (b.reference.clone(), b.platform.clone()))).collect()
+    }
+
+    /// Computes every key, parents first. `resolved` maps each external base (and
+    /// platform) to the digest or image ID it stands for, or to why there is none. A job
+    /// with an unresolved base, and every job built FROM it, is left out of the jobs and
+    /// listed in [`Plan::unresolved`] (invalid when the base as written is bad input),
+    /// after the jobs [`prepare`] found invalid; an image with any such platform has no
+    /// [`ImagePlan`] (no canonical tag over part of it). The rest of the tree is planned.
+    pub fn finish(self, resolved: &Resolutions) -> Result<Plan> {
+        let mut keys: BTreeMap<(String, Platform), String> = BTreeMap::new();
+        let mut failed: BTreeMap<(String, Platform), NoDigest> = BTreeMap::new();
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        let mut unresolved = self.invalid;
+        for d in self.jobs {
+            let parent_failure = d.parents.iter().find_map(|p| {
+                failed.get(&(p.image.clone(), p.platform.clone())).map(|why| NoDigest {
+                    reason: format!(
+                        "its parent {} for {} is {}: {}",
+                        p.image,
+                        p.platform,
+                        if why.invalid { "invalid" } else { "unresolved" },
+                        why.reason
+                    ),
+                    invalid: why.invalid,
+                })
+            });
+            let mut bases = BTreeMap::new();
+            let mut pinned = BTreeMap::new();
+            let mut base_failure = None;
+            for b in &d.bases {
+                match resolved.get(&(b.reference.clone(), b.platform.clone())) {
+                    Some(Ok(r)) => {
+                        bases.insert(b.key_name(&d.platform), r.digest.clone());
+                        if let Some(p) = &r.pinned {
+                            pinned.insert((b.reference.clone(), b.platform.clone()), p.clone());
+                        }
+                    }
+                    Some(Err(why)) => base_failure = base_failure.or(Some(why.clone())),
+                    None => {
+                        base_failure = base_failure.or(Some(NoDigest::unresolved(format!(
+                            "internal: base image {} was not resolved",
+                            b.reference
+                        ))))
+                    }
+                }
+            }
+            if let Some(why) = parent_failure.or(base_failure) {
+                failed.insert((d.image.clone(), d.platform.clone()), why.clone());
+                let NoDigest { reason, invalid } = why;
+                unresolved.push(Unresolved { image: d.image, platform: d.platform, reason, invalid });
+                continue;
+            }
+            let parents: BTreeMap<String, String> = d
+                .parents
+                .iter()
+                .map(|p| {
+                    let name = Base { reference: p.image.clone(), platform: p.platform.clone() }.key_name(&d.platform);
+                    (name, keys[&(p.image.clone(), p.platform.clone())].clone())
+                })
+                .collect();
+            let key = key::content_key(&KeyInput {
+                platform: &d.platform,
+                build_platform: d.build_platform.as_ref(),
+                recipe: &d.recipe,
+                entries: &d.context.entries,
+                build_args: &d.build_args,
+                parents: &parents,
+                bases: &bases,
+            });
+            keys.insert((d.image.clone(), d.platform.clone()), key.clone());
+            jobs.push(Job {
+                image: d.image,
+                platform: d.platform,
+                key,
+                recipe: d.recipe,
+                recipe_text: d.recipe_text,
+                context: d.context,
+                build_args: d.build_args,
+                parents: d.parents,
+                bases,
+                pinned,
+                build_platform: d.build_platform,
+                needs: d.needs,
+            });
+        }
+        let images = self
+            .order
+            .iter()
+            .filter(|name| !unresolved.iter().any(|u: &Unresolved| &&u.image == name))
+            .filter_map(|name| {
+                let platforms: Vec<(Platform, String)> =
+                    jobs.iter().filter(|j| &j.image == name).map(|j| (j.platform.clone(), j.key.clone())).collect();
+                (!platforms.is_empty()).then(|| ImagePlan {
+                    name: name.clone(),
+                    index_key: key::index_key(&platforms),
+                    platforms,
+                })
+            })
+            .collect();
+        Ok(Plan { jobs, skipped: self.skipped, images, unresolved })
+    }
+}
+
+/// What each external (base, platform) resolved to, or why it did not.
+pub type Resolutions = BTreeMap<(String, Platform), std::result::Result<Resolved, NoDigest>>;
+
+/// Why an external base has no digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoDigest {
+    /// Names the base and every place asked, or what is wrong with it.
+    pub reason: String,
+    /// The base as written is bad input (an assembler base that names a package or
+    /// image that does not exist): its images are invalid, not merely unresolved.
+    pub invalid: bool,
+}
+
+impl NoDigest {
+    /// No place asked knew the base.
+    pub fn unresolved(reason: String) -> NoDigest {
+        NoDigest { reason, invalid: false }
+    }
+
+    /// Resolving the base failed with `e`: bad input when it is a usage error.
+    pub fn from_error(e: &Error) -> NoDigest {
+        NoDigest { reason: e.message().to_string(), invalid: e.kind() == crate::support::error::Kind::Usage }
+    }
+}
+
+/// A resolved external base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// What enters the key: the platform's manifest digest (a digest pinned in the recipe
+    /// as written; a local engine's image ID when only the engine had it).
+    pub digest: String,
+    /// What the build names FROM instead of the reference as written, so it uses exactly
+    /// that digest even if the tag moves (a registry-resolved tag, pinned); `None`: as written.
+    pub pinned: Option<String>,
+}
+
+impl Resolved {
+    /// Used as written (pinned in the recipe, an assembler base, or the engine's image).
+    pub fn as_written(digest: String) -> Resolved {
+        Resolved { digest, pinned: None }
+    }
+}
+
+/// An (image, platform) whose key cannot be computed: a base of it, or of a farm parent,
+/// could not be resolved, or its recipe (or a parent's) is invalid.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub image: String,
+    pub platform: Platform,
+    /// Names the base and every place asked, the bad recipe and what is wrong with it,
+    /// or the parent it inherits that from.
+    pub reason: String,
+    /// Bad input (a recipe, its folder, a FROM cycle): a usage error where it is asked
+    /// for (exit 2). `false`: a base that could not be resolved (exit 1).
+    pub invalid: bool,
+}
+
+impl Unresolved {
+    /// The planning error of one (image, platform): bad input when it is a usage error.
+    fn from_error(image: &str, platform: &Platform, e: &Error) -> Unresolved {
+        Unresolved {
+            image: image.to_string(),
+            platform: platform.clone(),
+            reason: e.message().to_string(),
+            invalid: e.kind() == crate::support::error::Kind::Usage,
+        }
+    }
+}
+
+/// Resolves an external base that is pinned by digest (`name@sha256:…`,
+/// `name:tag@sha256:…`) without any engine or registry: the digest as written, when the
+/// reference is valid.
+pub fn pinned_digest(reference: &str) -> Option<String> {
+    crate::image::reference::Reference::parse(reference).ok()?.digest
+}
+
+/// One recipe as read for one platform: its file, text, farm parents and external bases.
+#[derive(Default)]
+struct ParsedRecipe {
+    file: String,
+    text: String,
+    parents: Vec<Parent>,
+    bases: Vec<Base>,
+    build_platform: Option<Platform>,
+    needs: Needs,
+}
+
+type Recipes = BTreeMap<(String, Platform), ParsedRecipe>;
+
+/// Every (image, platform) on a FROM cycle, with the cycle named for the platform it
+/// runs on (each platform's graph is its own, so a cycle is reported for the platform
+/// asked for, not the first one found).
+fn cycles(recipes: &Recipes) -> BTreeMap<Node, String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Active,
+        Done,
+    }
+    fn visit(
+        node: &Node,
+        recipes: &Recipes,
+        marks: &mut BTreeMap<Node, Mark>,
+        stack: &mut Vec<Node>,
+        found: &mut BTreeMap<Node, String>,
+    ) {
+        match marks.get(node) {
+            Some(Mark::Done) => return,
+            Some(Mark::Active) => {
+                let start = stack.iter().position(|n| n == node).unwrap_or(0);
+                let cycle = &stack[start..];
+                let one_platform = cycle.iter().all(|n| n.1 == node.1);
+                let name = |n: &Node| if one_platform { n.0.clone() } else { format!("{} ({})", n.0, n.1) };
+                let path: Vec<String> = cycle.iter().chain([node]).map(name).collect();
+                let what = if one_platform { format!("FROM cycle for {}", node.1) } else { "FROM cycle".into() };
+                let reason = format!(
+                    "{what}: {}; an image cannot be built FROM itself, directly or through others",
+                    path.join(" -> ")
+                );
+                for n in cycle {
+                    found.entry(n.clone()).or_insert_with(|| reason.clone());
+                }
+                return;
+            }
+            None => {}
+        }
+        marks.insert(node.clone(), Mark::Active);
+        stack.push(node.clone());
+        if let Some(recipe) = recipes.get(node) {
+            for p in &recipe.parents {
+                visit(&(p.image.clone(), p.platform.clone()), recipes, marks, stack, found);
+            }
+        }
+        stack.pop();
+        marks.insert(node.clone(), Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    let mut found = BTreeMap::new();
+    for node in recipes.keys() {
+        visit(node, recipes, &mut marks, &mut Vec::new(), &mut found);
+    }
+    found
+}
+
+/// Images reachable from `roots` over farm parents (any platform), parents first,
+/// ties broken by name so the order is stable.
+fn topological(roots: &[String], recipes: &Recipes) -> Vec<String> {
+    let mut parents_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for ((image, _), recipe) in recipes {
+        parents_of.entry(image).or_default().extend(recipe.parents.iter().map(|p| p.image.as_str()));
+    }
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit<'a>(
+        n: &'a str,
+        parents_of: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        seen: &mut BTreeSet<&'a str>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(n) {
+            return;
+        }
+        for p in parents_of.get(n).into_iter().flatten() {
+            visit(p, parents_of, seen, order);
+        }
+        order.push(n.to_string());
+    }
+    let mut sorted_roots: Vec<&String> = roots.iter().collect();
+    sorted_roots.sort();
+    for r in sorted_roots {
+        visit(r, &parents_of, &mut seen, &mut order);
+    }
+    order
+}
+
+fn available_list(image: &Image, config: &Config) -> String {
+    list(&image.available_platforms(&config.arches))
+}
+
+fn list(platforms: &[Platform]) -> String {
+    let v: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn unknown_image(catalog: &Catalog, name: &str) -> Error {
+    Error::usage(format!(
+        "unknown image '{name}': no folder with a recipe under the images folder; {}",
+        suggestions(catalog, name)
+    ))
+}
+
+/// "did you mean ...?" with up to five image names like `name`, else where to look.
+fn suggestions(catalog: &Catalog, name: &str) -> String {
+    let close: Vec<&str> = catalog
+        .images
+        .keys()
+        .filter(|n| n.contains(name) || name.contains(n.as_str()) || n.replace('/', "_") == name)
+        .map(String::as_str)
+        .take(5)
+        .collect();
+    if close.is_empty() {
+        "run `archfarm list` to see them".to_string()
+    } else {
+        format!("did you mean {}?", close.join(", "))
+    }
+}
+
+/// Every image named under `images:` in the configuration exists in the catalog. A
+/// setting for no image is refused (exit 2) rather than warned about: it is a typo or a
+/// leftover, and either way the image it was meant for builds without it (the platforms
+/// it should have narrowed, the build args it should have set) while a warning scrolls
+/// by unread in CI; unknown fields of the file are refused for the same reason.
+pub fn check_settings(config: &Config, catalog: &Catalog) -> Result<()> {
+    match config.images.keys().find(|name| !catalog.images.contains_key(name.as_str())) {
+        None => Ok(()),
+        Some(name) => Err(Error::usage(format!(
+            "{}: field 'images.{name}': there is no image '{name}' under {}; fix the name or remove the entry ({})",
+            config.source,
+            config.images_dir.display(),
+            suggestions(catalog, name)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::config::Overrides;
+
+    /// A repository with `archfarm.yaml` text and images given as (folder, Dockerfile).
+    fn repo(yaml: &str, images: &[(&str, &str)]) -> (tempfile::TempDir, Config, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("archfarm.yaml"), yaml).unwrap();
+        for (name, text) in images {
+            let d = dir.path().join("images").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("Dockerfile"), text).unwrap();
+        }
+        let o = Overrides { store: Some(dir.path().join("store")), ..Default::default() };
+        let config = Config::load(dir.path(), &o).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        (dir, config, catalog)
+    }
+
+    fn plan(config: &Config, catalog: &Catalog, names: &[&str], platforms: &str) -> Result<Plan> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let choice = PlatformChoice::Requested(config.arches.parse_platform_list(platforms)?);
+        prepare(config, catalog, &names, &choice)?.finish(&BTreeMap::new())
+    }
+
+    /// Why `image` is invalid in `plan` (for every platform planned), failing the test
+    /// when it was planned or left out for another reason.
+    fn invalid(plan: &Plan, image: &str) -> String {
+        assert!(plan.jobs.iter().all(|j| j.image != image), "{image} was planned");
+        let u: Vec<&Unresolved> = plan.unresolved.iter().filter(|u| u.image == image).collect();
+        assert!(!u.is_empty() && u.iter().all(|u| u.invalid), "{image} is not invalid: {u:?}");
+        u[0].reason.clone()
+    }
+
+    const CROSS: &str = "FROM --platform=$BUILDPLATFORM archfarm.local/images/tools AS build\n\
+                         ARG TARGETARCH\nRUN make GOARCH=$TARGETARCH\n\
+                         FROM scratch\nCOPY --from=build /out /out\n";
+
+    #[test]
+    fn a_cross_stage_needs_its_farm_parent_for_the_build_platform() {
+        let (_d, config, catalog) = repo("", &[("tools", "FROM scratch\n"), ("app", CROSS)]);
+        let p = plan(&config, &catalog, &["app"], "arm64").unwrap();
+        let jobs: Vec<String> = p.jobs.iter().map(|j| format!("{} {}", j.image, j.platform)).collect();
+        assert_eq!(jobs, ["tools linux/amd64", "app linux/arm64"], "the parent comes first, for amd64");
+        let app = p.job("app", &config.arches.parse_platform("arm64").unwrap()).unwrap();
+        assert_eq!(app.parents[0].platform.to_string(), "linux/amd64");
+        assert_eq!(app.build_platform.as_ref().map(|b| b.to_string()).as_deref(), Some("linux/amd64"));
+        // Only the platforms asked for are stitched for app; tools gets the one it was built for.
+        let stitched: Vec<(String, usize)> = p.images.iter().map(|i| (i.name.clone(), i.platforms.len())).collect();
+        assert_eq!(stitched, [("tools".to_string(), 1), ("app".to_string(), 1)]);
+    }
+
+    #[test]
+    fn the_build_platform_enters_only_the_keys_of_recipes_that_read_it() {
+        let images = [("tools", "FROM scratch\n"), ("app", CROSS), ("plain", "FROM scratch\nARG TARGETARCH\n")];
+        let key = |yaml: &str, image: &str| {
+            let (_d, config, catalog) = repo(yaml, &images);
+            plan(&config, &catalog, &[image], "arm64").unwrap().jobs.last().unwrap().key.clone()
+        };
+        // app reads BUILDPLATFORM: builders of another platform may make other bytes.
+        assert_ne!(key("build_platform: amd64\n", "app"), key("build_platform: riscv64\n", "app"));
+        // plain does not: any builder makes the same image, so they share one key.
+        assert_eq!(key("build_platform: amd64\n", "plain"), key("build_platform: riscv64\n", "plain"));
+        // And its key is what it was before cross stages existed (no build record).
+        let (_d, config, catalog) = repo("", &images);
+        let p = plan(&config, &catalog, &["plain"], "arm64").unwrap();
+        assert!(p.jobs[0].build_platform.is_none());
+    }
+
+    #[test]
+    fn bad_platforms_secrets_and_targets_make_the_image_invalid_naming_the_place() {
+        let (_d, config, catalog) = repo("", &[("a", "FROM --platform=linux/mips99 scratch AS x\nFROM scratch\n")]);
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("Dockerfile:1") && e.contains("mips99"), "{e}");
+
+        let secret = "FROM scratch\nRUN --mount=type=secret,id=tok true\n";
+        let (_d, config, catalog) = repo("", &[("a", secret)]);
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("Dockerfile:2") && e.contains("'tok'"), "{e}");
+        let (_d, config, catalog) = repo("secrets:\n  tok: {env: ARCHFARM_TEST_TOKEN}\n", &[("a", secret)]);
+        let p = plan(&config, &catalog, &["a"], "amd64").unwrap();
+        assert_eq!(p.jobs[0].needs.secrets, ["tok"]);
+        assert_eq!(p.jobs[0].needs.buildkit_only.as_deref(), Some("line 2: RUN --mount"));
+
+        let (_d, config, catalog) = repo("images:\n  a: {target: nope}\n", &[("a", "FROM scratch AS one\n")]);
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.contains("no stage 'nope'") && e.contains("one"), "{e}");
+
+        let (_d, config, catalog) = repo("images:\n  a: {buildkit: false}\n", &[("a", secret)]);
+        invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+    }
+
+    #[test]
+    fn a_bad_recipe_leaves_out_its_image_and_children_only() {
+        let images = [("bad", "FROM\n"), ("child", "FROM archfarm.local/images/bad\n"), ("good", "FROM scratch\n")];
+        let (_d, config, catalog) = repo("", &images);
+        let p = plan(&config, &catalog, &[], "amd64,arm64").unwrap();
+        assert!(invalid(&p, "bad").contains("cannot parse 'FROM'"));
+        let child = invalid(&p, "child");
+        assert!(child.starts_with("its parent bad for linux/amd64 is invalid: "), "{child}");
+        assert_eq!(p.jobs.iter().filter(|j| j.image == "good").count(), 2);
+        assert_eq!(p.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["good"]);
+        // Not selected and not needed: not reported.
+        let p = plan(&config, &catalog, &["good"], "amd64").unwrap();
+        assert!(p.unresolved.is_empty(), "{:?}", p.unresolved);
+    }
+
+    #[test]
+    fn a_cross_parent_that_cannot_be_built_for_the_build_platform_skips_with_what_to_do() {
+        let yaml = "images:\n  tools: {platforms: [arm64]}\n";
+        let (_d, config, catalog) = repo(yaml, &[("tools", "FROM scratch\n"), ("app", CROSS)]);
+        let p = plan(&config, &catalog, &["app"], "arm64").unwrap();
+        let skip = p.skipped.iter().find(|s| s.image == "app").expect("app is skipped");
+        assert!(
+            skip.reason.contains("runs on linux/amd64") && skip.reason.contains("build_platform"),
+            "{}",
+            skip.reason
+        );
+    }
+
+    #[test]
+    fn cycles_across_platforms_are_found() {
+        let a = "FROM --platform=linux/amd64 archfarm.local/images/b AS x\nFROM scratch\n";
+        let b = "FROM archfarm.local/images/a\n";
+        let (_d, config, catalog) = repo("", &[("a", a), ("b", b)]);
+        let e = invalid(&plan(&config, &catalog, &["a"], "amd64").unwrap(), "a");
+        assert!(e.starts_with("FROM cycle for linux/amd64: ") && e.contains("a -> b"), "{e}");
+        // For arm64, a's cross stage needs b for amd64, which is on that cycle.
+        let e = invalid(&plan(&config, &catalog, &["a"], "arm64").unwrap(), "a");
+        assert!(e.starts_with("its parent b for linux/amd64 is invalid: FROM cycle for linux/amd64"), "{e}");
+    }
+
+    #[test]
+    fn a_cycle_is_reported_for_the_platform_asked_for() {
+        let (_d, config, catalog) =
+            repo("", &[("a", "FROM archfarm.local/images/b\n"), ("b", "FROM archfarm.local/images/a\n")]);
+        for platform in ["amd64", "386", "riscv64"] {
+            let p = plan(&config, &catalog, &["a"], platform).unwrap();
+            let want = format!("FROM cycle for {}: ", config.arches.parse_platform(platform).unwrap());
+            assert!(invalid(&p, "a").starts_with(&want), "{platform}: {}", invalid(&p, "a"));
+        }
+    }
+
+    #[test]
+    fn an_unresolved_base_leaves_its_image_and_children_out_and_plans_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        for (image, recipe) in [
+            ("a", "FROM nosuch:1\n"),
+            ("b", "FROM archfarm.local/images/a\n"),
+            ("c", "FROM busybox:1\n"),
+            ("d", "FROM scratch\n"),
+        ] {
+            std::fs::create_dir_all(dir.path().join("images").join(image)).unwrap();
+            std::fs::write(dir.path().join("images").join(image).join("Dockerfile"), recipe).unwrap();
+        }
+        // e: amd64 resolves, arm64 does not: its amd64 job is planned, the image has no index.
+        std::fs::create_dir_all(dir.path().join("images/e")).unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.x86_64"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("images/e/Dockerfile.aarch64"), "FROM nosuch:1\n").unwrap();
+        let overrides =
+            crate::recipe::config::Overrides { store: Some(dir.path().join("store")), ..Default::default() };
+        let config = Config::load(dir.path(), &overrides).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        let draft = prepare(&config, &catalog, &[], &PlatformChoice::Defaults).unwrap();
+        let mut resolved = Resolutions::new();
+        for (base, platform) in draft.external_bases() {
+            let r = if base == "nosuch:1" {
+                Err(NoDigest::unresolved(format!("{base} is nowhere")))
+            } else {
+                Ok(Resolved::as_written("sha256:d".to_string()))
+            };
+            resolved.insert((base, platform), r);
+        }
+        let plan = draft.finish(&resolved).unwrap();
+        let platforms = config.platforms.len();
+        assert_eq!(platforms, 2, "the default platforms are amd64 and arm64");
+        assert_eq!(plan.unresolved.len(), 2 * platforms + 1);
+        for u in &plan.unresolved {
+            match u.image.as_str() {
+                "a" => assert_eq!(u.reason, "nosuch:1 is nowhere"),
+                "b" => {
+                    assert_eq!(u.reason, format!("its parent a for {} is unresolved: nosuch:1 is nowhere", u.platform))
+                }
+                "e" => assert_eq!(u.platform.architecture, "arm64"),
+                other => panic!("{other} should be planned"),
+            }
+        }
+        let names: Vec<&str> = plan.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["c", "d"]);
+        assert_eq!(plan.jobs.len(), 2 * platforms + 1);
+        assert!(plan.job("e", &config.arches.parse_platform("amd64").unwrap()).is_some());
+        assert!(plan.jobs.iter().filter(|j| j.image == "c").all(|j| j.bases["busybox:1"] == "sha256:d"));
+        assert!(plan.unresolved("b", &config.platforms[0]).is_some());
+    }
+}

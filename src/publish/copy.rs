@@ -1,0 +1,382 @@
+//! Copying one image, all platforms (index, child manifests, blobs), between
+//! repositories of one registry (blobs mounted, no bytes sent) or between registries
+//! (blobs streamed through, bounded memory); and stitching from a staging repository.
+//!
+//! Order is what makes it safe to interrupt: blobs first, then child manifests by digest,
+//! then a HEAD of every child in the target, and only then the tags. A tag therefore never
+//! points at content that is not there; an interrupted copy leaves only untagged content,
+//! and running it again finishes it (everything present is skipped).
+
+use std::str::FromStr;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::image::oci::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::image::oci::{IndexDoc, ManifestDoc};
+use crate::image::platform::Platform;
+use crate::registry::{BlobOutcome, PushStats, Registry, BLOB_CONCURRENCY};
+use crate::support::error::{Error, Result};
+
+/// `host[:port]/repo/path[:tag|@sha256:…]`, as `archfarm copy` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub host: String,
+    pub repo: String,
+    /// A tag or a `sha256:` digest.
+    pub reference: String,
+}
+
+impl FromStr for ImageRef {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<ImageRef> {
+        let bad = |why: &str| {
+            Error::usage(format!(
+                "invalid image reference '{text}': {why}; expected host[:port]/repository[:tag|@sha256:digest], \
+                 e.g. 127.0.0.1:5000/archfarm/uname:v1"
+            ))
+        };
+        let t = text.trim().strip_prefix("docker://").unwrap_or(text.trim());
+        let (host, rest) = t.split_once('/').ok_or_else(|| bad("no repository"))?;
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(bad("the first part must be a registry host"));
+        }
+        let (repo, reference) = if let Some((r, d)) = rest.split_once('@') {
+            (r, d.to_string())
+        } else {
+            match rest.rsplit_once(':') {
+                Some((r, tag)) if !tag.contains('/') => (r, tag.to_string()),
+                _ => (rest, "latest".to_string()),
+            }
+        };
+        if repo.is_empty() || !repo.split('/').all(crate::image::reference::valid_path_component) {
+            return Err(bad("the repository must be lowercase path components"));
+        }
+        Ok(ImageRef { host: host.to_string(), repo: repo.to_string(), reference })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.reference.starts_with("sha256:") { '@' } else { ':' };
+        write!(f, "{}/{}{sep}{}", self.host, self.repo, self.reference)
+    }
+}
+
+/// One platform's manifest in a copied image.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlatformDigest {
+    pub platform: String,
+    pub digest: String,
+}
+
+/// A source image read and verified: its top manifest and its children.
+#[derive(Debug, Clone)]
+pub struct SourceImage {
+    pub desc: Descriptor,
+    pub bytes: Bytes,
+    /// The per-platform manifests (one, with an empty platform, for a single manifest).
+    pub children: Vec<(String, Descriptor, Bytes)>,
+}
+
+impl SourceImage {
+    pub fn platforms(&self) -> Vec<PlatformDigest> {
+        self.children.iter().map(|(p, d, _)| PlatformDigest { platform: p.clone(), digest: d.digest.clone() }).collect()
+    }
+
+    pub fn is_index(&self) -> bool {
+        is_index(&self.desc.media_type)
+    }
+}
+
+fn is_index(t: &str) -> bool {
+    t == OCI_INDEX || t == DOCKER_LIST
+}
+
+fn is_manifest(t: &str) -> bool {
+    t == OCI_MANIFEST || t == DOCKER_MANIFEST
+}
+
+/// Reads `repo:reference` from `reg` with every child manifest (verified against the
+/// index's digests and sizes). Fails naming the missing platform if a child is absent:
+/// "complete" means every child is there.
+pub async fn read_image(reg: &Registry, repo: &str, reference: &str) -> Result<SourceImage> {
+    let name = format!("{}/{repo}:{reference}", reg.host());
+    let (desc, bytes) = reg.get_manifest(repo, reference).await?;
+    if is_manifest(&desc.media_type) {
+        return Ok(SourceImage {
+            desc: desc.clone(),
+            bytes: bytes.clone(),
+            children: vec![(String::new(), desc, bytes)],
+        });
+    }
+    if !is_index(&desc.media_type) {
+        return Err(Error::failure(format!("{name}: unsupported media type {}", desc.media_type)));
+    }
+    let index: IndexDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::failure(format!("{name}: invalid index {}: {e}", desc.digest)))?;
+    let fetched: Vec<Result<(String, Descriptor, Bytes)>> =
+        futures::stream::iter(index.manifests.into_iter().map(|c| {
+            let name = name.clone();
+            async move {
+                let platform = c
+                    .platform
+                    .as_ref()
+                    .map(|p| {
+                        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                if !is_manifest(&c.media_type) {
+                    return Err(Error::failure(format!(
+                        "{name}: child {} has unsupported type {}",
+                        c.digest, c.media_type
+                    )));
+                }
+                let (d, b) = reg.get_manifest(repo, &c.digest).await.map_err(|e| {
+                    Error::failure(format!(
+                        "{name} is incomplete: the {platform} manifest {} cannot be read ({})",
+                        c.digest,
+                        e.message()
+                    ))
+                })?;
+                if d.size != c.size || d.media_type != c.media_type {
+                    return Err(Error::failure(format!(
+                        "{name}: the {platform} manifest is {} ({} bytes), the index says {} ({} bytes)",
+                        d.media_type, d.size, c.media_type, c.size
+                    )));
+                }
+                Ok((platform, d, b))
+            }
+        }))
+        .buffered(BLOB_CONCURRENCY)
+        .collect()
+        .await;
+    let children = fetched.into_iter().collect::<Result<Vec<_>>>()?;
+    if children.is_empty() {
+        return Err(Error::failure(format!("{name}: the index lists no manifests")));
+    }
+    Ok(SourceImage { desc, bytes, children })
+}
+
+/// The blobs (config and layers) of a manifest, deduplicated.
+fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
+    let doc: ManifestDoc =
+        serde_json::from_slice(bytes).map_err(|e| Error::failure(format!("{what}: invalid manifest: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    Ok(std::iter::once(doc.config).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect())
+}
+
+/// Copies the content of `image` (from `src`/`src_repo`) into `dst`/`dst_repo`: every
+/// blob (skipped, mounted or streamed), then every child manifest by digest. No tag is
+/// written. Returns what was transferred.
+pub async fn copy_content(
+    src: &Registry,
+    src_repo: &str,
+    image: &SourceImage,
+    dst: &Registry,
+    dst_repo: &str,
+) -> Result<PushStats> {
+    let mut blobs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (platform, d, b) in &image.children {
+        for blob in manifest_blobs(b, &format!("{}/{src_repo}@{} ({platform})", src.host(), d.digest))? {
+            if seen.insert(blob.digest.clone()) {
+                blobs.push(blob);
+            }
+        }
+    }
+    let outcomes: Vec<BlobOutcome> =
+        futures::stream::iter(blobs.iter().map(|b| dst.copy_blob(src, src_repo, dst_repo, b)))
+            .buffer_unordered(BLOB_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let mut stats = PushStats::default();
+    for o in outcomes {
+        stats.add(o);
+    }
+    // Children by digest (not for a single manifest: its tag PUT carries it).
+    if image.is_index() {
+        futures::stream::iter(image.children.iter().map(|(_, d, b)| async move {
+            if dst.manifest_head(dst_repo, &d.digest).await?.is_some() {
+                return Ok(());
+            }
+            dst.put_manifest(dst_repo, &d.digest, &d.media_type, b.clone()).await.map(|_| ())
+        }))
+        .buffer_unordered(BLOB_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    }
+    Ok(stats)
+}
+
+/// Writes `tags` in `dst_repo` over `image` (copied there before): every child is first
+/// checked present with a HEAD, so a tag never points at missing content. Tags that
+/// already point at it are left alone; returns the tags written.
+pub async fn put_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags: &[String]) -> Result<Vec<String>> {
+    verify_present(dst, dst_repo, image).await?;
+    let mut missing = Vec::new();
+    for tag in tags {
+        if !tag_points_at(dst, dst_repo, tag, &image.desc.digest).await? {
+            missing.push(tag.clone());
+        }
+    }
+    write_tags(dst, dst_repo, image, &missing).await?;
+    Ok(missing)
+}
+
+/// HEADs every child of `image` in `dst_repo`; fails naming the missing platforms.
+pub async fn verify_present(dst: &Registry, dst_repo: &str, image: &SourceImage) -> Result<()> {
+    if !image.is_index() {
+        return Ok(());
+    }
+    let found: Vec<Option<Descriptor>> =
+        futures::stream::iter(image.children.iter().map(|(_, d, _)| dst.manifest_head(dst_repo, &d.digest)))
+            .buffered(BLOB_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let missing: Vec<String> = image
+        .children
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|((p, d, _), _)| format!("{p} ({})", d.digest))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::failure(format!(
+            "not tagging {}/{dst_repo}: {} missing there; nothing was tagged",
+            dst.host(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// PUTs `image`'s top manifest under each of `tags`, checking the digest the registry
+/// computes. The caller has verified every child present ([`verify_present`], or read them
+/// from this very repository).
+pub async fn write_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags: &[String]) -> Result<()> {
+    futures::future::try_join_all(tags.iter().map(|tag| async move {
+        let d = dst.put_manifest(dst_repo, tag, &image.desc.media_type, image.bytes.clone()).await?;
+        if d.digest != image.desc.digest {
+            return Err(Error::failure(format!(
+                "registry {}: {dst_repo}:{tag} got digest {} instead of {}",
+                dst.host(),
+                d.digest,
+                image.desc.digest
+            )));
+        }
+        Ok(())
+    }))
+    .await
+    .map(|_| ())
+}
+
+/// Whether `repo:tag` exists with exactly `digest`.
+pub async fn tag_points_at(reg: &Registry, repo: &str, tag: &str, digest: &str) -> Result<bool> {
+    Ok(reg.manifest_head(repo, tag).await?.is_some_and(|d| d.digest == digest))
+}
+
+/// What `archfarm copy` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    pub source: String,
+    pub destination: String,
+    pub digest: String,
+    pub media_type: String,
+    pub platforms: Vec<PlatformDigest>,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: usize,
+    pub blobs_skipped: usize,
+    /// False when the destination already had it (nothing was written).
+    pub changed: bool,
+}
+
+/// Copies one image, all platforms, from `src` to `dst` (`dst`'s reference is the tag to
+/// write; a digest reference writes the content only).
+pub async fn copy(src: &Registry, from: &ImageRef, dst: &Registry, to: &ImageRef) -> Result<CopyReport> {
+    let image = read_image(src, &from.repo, &from.reference).await?;
+    let stats = copy_content(src, &from.repo, &image, dst, &to.repo).await?;
+    let tags: Vec<String> = if to.reference.starts_with("sha256:") {
+        if to.reference != image.desc.digest {
+            return Err(Error::usage(format!(
+                "destination {to} names digest {} but the source is {}",
+                to.reference, image.desc.digest
+            )));
+        }
+        vec![image.desc.digest.clone()]
+    } else {
+        vec![to.reference.clone()]
+    };
+    let written = put_tags(dst, &to.repo, &image, &tags).await?;
+    Ok(CopyReport {
+        source: from.to_string(),
+        destination: to.to_string(),
+        digest: image.desc.digest.clone(),
+        media_type: image.desc.media_type.clone(),
+        platforms: image.platforms(),
+        blobs_uploaded: stats.blobs_uploaded,
+        bytes_uploaded: stats.bytes_uploaded,
+        blobs_mounted: stats.blobs_mounted,
+        blobs_skipped: stats.blobs_skipped,
+        changed: !written.is_empty() || stats.blobs_uploaded + stats.blobs_mounted > 0,
+    })
+}
+
+/// Stitches `repo:tag` over per-platform manifests that separate CI jobs pushed to
+/// `staging_repo` on the same registry, without downloading a layer: each child's blobs
+/// are mounted into `repo` (or streamed, if the registry refuses mounts), each child is
+/// PUT by digest, then the index is written by [`Registry::put_index`] (which HEADs every
+/// child first). The index is computed from `children` alone, never read back and
+/// appended to, so it is idempotent and two stitchers racing on one tag write the same
+/// complete bytes.
+pub async fn stitch_from_staging(
+    reg: &Registry,
+    staging_repo: &str,
+    repo: &str,
+    tag: &str,
+    children: &[(Platform, Descriptor)],
+) -> Result<Descriptor> {
+    if staging_repo != repo {
+        futures::stream::iter(children.iter().map(|(p, d)| async move {
+            if reg.manifest_head(repo, &d.digest).await?.is_some() {
+                return Ok(());
+            }
+            let (desc, bytes) = reg
+                .get_manifest(staging_repo, &d.digest)
+                .await
+                .map_err(|e| e.context(format!("stitching {repo}:{tag}: the {p} manifest in {staging_repo}")))?;
+            for blob in manifest_blobs(&bytes, &format!("{staging_repo}@{}", d.digest))? {
+                reg.copy_blob(reg, staging_repo, repo, &blob).await?;
+            }
+            reg.put_manifest(repo, &d.digest, &desc.media_type, bytes).await.map(|_| ())
+        }))
+        .buffer_unordered(BLOB_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    }
+    reg.put_index(repo, tag, children).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_parse() {
+        let r: ImageRef = "127.0.0.1:5000/ns/img:v1".parse().unwrap();
+        assert_eq!((r.host.as_str(), r.repo.as_str(), r.reference.as_str()), ("127.0.0.1:5000", "ns/img", "v1"));
+        let r: ImageRef = "docker://reg.example/a/b".parse().unwrap();
+        assert_eq!(r.reference, "latest");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r: ImageRef = format!("localhost:5000/x@{d}").parse().unwrap();
+        assert_eq!(r.reference, d);
+        assert_eq!(r.to_string(), format!("localhost:5000/x@{d}"));
+        for bad in ["img:v1", "ns/img", "127.0.0.1:5000/", "127.0.0.1:5000/Upper:v1"] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
+    }
+}

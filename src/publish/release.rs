@@ -1,0 +1,217 @@
+//! `archfarm release VERSION`: promotes the canonical multi-arch tags of the current keys
+//! to a version tag (and `latest`), in the configured registry or another one, without
+//! rebuilding and without moving a tag over incomplete content.
+//!
+//! Three phases, each finished for every image before the next begins:
+//! 1. check: the canonical index `<registry>/<ns>/<image>:<index key>` exists, lists
+//!    exactly the planned platforms, and every child manifest is readable; a version tag
+//!    already in the target must point at the same index (versions never move);
+//! 2. copy: blobs (skipped, mounted within one registry, streamed across registries) and
+//!    child manifests by digest, untagged;
+//! 3. tag: every child HEADed in the target (not needed when the target is the very
+//!    repository phase 1 read every child from), then `:VERSION` (and `:latest`).
+//!
+//! A failure in phase 1 or 2 moves no tag at all. Running it again is a no-op.
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::plan::ImagePlan;
+use crate::publish::copy::{self, PlatformDigest, SourceImage};
+use crate::recipe::config::{Config, RegistryRef};
+use crate::registry::Registry;
+use crate::support::error::{Error, Result};
+
+/// How many images are checked and copied at once.
+pub const IMAGE_CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub version: String,
+    /// Where to release to (default: the configured registry).
+    pub to: Option<RegistryRef>,
+    pub latest: bool,
+    pub dry_run: bool,
+}
+
+/// One image's release record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRecord {
+    pub image: String,
+    pub version: String,
+    /// The canonical tag it was promoted from.
+    pub source: String,
+    /// The version tag in the target.
+    pub tag: String,
+    /// The index digest (the same in source and target).
+    pub digest: String,
+    pub platforms: Vec<PlatformDigest>,
+    /// Every tag that points at it in the target (`VERSION`, and `latest` with --latest).
+    pub tags: Vec<String>,
+    /// `released`, `unchanged` (already released), or `dry-run`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseReport {
+    pub version: String,
+    /// The target `host/namespace`.
+    pub registry: String,
+    pub dry_run: bool,
+    pub images: Vec<ReleaseRecord>,
+}
+
+impl ReleaseReport {
+    /// True when nothing was (or would be) written.
+    pub fn unchanged(&self) -> bool {
+        self.images.iter().all(|r| r.action == "unchanged")
+    }
+}
+
+struct Checked {
+    plan: ImagePlan,
+    image: SourceImage,
+    source: String,
+    /// The target tags that do not point at the index yet.
+    missing: Vec<String>,
+}
+
+pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOptions) -> Result<ReleaseReport> {
+    crate::registry::check_reference(&opts.version)
+        .map_err(|e| Error::usage(format!("release VERSION: {}", e.message())))?;
+    if opts.version.starts_with("sha256:") {
+        return Err(Error::usage("release VERSION must be a tag such as v1.2.3, not a digest"));
+    }
+    if images.is_empty() {
+        return Err(Error::usage("nothing to release: the plan has no images"));
+    }
+    let target = opts.to.clone().unwrap_or_else(|| config.registry.clone());
+    let src = Registry::new(&config.registry)?;
+    let dst = if target.host == config.registry.host { src.clone() } else { Registry::new(&target)? };
+    let mut tags = vec![opts.version.clone()];
+    if opts.latest && opts.version != "latest" {
+        tags.push("latest".to_string());
+    }
+
+    // 1. Check every image before anything is written.
+    let checked: Vec<Checked> = futures::stream::iter(images.iter().map(|plan| {
+        let (src, dst, target, tags) = (&src, &dst, &target, &tags);
+        async move {
+            let repo = config.registry.repository(&plan.name);
+            let source = config.registry.reference(&plan.name, &plan.index_key);
+            let image = copy::read_image(src, &repo, &plan.index_key).await.map_err(|e| {
+                Error::failure(format!(
+                    "{}: checking the canonical tag {source}: {}; if the current keys were never built and \
+                     stitched, run `archfarm build --push {}` first (nothing was released)",
+                    plan.name,
+                    e.message(),
+                    plan.name
+                ))
+            })?;
+            let mut have: Vec<String> = image.children.iter().map(|(p, _, _)| p.clone()).collect();
+            let mut want: Vec<String> = plan.platforms.iter().map(|(p, _)| p.to_string()).collect();
+            have.sort();
+            want.sort();
+            if !image.is_index() || have != want {
+                return Err(Error::failure(format!(
+                    "{}: {source} lists [{}] but the plan wants [{}]; run `archfarm build --push {}` (nothing was \
+                     released)",
+                    plan.name,
+                    have.join(", "),
+                    want.join(", "),
+                    plan.name
+                )));
+            }
+            let dst_repo = target.repository(&plan.name);
+            let mut missing = Vec::new();
+            let heads = futures::future::try_join_all(tags.iter().map(|t| dst.manifest_head(&dst_repo, t))).await?;
+            for (tag, head) in tags.iter().zip(heads) {
+                match head {
+                    Some(d) if d.digest == image.desc.digest => {}
+                    Some(d) if tag == &opts.version => {
+                        return Err(Error::failure(format!(
+                            "{}: {} already points at {}, not at {} ({source}); a released version never moves: \
+                             release a new version (nothing was released)",
+                            plan.name,
+                            target.reference(&plan.name, tag),
+                            d.digest,
+                            image.desc.digest
+                        )));
+                    }
+                    _ => missing.push(tag.clone()),
+                }
+            }
+            Ok(Checked { plan: plan.clone(), image, source, missing })
+        }
+    }))
+    .buffered(IMAGE_CONCURRENCY)
+    .try_collect()
+    .await?;
+
+    // 2. Copy the content of every image that needs it, untagged.
+    if !opts.dry_run {
+        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
+            let (src, dst, target) = (&src, &dst, &target);
+            async move {
+                let repo = config.registry.repository(&c.plan.name);
+                copy::copy_content(src, &repo, &c.image, dst, &target.repository(&c.plan.name))
+                    .await
+                    .map_err(|e| e.context(format!("{}: copying {} (no tag was moved)", c.plan.name, c.source)))
+            }
+        }))
+        .buffer_unordered(IMAGE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    }
+
+    // 3. Every child of every image HEADed in the target (unless the target is the very
+    //    repository phase 1 read them from), then the tags.
+    let same_place = target.host == config.registry.host && target.namespace == config.registry.namespace;
+    if !opts.dry_run && !same_place {
+        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
+            let (dst, target) = (&dst, &target);
+            async move {
+                copy::verify_present(dst, &target.repository(&c.plan.name), &c.image)
+                    .await
+                    .map_err(|e| e.context(format!("{} (no tag was moved)", c.plan.name)))
+            }
+        }))
+        .buffer_unordered(IMAGE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    }
+    let records: Vec<ReleaseRecord> = futures::stream::iter(checked.iter().map(|c| {
+        let (dst, target, tags) = (&dst, &target, &tags);
+        async move {
+            let action = if c.missing.is_empty() {
+                "unchanged"
+            } else if opts.dry_run {
+                "dry-run"
+            } else {
+                copy::write_tags(dst, &target.repository(&c.plan.name), &c.image, &c.missing)
+                    .await
+                    .map_err(|e| e.context(&c.plan.name))?;
+                "released"
+            };
+            Ok::<_, Error>(ReleaseRecord {
+                image: c.plan.name.clone(),
+                version: opts.version.clone(),
+                source: c.source.clone(),
+                tag: target.reference(&c.plan.name, &opts.version),
+                digest: c.image.desc.digest.clone(),
+                platforms: c.image.platforms(),
+                tags: tags.iter().map(|t| target.reference(&c.plan.name, t)).collect(),
+                action: action.to_string(),
+            })
+        }
+    }))
+    .buffered(IMAGE_CONCURRENCY)
+    .try_collect()
+    .await?;
+    Ok(ReleaseReport {
+        version: opts.version.clone(),
+        registry: format!("{}/{}", target.host, target.namespace).trim_end_matches('/').to_string(),
+        dry_run: opts.dry_run,
+        images: records,
+    })
+}

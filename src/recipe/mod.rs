@@ -1,0 +1,12 @@
+//! What the user wrote: archfarm.yaml (with its `builders:`), the catalog of image
+//! folders, Dockerfiles and image.yaml recipes, `.dockerignore`, and the scan of a
+//! folder into the build context its key covers.
+
+pub mod builders;
+pub mod catalog;
+pub mod config;
+pub mod context;
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod image_yaml;
+pub mod scan;
