@@ -145,10 +145,11 @@ mod tests {
     #[test]
     fn a_mode_asked_for_is_applied_exactly_and_the_default_is_that_of_fs_write() {
         let dir = tempfile::tempdir().unwrap();
-        for mode in [0o600, 0o640, 0o755] {
+        // 0o666 and 0o775 have bits a usual umask (022, 002) takes away at creation.
+        for mode in [0o600, 0o640, 0o666, 0o775] {
             let path = dir.path().join(format!("m{mode:o}"));
             write_atomically(&path, b"x", WriteOptions { mode: Some(mode), ..Default::default() }).unwrap();
-            assert_eq!(mode_of(&path), mode);
+            assert_eq!(mode_of(&path), mode, "asked {mode:o}, got {:o}", mode_of(&path));
         }
         // Replacing a file gives it the new mode, not the old file's.
         let path = dir.path().join("config.json");
