@@ -114,16 +114,5 @@ pub async fn release(
 }
 
 fn write_record(path: &std::path::Path, text: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("creating a file in", &dir, e))?;
-    use std::io::Write;
-    tmp.write_all(text.as_bytes())
-        .and_then(|_| tmp.write_all(b"\n"))
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| Error::io("writing", path, e))?;
-    tmp.persist(path).map_err(|e| Error::io("writing", path, e.error))?;
-    Ok(())
+    crate::support::fs::write_atomically(path, format!("{text}\n").as_bytes(), Default::default())
 }

@@ -376,7 +376,8 @@ impl<'a> Resolver<'a> {
         };
         let bytes = serde_json::to_vec_pretty(&entry).expect("cache entry serializes");
         let path = self.cache_path(reference, platform);
-        if let Err(e) = crate::image::store::write_atomic(self.store.root(), &path, &bytes) {
+        let options = crate::support::fs::WriteOptions::temp_in(self.store.tmp_dir());
+        if let Err(e) = crate::support::fs::write_atomically(&path, &bytes, options) {
             tracing::debug!("base resolution of {reference} for {platform} not cached: {}", e.message());
         }
     }

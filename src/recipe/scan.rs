@@ -446,9 +446,7 @@ impl StatCache {
             }
             serde_json::to_vec(&*data).expect("stat cache serializes")
         };
-        let parent = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;
-        crate::image::store::write_atomic(parent, &self.path, &bytes)?;
+        crate::support::fs::write_atomically(&self.path, &bytes, Default::default())?;
         self.data.lock().expect("stat cache lock").dirty = false;
         Ok(())
     }

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::support::error::{Error, Result};
+use crate::support::fs::{write_atomically, WriteOptions};
 use crate::support::secret::Secret;
 
 /// Credentials for one registry host.
@@ -268,33 +269,11 @@ pub fn store(host: &str, username: &str, password: &Secret) -> Result<Stored> {
     // A credential stored through a helper must not be shadowed by an old inline one.
     auths.insert(host.to_string(), entry);
     let bytes = serde_json::to_vec_pretty(&doc).expect("serializes");
-    write_private(&dir, &path, &bytes)?;
+    let private = WriteOptions { mode: Some(0o600), ..Default::default() };
+    write_atomically(&path, &bytes, private)?;
     Ok(match helper {
         Some(h) => Stored::Helper(h),
         None => Stored::File(path),
-    })
-}
-
-/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename),
-/// mode 0600 from the start.
-fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("writing", path, e)
     })
 }
 

@@ -4,5 +4,6 @@
 
 pub mod env;
 pub mod error;
+pub mod fs;
 pub mod retry;
 pub mod secret;

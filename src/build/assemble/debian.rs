@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::store::write_atomic;
 use crate::support::error::{Error, Result};
+use crate::support::fs::{write_atomically, WriteOptions};
 
 use crate::image::tar::{Data, Kind, TarEntry};
 
@@ -106,7 +106,7 @@ fn apt_config(dir: &Path, arch: &str) -> Result<PathBuf> {
          APT::Sandbox::User \"root\";\nAcquire::ForceHash \"SHA256\";\nAcquire::Languages \"none\";\nAPT::Install-Recommends \"false\";\nDebug::NoLocking \"true\";\n{acquire}"
     );
     let path = dir.join("apt.conf");
-    write_atomic(dir, &path, text.as_bytes())?;
+    write_atomically(&path, text.as_bytes(), WriteOptions::default())?;
     Ok(path)
 }
 
@@ -217,8 +217,13 @@ pub fn resolve(store_root: &Path, arch: &str, packages: &[String], file: &str) -
     debs.sort_by(|a, b| a.name.cmp(&b.name));
     let r = Resolution { arch: arch.to_string(), requested: packages.to_vec(), debs };
     let path = resolution_path(store_root, &r.digest());
-    write_atomic(store_root, &path, &serde_json::to_vec_pretty(&r).expect("resolutions serialize"))?;
-    write_atomic(store_root, &memo, &serde_json::to_vec(&(lists, r.digest())).expect("json"))?;
+    let tmp = store_root.join("tmp");
+    write_atomically(
+        &path,
+        &serde_json::to_vec_pretty(&r).expect("resolutions serialize"),
+        WriteOptions::temp_in(&tmp),
+    )?;
+    write_atomically(&memo, &serde_json::to_vec(&(lists, r.digest())).expect("json"), WriteOptions::temp_in(&tmp))?;
     Ok(r)
 }
 
@@ -301,11 +306,7 @@ fn unpack(store_root: &Path, deb: &Path, tar: &Path) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(store_root.join("tmp"))
-        .map_err(|e| Error::io("creating temporary file in", store_root, e))?;
-    tmp.write_all(&out.stdout).map_err(|e| Error::io("writing", tar, e))?;
-    tmp.persist(tar).map_err(|e| Error::io("storing", tar, e.error))?;
-    Ok(())
+    write_atomically(tar, &out.stdout, WriteOptions::temp_in(&store_root.join("tmp")))
 }
 
 /// The entries of a package's data tar, with file data as ranges of that tar.

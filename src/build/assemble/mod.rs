@@ -410,7 +410,9 @@ pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) 
     for (key, layer) in made {
         let path = layer_cache_path(store, &key);
         // Only a cache: a record that cannot be written costs a recompression next time.
-        let _ = crate::image::store::write_atomic(store.root(), &path, &serde_json::to_vec(&layer).expect("json"));
+        let bytes = serde_json::to_vec(&layer).expect("json");
+        let options = crate::support::fs::WriteOptions::temp_in(store.tmp_dir());
+        let _ = crate::support::fs::write_atomically(&path, &bytes, options);
     }
     Ok((manifest, config.digest))
 }

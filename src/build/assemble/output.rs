@@ -9,6 +9,7 @@ use crate::image::oci::ManifestDoc;
 use crate::image::oci::{Descriptor, OCI_INDEX};
 use crate::image::store::Store;
 use crate::support::error::{Error, Result};
+use crate::support::fs::{write_atomically, WriteOptions};
 
 /// An `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +95,7 @@ pub fn write_oci_layout(store: &Store, manifest: &Descriptor, ref_name: &str, di
             fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming", &dest, e))?;
         }
     }
-    crate::image::store::write_atomic(
-        Path::new("/nonexistent"),
-        &dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
+    write_atomically(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, WriteOptions::default())?;
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
@@ -109,11 +106,7 @@ pub fn write_oci_layout(store: &Store, manifest: &Descriptor, ref_name: &str, di
             "annotations": {"org.opencontainers.image.ref.name": ref_name},
         }],
     });
-    crate::image::store::write_atomic(
-        Path::new("/nonexistent"),
-        &dir.join("index.json"),
-        &serde_json::to_vec(&index).expect("json"),
-    )
+    write_atomically(&dir.join("index.json"), &serde_json::to_vec(&index).expect("json"), WriteOptions::default())
 }
 
 fn store_path(blobs: &Path, digest: &str) -> Result<PathBuf> {
@@ -124,16 +117,13 @@ fn store_path(blobs: &Path, digest: &str) -> Result<PathBuf> {
 /// it, renamed when complete).
 pub fn write_docker_archive(store: &Store, manifest: &Descriptor, repo_tags: &[String], file: &Path) -> Result<()> {
     let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::io("creating a temporary file in", parent, e))?;
+    let mut tmp = crate::support::fs::temp_file(parent, None)?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         crate::image::docker_archive::export(store, manifest, repo_tags, &mut w)?;
         w.flush().map_err(|e| Error::io("writing", file, e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io("syncing", file, e))?;
-    tmp.persist(file).map_err(|e| Error::io("writing", file, e.error))?;
-    Ok(())
+    crate::support::fs::persist(tmp, file)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use sha2::{Digest as _, Sha256};
 use crate::image::oci::{digest_hex, digest_of, Descriptor};
 use crate::image::platform::Platform;
 use crate::support::error::{Error, Result};
+use crate::support::fs::{write_atomically, WriteOptions};
 
 /// What one content key produced: a per-platform image manifest in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,8 +265,7 @@ impl Store {
 
     /// A streaming writer for one blob; nothing is visible until [`BlobWriter::commit`].
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        let tmp = tempfile::NamedTempFile::new_in(&self.tmp)
-            .map_err(|e| Error::io("creating temporary blob in", &self.tmp, e))?;
+        let tmp = crate::support::fs::temp_file(&self.tmp, None)?;
         Ok(BlobWriter { store: self.clone(), tmp, hasher: Sha256::new(), size: 0 })
     }
 
@@ -352,7 +352,7 @@ impl Store {
         }
         let path = self.entry_path(&entry.key)?;
         let text = serde_json::to_vec_pretty(entry).expect("entries serialize");
-        write_atomic(&self.root, &path, &text)
+        write_atomically(&path, &text, WriteOptions::temp_in(&self.tmp))
     }
 
     /// Every blob digest a manifest refers to (config then layers), read from the store.
@@ -412,7 +412,7 @@ fn create_layout(root: &Path) -> Result<()> {
     }
     let layout = root.join("oci-layout");
     if !layout.exists() {
-        write_atomic(root, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        write_atomically(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#, WriteOptions::temp_in(&root.join("tmp")))?;
     }
     Ok(())
 }
@@ -505,7 +505,7 @@ impl Write for BlobWriter {
 
 impl BlobWriter {
     /// Finishes the blob. With `expected`, a digest mismatch discards it and fails.
-    pub fn commit(mut self, media_type: &str, expected: Option<&str>) -> Result<Descriptor> {
+    pub fn commit(self, media_type: &str, expected: Option<&str>) -> Result<Descriptor> {
         let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
         if let Some(want) = expected {
             if want != digest {
@@ -513,11 +513,9 @@ impl BlobWriter {
             }
         }
         let dest = self.store.blob_path(&digest)?;
-        self.tmp.flush().map_err(|e| Error::io("writing blob", &dest, e))?;
         // A blob already there is kept, unless its size says it is not this content.
         if !fs::metadata(&dest).is_ok_and(|m| m.len() == self.size) {
-            self.tmp.as_file().sync_all().map_err(|e| Error::io("syncing blob", &dest, e))?;
-            self.tmp.persist(&dest).map_err(|e| Error::io("storing blob", &dest, e.error))?;
+            crate::support::fs::persist(self.tmp, &dest)?;
         }
         Ok(Descriptor { media_type: media_type.to_string(), digest, size: self.size })
     }
@@ -550,21 +548,6 @@ pub fn put_blob_from(
     let mut w = store.blob_writer()?;
     io::copy(reader, &mut w).map_err(|e| Error::io("writing blob to", store.root(), e))?;
     w.commit(media_type, expected)
-}
-
-/// Writes `bytes` to `path` atomically: temporary file in `tmp_root`/tmp, fsync, rename.
-pub fn write_atomic(tmp_root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp_dir = tmp_root.join("tmp");
-    let dir = if tmp_dir.is_dir() { tmp_dir } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("creating temporary file in", &dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io("writing", path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io("syncing", path, e))?;
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;
-    }
-    tmp.persist(path).map_err(|e| Error::io("renaming into place", path, e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]
