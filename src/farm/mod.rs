@@ -747,3 +747,6 @@ fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done
         backend: None,
     }
 }
+
+#[cfg(test)]
+mod tests;
