@@ -1,20 +1,22 @@
 //! The coordinator's rules through the [`Backend`] seam: fake backends that write small
 //! real images into a real store (in a temporary folder), so no dockerd is needed. The
-//! registry is a loopback port nothing listens on: a test passes only if the rule it
-//! checks never reaches the registry.
+//! registry is either a loopback port nothing listens on (a test passes only if the
+//! rule it checks never reaches the registry) or the in-process registry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use http::Method;
 
 use super::*;
 use crate::image::oci::{OCI_CONFIG, OCI_MANIFEST};
 use crate::image::platform::ArchTable;
-use crate::plan::{Needs, Parent, Skip, Unresolved};
+use crate::plan::{ImagePlan, Needs, Parent, Skip, Unresolved};
 use crate::recipe::config::Overrides;
 use crate::recipe::context::Context;
+use crate::registry::in_process::InProcess;
 use sha2::Digest as _;
 
 /// A backend that produces a tiny image per job (a config naming the key, no layers),
@@ -32,6 +34,8 @@ struct Fake {
     given: Mutex<BTreeMap<String, Vec<String>>>,
     /// The configuration error it reports (a usage error).
     config_error: Option<&'static str>,
+    /// Said next to each `find` in `calls` (what the registry had been asked by then).
+    at_find: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl Fake {
@@ -44,6 +48,7 @@ impl Fake {
             calls: Mutex::default(),
             given: Mutex::default(),
             config_error: None,
+            at_find: None,
         }
     }
 
@@ -92,7 +97,8 @@ impl Backend for Fake {
 
     fn find<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Option<StoredImage>>> {
         async move {
-            self.calls.lock().unwrap().push(format!("find {}", name(job)));
+            let at = self.at_find.as_ref().map(|f| format!(" ({})", f())).unwrap_or_default();
+            self.calls.lock().unwrap().push(format!("find {}{at}", name(job)));
             if self.holds.contains(&job.key) {
                 return Ok(Some(self.write(job)?));
             }
@@ -121,8 +127,20 @@ fn setup() -> (tempfile::TempDir, Config, Store) {
 }
 
 fn farm(config: Config, store: Store, engines: Arc<Fake>, assembler: Arc<Fake>) -> Arc<Farm> {
+    let registry = Registry::new(&config.registry).unwrap();
+    farm_with(config, store, registry, engines, assembler)
+}
+
+/// A farm whose registry is `reg`.
+fn farm_on(reg: &InProcess, mut config: Config, store: Store, engines: Arc<Fake>) -> Arc<Farm> {
+    config.registry = reg.registry_ref();
+    let assembler = Arc::new(Fake::new(&store, BackendKind::Assembler));
+    farm_with(config, store, reg.client(), engines, assembler)
+}
+
+fn farm_with(config: Config, store: Store, registry: Registry, engines: Arc<Fake>, assembler: Arc<Fake>) -> Arc<Farm> {
     Arc::new(Farm {
-        registry: Registry::new(&config.registry).unwrap(),
+        registry,
         config,
         store,
         local: Arc::new(LocalEngine::default()),
@@ -314,4 +332,106 @@ async fn a_backends_configuration_error_fails_the_run_after_the_jobs() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.message().contains("buildkit: true"), "{}", e.message());
     assert_eq!(engines.calls(), ["produce web/linux/amd64"], "every job ran before the run failed");
+}
+
+/// How many requests of `method` to a path containing `path` the registry received.
+fn count(reg: &InProcess, method: Method, path: &str) -> usize {
+    reg.requests().iter().filter(|r| r.method == method && r.target.contains(path)).count()
+}
+
+#[tokio::test]
+async fn the_registry_is_asked_after_the_engine_and_its_image_is_not_rebuilt() {
+    let reg = Arc::new(InProcess::start().await);
+    let (_dir, config, store) = setup();
+    let web = job("web", "amd64", JobKind::Engine, &[]);
+    // The registry holds web's per-platform key tag.
+    let config_bytes = br#"{"architecture":"amd64","os":"linux"}"#;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+        "config": { "mediaType": OCI_CONFIG, "digest": reg.put_blob("web", config_bytes), "size": config_bytes.len() },
+    });
+    let tag = platform_tag(&web.platform, &web.key);
+    let digest = reg.put_manifest("web", &tag, manifest.to_string().as_bytes(), OCI_MANIFEST);
+    let mut engines = Fake::new(&store, BackendKind::Classic);
+    let seen = Arc::clone(&reg);
+    engines.at_find =
+        Some(Box::new(move || format!("{} manifest requests", count(&seen, Method::HEAD, "/manifests/"))));
+    let engines = Arc::new(engines);
+    let farm = farm_on(&reg, config, store, Arc::clone(&engines));
+
+    let report = farm.run(&plan(vec![web]), &BuildOptions::default()).await.unwrap();
+    let r = report_of(&report, "web", "amd64");
+    assert_eq!((r.outcome, r.source, r.error.as_deref()), (Outcome::Cached, Some(Source::Registry), None));
+    assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(r.pushed, Some(format!("{}/web:{tag}", reg.addr())));
+    // The engine was asked first, before any manifest request, and nothing was built.
+    assert_eq!(engines.calls(), ["find web/linux/amd64 (0 manifest requests)"]);
+    assert_eq!(count(&reg, Method::HEAD, &format!("/v2/web/manifests/{tag}")), 1);
+}
+
+#[tokio::test]
+async fn a_registry_that_refuses_fails_the_job_instead_of_rebuilding() {
+    for status in [401, 503] {
+        let reg = InProcess::start().await;
+        let (_dir, config, store) = setup();
+        let engines = Arc::new(Fake::new(&store, BackendKind::Classic));
+        let farm = farm_on(&reg, config, store, Arc::clone(&engines));
+        reg.fail_when(Some(Method::HEAD), "/manifests/", 1000, status);
+
+        let report = farm.run(&plan(vec![job("web", "amd64", JobKind::Engine, &[])]), &BuildOptions::default()).await;
+        let report = report.unwrap();
+        let r = report_of(&report, "web", "amd64");
+        assert_eq!((r.outcome, r.stage), (Outcome::Failed, Some(Stage::Memo)), "{status}: {:?}", r.error);
+        assert!(r.error.as_deref().unwrap_or("").contains(&status.to_string()), "{status}: {:?}", r.error);
+        assert_eq!(engines.calls(), ["find web/linux/amd64"], "{status}: never rebuilt over a registry that refused");
+        assert!(report.failed());
+    }
+}
+
+#[tokio::test]
+async fn the_canonical_tag_is_written_only_over_every_platform() {
+    for failing in [None, Some("arm64")] {
+        let reg = InProcess::start().await;
+        let (_dir, config, store) = setup();
+        let jobs = vec![job("web", "amd64", JobKind::Engine, &[]), job("web", "arm64", JobKind::Engine, &[])];
+        let mut engines = Fake::new(&store, BackendKind::Classic);
+        if let Some(arch) = failing {
+            engines.failing.insert(("web".into(), platform(arch).to_string()));
+        }
+        let farm = farm_on(&reg, config, store, Arc::new(engines));
+        let index_key = hex::encode(sha2::Sha256::digest("web index"));
+        let mut plan = plan(jobs);
+        plan.images.push(ImagePlan {
+            name: "web".into(),
+            platforms: plan.jobs.iter().map(|j| (j.platform.clone(), j.key.clone())).collect(),
+            index_key: index_key.clone(),
+        });
+        let opts = BuildOptions { push: true, rebuild: every_job(&plan), ..BuildOptions::default() };
+        let report = farm.run(&plan, &opts).await.unwrap();
+
+        let amd64 = &plan.jobs[0];
+        assert!(reg.tags("web").contains(&platform_tag(&amd64.platform, &amd64.key)), "the good platform is pushed");
+        let stitched = reg.tags("web").contains(&index_key);
+        match failing {
+            None => {
+                assert!(stitched, "{:?}", report.errors);
+                assert_eq!(report.tags.len(), 1);
+                assert_eq!(report.tags[0].platforms, ["linux/amd64", "linux/arm64"]);
+                assert!(!report.failed(), "{:?}", report.errors);
+            }
+            Some(_) => {
+                assert!(!stitched, "no tag points at an incomplete image");
+                assert!(report.tags.is_empty());
+                assert!(
+                    report
+                        .errors
+                        .iter()
+                        .any(|e| e.starts_with("web: canonical tag not written because a platform failed")),
+                    "{:?}",
+                    report.errors
+                );
+                assert_eq!(count(&reg, Method::PUT, &format!("/manifests/{index_key}")), 0);
+            }
+        }
+    }
 }
