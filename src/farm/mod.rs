@@ -3,7 +3,7 @@
 //! then the backend's own place, the local engine for Dockerfile jobs, then registry);
 //! produces misses through the [`Backend`] the planner's job kind names (the assembler
 //! for image.yaml jobs, the fleet for Dockerfile jobs), after putting the job's parents
-//! in the store; records every result in the store in one place ([`Farm::put_entry`]);
+//! in the store; records every result in the store in one place (`Farm::put_entry`);
 //! publishes from the store; and stitches each image's canonical index only once every
 //! platform's manifest is in the registry.
 
