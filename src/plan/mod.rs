@@ -353,7 +353,8 @@ fn parse_recipe(
     let path = image.dir.join(recipe);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
-    if recipe == crate::recipe::catalog::ASSEMBLED_RECIPE {
+    // The catalog knows the kind of recipe; the job's kind is decided here, once.
+    if matches!(image.recipes, crate::recipe::catalog::Recipes::Assembled { .. }) {
         let refs = crate::recipe::image_yaml::refs(config, catalog, image, &path, &text)?;
         let parents = refs
             .farm_parent
