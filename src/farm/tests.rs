@@ -339,19 +339,26 @@ fn count(reg: &InProcess, method: Method, path: &str) -> usize {
     reg.requests().iter().filter(|r| r.method == method && r.target.contains(path)).count()
 }
 
+/// Puts a small image for `job` in the registry under its per-platform key tag, in the
+/// repository named after its image; returns the tag and the manifest digest.
+fn seed(reg: &InProcess, job: &Job) -> (String, String) {
+    let config = serde_json::json!({ "architecture": job.platform.architecture, "os": job.platform.os }).to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+        "config": { "mediaType": OCI_CONFIG, "digest": reg.put_blob(&job.image, config.as_bytes()), "size": config.len() },
+    });
+    let tag = platform_tag(&job.platform, &job.key);
+    let digest = reg.put_manifest(&job.image, &tag, manifest.to_string().as_bytes(), OCI_MANIFEST);
+    (tag, digest)
+}
+
 #[tokio::test]
 async fn the_registry_is_asked_after_the_engine_and_its_image_is_not_rebuilt() {
     let reg = Arc::new(InProcess::start().await);
     let (_dir, config, store) = setup();
     let web = job("web", "amd64", JobKind::Engine, &[]);
     // The registry holds web's per-platform key tag.
-    let config_bytes = br#"{"architecture":"amd64","os":"linux"}"#;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-        "config": { "mediaType": OCI_CONFIG, "digest": reg.put_blob("web", config_bytes), "size": config_bytes.len() },
-    });
-    let tag = platform_tag(&web.platform, &web.key);
-    let digest = reg.put_manifest("web", &tag, manifest.to_string().as_bytes(), OCI_MANIFEST);
+    let (tag, digest) = seed(&reg, &web);
     let mut engines = Fake::new(&store, BackendKind::Classic);
     let seen = Arc::clone(&reg);
     engines.at_find =
@@ -431,6 +438,43 @@ async fn the_canonical_tag_is_written_only_over_every_platform() {
                     report.errors
                 );
                 assert_eq!(count(&reg, Method::PUT, &format!("/manifests/{index_key}")), 0);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_parent_only_in_the_registry_is_fetched_into_the_store_before_its_child_is_built() {
+    for fault in [None, Some(503)] {
+        let reg = InProcess::start().await;
+        let (_dir, config, store) = setup();
+        let base = job("base", "amd64", JobKind::Engine, &[]);
+        let app = job("app", "amd64", JobKind::Engine, &["base"]);
+        let (_, digest) = seed(&reg, &base);
+        if let Some(status) = fault {
+            // The memo's HEAD finds the parent; fetching its manifest fails.
+            reg.fail_when(Some(Method::GET), "/manifests/", 1000, status);
+        }
+        let engines = Arc::new(Fake::new(&store, BackendKind::Classic));
+        let farm = farm_on(&reg, config, store.clone(), Arc::clone(&engines));
+        let plan = plan(vec![base.clone(), app.clone()]);
+        let opts = BuildOptions { rebuild: vec![("app".into(), app.platform.clone())], ..BuildOptions::default() };
+        let report = farm.run(&plan, &opts).await.unwrap();
+
+        assert_eq!(report_of(&report, "base", "amd64").source, Some(Source::Registry));
+        let a = report_of(&report, "app", "amd64");
+        match fault {
+            None => {
+                assert_eq!(a.outcome, Outcome::Built, "{:?}", a.error);
+                let entry = store.entry(&base.key).unwrap().expect("the parent is fetched into the store");
+                assert_eq!(entry.manifest.digest, digest);
+                assert_eq!(engines.given.lock().unwrap()["app/linux/amd64"], std::slice::from_ref(&base.key));
+                assert_eq!(engines.calls(), ["find base/linux/amd64", "produce app/linux/amd64"]);
+            }
+            Some(_) => {
+                assert_eq!((a.outcome, a.stage), (Outcome::Failed, Some(Stage::Build)));
+                assert_eq!(engines.calls(), ["find base/linux/amd64"], "no build without its parent in the store");
+                assert!(store.entry(&base.key).unwrap().is_none());
             }
         }
     }
