@@ -4,9 +4,9 @@
 //! Routing: a job goes to a healthy builder that runs its platform natively, failing
 //! that to one that can emulate it; among those, to the one with the largest share of
 //! free slots (free / jobs). A builder that stops answering is marked unhealthy and
-//! the job is retried elsewhere; a build whose recipe fails is not. Parents are put on
-//! the chosen builder from the store (`Engine::load_from_store`) unless its key label
-//! is already there.
+//! the job is retried elsewhere; a build whose recipe fails is not (the retry loop is
+//! the engine backend's, `build::engine_backend`; the fleet hands it a [`Lease`] on the
+//! chosen builder).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, OnceCell};
 
 use crate::build::binfmt;
-use crate::engine::{Backend, Engine};
+use crate::engine::Engine;
 use crate::support::error::{Error, Result};
 
 use crate::image::platform::{ArchTable, Platform};
@@ -36,7 +36,6 @@ pub enum Route {
 pub struct Placement {
     pub builder: String,
     pub route: Route,
-    pub backend: Backend,
 }
 
 /// What a job needs of a builder.
@@ -74,14 +73,14 @@ pub struct BuilderStatus {
 }
 
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Facts {
+struct Facts {
     version: Option<String>,
-    pub(crate) native: Vec<Platform>,
+    native: Vec<Platform>,
     native_from: &'static str,
     emulates: Vec<Platform>,
     emulates_from: &'static str,
     /// Builds there use BuildKit.
-    pub(crate) buildkit: bool,
+    buildkit: bool,
 }
 
 impl Facts {
@@ -90,12 +89,12 @@ impl Facts {
     }
 }
 
-pub(crate) struct Builder {
-    pub(crate) spec: BuilderSpec,
+struct Builder {
+    spec: BuilderSpec,
     jobs: usize,
-    pub(crate) deadline: Duration,
+    deadline: Duration,
     engine: OnceCell<std::result::Result<Engine, String>>,
-    pub(crate) facts: OnceCell<Facts>,
+    facts: OnceCell<Facts>,
     bridge: Mutex<Option<SshBridge>>,
     /// Listed in the configuration (not the implicit `local`).
     listed: bool,
@@ -110,7 +109,7 @@ struct Slot {
 
 /// The engines of one run.
 pub struct Fleet {
-    pub(crate) builders: Vec<Builder>,
+    builders: Vec<Builder>,
     slots: Mutex<Vec<Slot>>,
     changed: Notify,
     arches: ArchTable,
@@ -334,7 +333,7 @@ impl Fleet {
         Choice::Take(i, route, reason)
     }
 
-    pub(crate) fn mark_unhealthy(&self, index: usize, why: &str) {
+    fn mark_unhealthy(&self, index: usize, why: &str) {
         let mut slots = self.slots.lock().expect("fleet lock");
         slots[index].unhealthy.get_or_insert_with(|| why.to_string());
         drop(slots);
@@ -364,6 +363,42 @@ pub(crate) struct Lease<'a> {
     pub(crate) reason: String,
 }
 
+impl Lease<'_> {
+    fn chosen(&self) -> &Builder {
+        &self.fleet.builders[self.index]
+    }
+
+    /// The builder's configured name.
+    pub(crate) fn builder(&self) -> &str {
+        &self.chosen().spec.name
+    }
+
+    /// The builder's engine (connected when the fleet was probed).
+    pub(crate) async fn engine(&self) -> Result<&Engine> {
+        self.chosen().engine().await
+    }
+
+    /// How long the builder gets to answer a ping.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.chosen().deadline
+    }
+
+    /// Builds there use BuildKit.
+    pub(crate) fn buildkit(&self) -> bool {
+        self.chosen().facts.get().is_some_and(|f| f.buildkit)
+    }
+
+    /// The first platform the builder runs natively.
+    pub(crate) fn native(&self) -> Option<&Platform> {
+        self.chosen().facts.get().and_then(|f| f.native.first())
+    }
+
+    /// Takes the builder out of the fleet for the rest of the run.
+    pub(crate) fn mark_unhealthy(&self, why: &str) {
+        self.fleet.mark_unhealthy(self.index, why);
+    }
+}
+
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let mut slots = self.fleet.slots.lock().expect("fleet lock");
@@ -387,7 +422,7 @@ impl Builder {
         }
     }
 
-    pub(crate) async fn engine(&self) -> Result<&Engine> {
+    async fn engine(&self) -> Result<&Engine> {
         let r = self
             .engine
             .get_or_init(|| async {

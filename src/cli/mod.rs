@@ -854,13 +854,13 @@ async fn assemble(
     if report.failed() {
         return finish_report(&farm, &report, false);
     }
-    let parent = match job.parents.first() {
-        Some(p) => {
-            let key = plan.job(&p.image, &platform).map(|j| j.key.clone()).unwrap_or_default();
-            Some(farm.entry_in_store(&p.image, &platform, &key).await?.manifest.digest)
-        }
-        None => None,
-    };
+    let mut parents = crate::build::Parents::new();
+    for p in &job.parents {
+        let key = plan.job(&p.image, &platform).map(|j| j.key.clone()).unwrap_or_default();
+        let entry = farm.entry_in_store(&p.image, &platform, &key).await?;
+        parents.insert((p.image.clone(), p.platform.clone()), entry);
+    }
+    let parent = parents.values().next().map(|e| e.manifest.digest.clone());
     let stored = farm.store.entry(&job.key)?;
     let (digest, image_id) = match (stored, &output) {
         (None, Some(Output::Stdout)) => {
@@ -883,7 +883,7 @@ async fn assemble(
                 Some(e) => e,
                 None => {
                     farm.progress().started(&name, &platform);
-                    farm.assemble_job(&job, parent, None).await?
+                    farm.produce(&job, &parents, None).await?.0
                 }
             };
             let ref_name = crate::image::reference::split_tag(&tag).1.unwrap_or("latest");

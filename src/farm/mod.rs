@@ -1,32 +1,35 @@
 //! The coordinator: runs a [`Plan`]'s jobs concurrently (bounded), each waiting only for
 //! its own parents on the same platform; looks every key up before building (store,
-//! then local engine, then registry); produces misses (image.yaml jobs by the
-//! assembler, Dockerfile jobs on a builder of the fleet); records results in the store;
+//! then the backend's own place, the local engine for Dockerfile jobs, then registry);
+//! produces misses through the [`Backend`] the planner's job kind names (the assembler
+//! for image.yaml jobs, the fleet for Dockerfile jobs), after putting the job's parents
+//! in the store; records every result in the store in one place (`Farm::put_entry`);
 //! publishes from the store; and stitches each image's canonical index only once every
 //! platform's manifest is in the registry.
 
 pub mod bases;
-pub mod engine_jobs;
 pub mod progress;
 pub mod stitch;
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::watch;
 
-use crate::build::assemble::LayerSink;
-use crate::build::fleet::{Fleet, Placement, Route};
+use crate::build::assemble::{Assembler, EarlyUpload};
+use crate::build::engine_backend::{put_on_engine, EngineBackend, LocalEngine};
+use crate::build::fleet::{Placement, Route};
+use crate::build::{Backend, BackendKind, Parents, Produced, Report, StoredImage};
 use crate::engine::Engine;
 use crate::farm::progress::{Outcome, Progress, Source};
 use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
 use crate::image::store::{Entry, Store};
 use crate::plan::key::platform_tag;
-use crate::plan::{Job, Plan};
+use crate::plan::{Job, JobKind, Plan};
 use crate::publish::preupload::Preupload;
 use crate::recipe::config::Config;
 use crate::registry::Registry;
@@ -34,15 +37,6 @@ use crate::support::error::{Error, Result};
 
 /// How many images are stitched at once.
 pub const STITCH_CONCURRENCY: usize = 16;
-
-/// What produced an image: an engine's BuildKit or classic builder, or the assembler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    BuildKit,
-    Classic,
-    Assembler,
-}
 
 /// Where a failed job stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,17 +215,53 @@ pub struct Farm {
     pub config: Config,
     pub store: Store,
     registry: Registry,
-    engine: OnceCell<std::result::Result<Engine, String>>,
+    local: Arc<LocalEngine>,
     progress: Progress,
-    pub(crate) fleet: Fleet,
+    /// Produces [`JobKind::Engine`] jobs: the fleet.
+    engines: Arc<dyn Backend>,
+    /// Produces [`JobKind::Assemble`] jobs.
+    assembler: Arc<dyn Backend>,
+}
+
+impl Report for Progress {
+    fn started(&self, image: &str, platform: &Platform) {
+        Progress::started(self, image, platform)
+    }
+
+    fn note(&self, message: &str) {
+        Progress::note(self, message)
+    }
 }
 
 impl Farm {
     pub fn new(config: Config, progress: Progress) -> Result<Self> {
         let store = Store::open(&config.store)?;
         let registry = Registry::new(&config.registry)?;
-        let fleet = Fleet::new(&config.builders, config.jobs, &config.arches);
-        Ok(Farm { config, store, registry, engine: OnceCell::new(), progress, fleet })
+        let local = Arc::new(LocalEngine::default());
+        let report: Arc<dyn Report> = Arc::new(progress.clone());
+        let engines = EngineBackend::new(config.clone(), store.clone(), Arc::clone(&local), report);
+        let to = registry.clone();
+        let early_upload: EarlyUpload = Box::new(move |repo| {
+            Box::new(Preupload::new(to.clone(), repo.to_string(), tokio::runtime::Handle::current()))
+        });
+        let assembler = Assembler::new(config.clone(), store.clone(), early_upload);
+        Ok(Farm {
+            config,
+            store,
+            registry,
+            local,
+            progress,
+            engines: Arc::new(engines),
+            assembler: Arc::new(assembler),
+        })
+    }
+
+    /// The backend that produces jobs of `kind`.
+    fn backend(&self, kind: JobKind) -> &dyn Backend {
+        match kind {
+            JobKind::Engine => self.engines.as_ref(),
+            JobKind::Assemble => self.assembler.as_ref(),
+        }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -244,13 +274,7 @@ impl Farm {
 
     /// The local engine, connected on first use (and only then).
     pub async fn engine(&self) -> Result<&Engine> {
-        let r = self
-            .engine
-            .get_or_init(|| async {
-                Engine::connect(crate::engine::deadline()).await.map_err(|e| e.message().to_string())
-            })
-            .await;
-        r.as_ref().map_err(|m| Error::failure(m.clone()))
+        self.local.get().await
     }
 
     /// Runs every job of `plan`; never returns early on a job failure: the report
@@ -293,7 +317,7 @@ impl Farm {
         }
         // A builder's configuration that its engine contradicts is found when a job
         // first needs a builder (a run served by the memo probes none): exit 2.
-        if let Some(e) = self.fleet.configuration_error() {
+        if let Some(e) = [&self.engines, &self.assembler].iter().find_map(|b| b.configuration_error()) {
             return Err(e);
         }
         // Jobs with no key (a base, or a parent's, has no digest; a recipe is invalid)
@@ -402,23 +426,12 @@ impl Farm {
         let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await.map_err(at(Stage::Memo))? };
         let (mut done, how) = match found {
             Some(found) => found,
-            None if job.recipe == crate::recipe::catalog::ASSEMBLED_RECIPE => {
-                let entry =
-                    self.assemble(job, &parent_done, push.then_some(repo.as_str())).await.map_err(at(Stage::Build))?;
-                let mut done = done_for(job, Some(entry), None);
-                done.backend = Some(BackendKind::Assembler);
-                (done, (Outcome::Built, Source::Build))
-            }
             None => {
-                self.check_secrets(job).map_err(at(Stage::Build))?;
-                // The fleet bounds concurrency: each builder runs at most its `jobs`.
-                let (entry, placed) = self.build_on_fleet(job, &parent_done).await.map_err(at(Stage::Build))?;
+                let (entry, produced) =
+                    self.build(job, &parent_done, push.then_some(repo.as_str())).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
-                done.backend = Some(match placed.backend {
-                    crate::engine::Backend::BuildKit => BackendKind::BuildKit,
-                    crate::engine::Backend::Classic => BackendKind::Classic,
-                });
-                done.placed = Some(placed);
+                done.backend = Some(produced.by);
+                done.placed = produced.placed;
                 (done, (Outcome::Built, Source::Build))
             }
         };
@@ -440,22 +453,17 @@ impl Farm {
         Ok((done, how))
     }
 
-    /// The memo: the store, then the engine (its image labelled with the key), then
-    /// the registry (the per-platform key tag). A registry that does not answer 200 or
-    /// 404 fails the job: never a silent rebuild over a published tag.
+    /// The memo: the store, then the backend's own place (the local engine's image
+    /// labelled with the key, for Dockerfile jobs), then the registry (the per-platform
+    /// key tag). A registry that does not answer 200 or 404 fails the job: never a
+    /// silent rebuild over a published tag.
     async fn lookup(&self, job: &Job, repo: &str, tag: &str) -> Result<Option<(Done, (Outcome, Source))>> {
         if let Some(entry) = self.store.entry(&job.key)? {
             return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Store))));
         }
-        // An assembled image is not taken back from the engine: `docker save` + import
-        // would recompress its layers (other digests), and assembling is cheap.
-        let assembled = job.recipe == crate::recipe::catalog::ASSEMBLED_RECIPE;
-        if let (false, Ok(engine)) = (assembled, self.engine().await) {
-            if let Some(id) = engine.find_by_label(&job.key).await? {
-                let imported = engine.export_to_store(&id, &self.store).await?;
-                let entry = self.record(job, imported.manifest, imported.config_digest)?;
-                return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Engine))));
-            }
+        if let Some(image) = self.backend(job.kind).find(job).await? {
+            let entry = self.record(job, image)?;
+            return Ok(Some((done_for(job, Some(entry), None), (Outcome::Cached, Source::Engine))));
         }
         if let Some(remote) = self.registry.manifest_head(repo, tag).await? {
             return Ok(Some((done_for(job, None, Some(remote)), (Outcome::Cached, Source::Registry))));
@@ -463,33 +471,28 @@ impl Farm {
         Ok(None)
     }
 
-    /// Assembles an image.yaml job straight into the store (no engine, no emulation).
-    async fn assemble(&self, job: &Job, parents: &ParentsDone, push_to: Option<&str>) -> Result<Entry> {
-        let parent = match job.parents.first() {
-            Some(p) => {
-                Some(self.ensure_in_store(&parents[&(p.image.clone(), p.platform.clone())]).await?.manifest.digest)
+    /// Builds a memo miss: its secrets checked (before any builder is asked, so a job
+    /// found in the memo never needs them), its parents put in the store, then
+    /// [`Farm::produce`].
+    async fn build(&self, job: &Job, finished: &ParentsDone, push_to: Option<&str>) -> Result<(Entry, Produced)> {
+        self.check_secrets(job)?;
+        let mut parents = Parents::new();
+        for p in &job.parents {
+            if let btree_map::Entry::Vacant(slot) = parents.entry((p.image.clone(), p.platform.clone())) {
+                let entry = self.ensure_in_store(&finished[slot.key()]).await?;
+                slot.insert(entry);
             }
-            None => None,
-        };
-        self.assemble_job(job, parent, push_to).await
+        }
+        self.produce(job, &parents, push_to).await
     }
 
-    /// Assembles `job` into the store and records it; `parent`: the manifest digest (in
-    /// the store) of its farm base. With `push_to` (a repository of the registry), new
-    /// layers start uploading there while the others are compressed. Errors keep their
-    /// kind (bad input is a usage error).
-    pub async fn assemble_job(&self, job: &Job, parent: Option<String>, push_to: Option<&str>) -> Result<Entry> {
-        let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
-        let rt = tokio::runtime::Handle::current();
-        let preupload = push_to.map(|repo| Preupload::new(self.registry.clone(), repo.to_string(), rt.clone()));
-        let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
-            let prepared = crate::build::assemble::prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
-            crate::build::assemble::write_to_store(prepared, &store, preupload.as_ref().map(|p| p as &dyn LayerSink))
-        })
-        .await
-        .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
-        .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
-        self.record(job, manifest, config_digest)
+    /// Produces `job` with the backend of its kind and records the result as the store's
+    /// memo entry for its key. `parents`: every parent of the job, in the store. With
+    /// `push_to` (a repository of the registry), a backend may start uploading there.
+    pub async fn produce(&self, job: &Job, parents: &Parents, push_to: Option<&str>) -> Result<(Entry, Produced)> {
+        let produced = self.backend(job.kind).produce(job, parents, push_to).await?;
+        let entry = self.record(job, produced.image.clone())?;
+        Ok((entry, produced))
     }
 
     /// The store entry of a finished job, fetched from the registry when it is only there.
@@ -513,35 +516,23 @@ impl Farm {
     /// already there (by key label), else loaded from the store, else fetched from the
     /// registry into the store and loaded (one path for every source).
     pub async fn ensure_in_engine(&self, done: &Done) -> Result<String> {
-        self.ensure_on(self.engine().await?, done).await
-    }
-
-    /// The same for any engine (a builder that needs a parent): its key-label memo,
-    /// else the store (fetching from the registry first if needed).
-    pub(crate) async fn ensure_on(&self, engine: &Engine, done: &Done) -> Result<String> {
+        let engine = self.engine().await?;
         let known = match &done.entry {
             Some(e) => Some(e.clone()),
             None => self.store.entry(&done.key)?,
         };
-        // The store entry's own image (loaded, its ID is its config digest), not just any
-        // image with the key label: the engine may also hold its own unrewritten build,
-        // or another image with the same key after a rebuild or a pull.
-        if let Some(e) = &known {
-            if let Some((id, _)) = engine.resolve_image(&e.config_digest).await? {
-                return Ok(id);
-            }
-        } else if let Some(id) = engine.find_by_label(&done.key).await? {
-            return Ok(id);
-        }
         let entry = match known {
             Some(e) => e,
             None => {
+                // Not stored here: any image of the engine's with the key label will do.
+                if let Some(id) = engine.find_by_label(&done.key).await? {
+                    return Ok(id);
+                }
                 let remote = done.remote.as_ref().ok_or_else(|| Error::failure("job has no result"))?;
                 self.fetch_entry(&done.image, &done.platform, &done.key, &remote.digest).await?
             }
         };
-        let tags = [self.config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
-        engine.load_from_store(&self.store, &entry.manifest, &tags).await
+        put_on_engine(engine, &self.store, &self.config, &entry).await
     }
 
     /// Fetches the registry's image `reference` (a digest or the key tag of `image` for
@@ -580,11 +571,12 @@ impl Farm {
         self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
     }
 
-    /// Records what `job` produced as the store's memo entry for its key.
-    pub(crate) fn record(&self, job: &Job, manifest: Descriptor, config_digest: String) -> Result<Entry> {
-        self.put_entry(&job.image, &job.platform, &job.key, manifest, config_digest)
+    /// Records what `job` produced (or a backend found) as the store's memo entry for its key.
+    fn record(&self, job: &Job, image: StoredImage) -> Result<Entry> {
+        self.put_entry(&job.image, &job.platform, &job.key, image.manifest, image.config_digest)
     }
 
+    /// The one place that writes the store's memo entries.
     fn put_entry(
         &self,
         image: &str,
@@ -755,3 +747,6 @@ fn done_for(job: &Job, entry: Option<Entry>, remote: Option<Descriptor>) -> Done
         backend: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,8 @@ pub struct Job {
     pub image: String,
     pub platform: Platform,
     pub key: String,
+    /// Which backend produces it: decided here, once, from the kind of recipe.
+    pub kind: JobKind,
     /// The recipe file used for this platform (`Dockerfile.aarch64` beats `Dockerfile`).
     pub recipe: String,
     pub recipe_text: String,
@@ -49,6 +51,16 @@ pub struct Job {
     pub build_platform: Option<Platform>,
     /// What the recipe asks of the engine's builder.
     pub needs: Needs,
+}
+
+/// Which backend produces a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JobKind {
+    /// A Dockerfile, built on an engine of the fleet.
+    #[default]
+    Engine,
+    /// An image.yaml, assembled without an engine.
+    Assemble,
 }
 
 /// A farm image a job builds FROM.
@@ -144,6 +156,7 @@ pub enum PlatformChoice {
 struct DraftJob {
     image: String,
     platform: Platform,
+    kind: JobKind,
     recipe: String,
     recipe_text: String,
     context: Context,
@@ -313,6 +326,7 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
             jobs.push(DraftJob {
                 image: name.clone(),
                 platform: platform.clone(),
+                kind: parsed.kind,
                 recipe: parsed.file.clone(),
                 recipe_text: parsed.text.clone(),
                 context: ctx,
@@ -339,7 +353,8 @@ fn parse_recipe(
     let path = image.dir.join(recipe);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::usage(format!("image {}: cannot read {}: {e}", image.name, path.display())))?;
-    if recipe == crate::recipe::catalog::ASSEMBLED_RECIPE {
+    // The catalog knows the kind of recipe; the job's kind is decided here, once.
+    if matches!(image.recipes, crate::recipe::catalog::Recipes::Assembled { .. }) {
         let refs = crate::recipe::image_yaml::refs(config, catalog, image, &path, &text)?;
         let parents = refs
             .farm_parent
@@ -347,7 +362,14 @@ fn parse_recipe(
             .map(|(image, reference)| Parent { image, reference, platform: platform.clone() })
             .collect();
         let bases = refs.bases.into_iter().map(|reference| Base { reference, platform: platform.clone() }).collect();
-        return Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, ..Default::default() });
+        return Ok(ParsedRecipe {
+            kind: JobKind::Assemble,
+            file: recipe.to_string(),
+            text,
+            parents,
+            bases,
+            ..Default::default()
+        });
     }
     let settings = config.image_settings(&image.name);
     let mut args = settings.build_args.clone();
@@ -431,7 +453,7 @@ fn parse_recipe(
         )));
     }
     let build_platform = analysis.reads_build_platform.then(|| config.build_platform.clone());
-    Ok(ParsedRecipe { file: recipe.to_string(), text, parents, bases, build_platform, needs })
+    Ok(ParsedRecipe { kind: JobKind::Engine, file: recipe.to_string(), text, parents, bases, build_platform, needs })
 }
 
 impl Draft {
@@ -512,6 +534,7 @@ impl Draft {
                 image: d.image,
                 platform: d.platform,
                 key,
+                kind: d.kind,
                 recipe: d.recipe,
                 recipe_text: d.recipe_text,
                 context: d.context,
@@ -620,6 +643,7 @@ pub fn pinned_digest(reference: &str) -> Option<String> {
 /// One recipe as read for one platform: its file, text, farm parents and external bases.
 #[derive(Default)]
 struct ParsedRecipe {
+    kind: JobKind,
     file: String,
     text: String,
     parents: Vec<Parent>,

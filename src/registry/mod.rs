@@ -33,6 +33,10 @@
 //!   depend on that.
 
 pub mod auth;
+#[cfg(test)]
+mod client_tests;
+#[cfg(test)]
+pub mod in_process;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;

@@ -17,11 +17,14 @@ use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
+use crate::build::{Backend, BackendKind, Parents, Produced, StoredImage};
 use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::image::platform::Platform;
 use crate::image::store::{HashWriter, Store};
@@ -35,6 +38,66 @@ use crate::recipe::image_yaml::{CreatedAt, From, Recipe, BASE_APT, BASE_REGISTRY
 
 /// The gzip level of assembled layers (fixed: it is part of their digests).
 pub const LAYER_GZIP_LEVEL: u32 = 1;
+
+/// Starts a [`LayerSink`] that uploads each new layer to a registry repository while
+/// the others are still compressed (a push's head start; the publish layer has it).
+pub type EarlyUpload = Box<dyn Fn(&str) -> Box<dyn LayerSink + Send> + Send + Sync>;
+
+/// The assembler as a [`Backend`]: image.yaml jobs straight into the store (no engine,
+/// no emulation). Errors keep their kind (bad input is a usage error).
+pub struct Assembler {
+    config: Config,
+    store: Store,
+    early_upload: EarlyUpload,
+}
+
+impl Assembler {
+    pub fn new(config: Config, store: Store, early_upload: EarlyUpload) -> Assembler {
+        Assembler { config, store, early_upload }
+    }
+}
+
+impl Backend for Assembler {
+    fn produce<'a>(
+        &'a self,
+        job: &'a Job,
+        parents: &'a Parents,
+        push_to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Produced>> {
+        async move {
+            // An image.yaml has at most one farm parent: its `from`.
+            let parent = match job.parents.first() {
+                Some(p) => Some(
+                    parents
+                        .get(&(p.image.clone(), p.platform.clone()))
+                        .ok_or_else(|| Error::failure(format!("parent {} is not in the store", p.image)))?
+                        .manifest
+                        .digest
+                        .clone(),
+                ),
+                None => None,
+            };
+            let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
+            let rt = tokio::runtime::Handle::current();
+            let early = push_to.map(|repo| (self.early_upload)(repo));
+            let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
+                let prepared = prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
+                write_to_store(prepared, &store, early.as_deref().map(|s| s as &dyn LayerSink))
+            })
+            .await
+            .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
+            .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
+            Ok(Produced { image: StoredImage { manifest, config_digest }, by: BackendKind::Assembler, placed: None })
+        }
+        .boxed()
+    }
+
+    /// An assembled image is not taken back from the engine: `docker save` + import
+    /// would recompress its layers (other digests), and assembling is cheap.
+    fn find<'a>(&'a self, _: &'a Job) -> BoxFuture<'a, Result<Option<StoredImage>>> {
+        futures::future::ready(Ok(None)).boxed()
+    }
+}
 
 /// Whether the planner's external base `base` is one of the assembler's.
 pub fn is_assembler_base(base: &str) -> bool {
