@@ -7,6 +7,7 @@ use crate::recipe::catalog::Catalog;
 use crate::recipe::config::Config;
 use crate::support::error::Result;
 
+/// Prints the key of `image` for `platform` (--platform, else ARCH, else the host).
 pub async fn run(
     config: &Config,
     catalog: &Catalog,

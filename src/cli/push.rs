@@ -1,15 +1,13 @@
 //! `archfarm push` (make's `push-<image>`): load, push the key tag, stitch the complete images.
 
-use crate::cli::planning::make_plan;
+use crate::cli::planned::Planned;
+use crate::cli::planning::{make_plan, BaseFlags};
 use crate::cli::report::finish_report;
+use crate::cli::selection::Selection;
+use crate::farm::progress::Progress;
 use crate::farm::{BuildOptions, BuildReport, Farm, Stitched};
 use crate::image::platform::Platform;
 use crate::plan::PlatformChoice;
-
-use crate::cli::planned::Planned;
-use crate::cli::planning::BaseFlags;
-use crate::cli::selection::Selection;
-use crate::farm::progress::Progress;
 use crate::recipe::catalog::Catalog;
 use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};

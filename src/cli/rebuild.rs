@@ -1,11 +1,10 @@
 //! `archfarm rebuild` (make's `rebuild-<image>` and `build-<image>`).
 
-use crate::farm::BuildOptions;
-
 use crate::cli::planned::Planned;
 use crate::cli::planning::BaseFlags;
 use crate::cli::selection::Selection;
 use crate::farm::progress::Progress;
+use crate::farm::BuildOptions;
 use crate::recipe::catalog::Catalog;
 use crate::recipe::config::Config;
 use crate::support::error::Result;

@@ -1,13 +1,11 @@
 //! `archfarm test` (make's `test-<image>`, the presubmit).
 
-use crate::cli::report::finish_report;
-use crate::farm::progress::{Outcome, Source};
-use crate::farm::BuildOptions;
-
 use crate::cli::planned::Planned;
 use crate::cli::planning::BaseFlags;
+use crate::cli::report::finish_report;
 use crate::cli::selection::Selection;
-use crate::farm::progress::Progress;
+use crate::farm::progress::{Outcome, Progress, Source};
+use crate::farm::BuildOptions;
 use crate::recipe::catalog::Catalog;
 use crate::recipe::config::Config;
 use crate::support::error::Result;
