@@ -5,6 +5,12 @@
 /// The text `archfarm makefile` prints.
 pub const IMAGES_MK: &str = include_str!("../../images.mk");
 
+/// `archfarm makefile`.
+pub fn run() -> bool {
+    print!("{IMAGES_MK}");
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::IMAGES_MK;

@@ -8,11 +8,40 @@ use std::collections::BTreeMap;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::cli::planning::{plan_for, BaseFlags};
 use crate::farm::Farm;
 use crate::image::platform::Platform;
 use crate::plan::key::platform_tag;
 use crate::plan::Plan;
+use crate::recipe::catalog::Catalog;
 use crate::support::error::Result;
+
+/// How `matrix` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatrixFormat {
+    Json,
+    Github,
+}
+
+/// Plans `names` (default all) over `platform` (default: the configured platforms) and
+/// prints the matrix of what the registry lacks.
+pub async fn run(
+    farm: &Farm,
+    catalog: &Catalog,
+    names: &[String],
+    platform: Option<&str>,
+    format: MatrixFormat,
+    waves: Option<usize>,
+    bases: &BaseFlags,
+) -> Result<bool> {
+    let plan = plan_for(farm, catalog, names, platform, bases).await?;
+    let m = compute(farm, &plan).await?;
+    match format {
+        MatrixFormat::Json => println!("{}", serde_json::to_string_pretty(&m).expect("matrix serializes")),
+        MatrixFormat::Github => print!("{}", m.github(waves)),
+    }
+    Ok(true)
+}
 
 /// How many images are looked up in the registry at once.
 const CONCURRENCY: usize = 32;

@@ -1,11 +1,14 @@
-//! The publishing subcommands: `login`, `release`, `copy` (parsed in `cli.rs`).
+//! The publishing subcommands: `login`, `release`, `copy`.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::plan::ImagePlan;
+use crate::cli::planning::{make_plan, require_resolved, resolve_names, BaseFlags};
+use crate::farm::Farm;
+use crate::plan::PlatformChoice;
 use crate::publish::copy::{self, ImageRef};
 use crate::publish::release::{self, ReleaseOptions};
+use crate::recipe::catalog::Catalog;
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::auth::{self, Credential, Stored};
 use crate::registry::Registry;
@@ -76,11 +79,14 @@ pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) 
     Ok(true)
 }
 
-/// `archfarm release VERSION [IMAGE...]`.
+/// `archfarm release VERSION [IMAGE...]`: the current keys of `names` (default all) over
+/// their configured platforms, every one of them required, promoted to `version`.
 #[allow(clippy::too_many_arguments)]
 pub async fn release(
-    config: &Config,
-    images: &[ImagePlan],
+    farm: &Farm,
+    catalog: &Catalog,
+    names: &[String],
+    bases: &BaseFlags,
     version: &str,
     to: Option<&str>,
     latest: bool,
@@ -88,12 +94,17 @@ pub async fn release(
     json: bool,
     record: Option<PathBuf>,
 ) -> Result<bool> {
+    let names = resolve_names(catalog, names)?;
+    let plan = make_plan(farm, catalog, &names, &PlatformChoice::Defaults, bases).await?;
+    require_resolved(&plan, "release")?;
+    let images: Vec<_> = plan.images.iter().filter(|i| names.is_empty() || names.contains(&i.name)).cloned().collect();
+    let config = &farm.config;
     let to = match to {
         Some(t) => Some(RegistryRef::parse(t, &config.insecure_registries).map_err(|e| e.context("--to"))?),
         None => None,
     };
     let opts = ReleaseOptions { version: version.to_string(), to, latest, dry_run };
-    let report = release::release(config, images, &opts).await?;
+    let report = release::release(config, &images, &opts).await?;
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     if let Some(path) = &record {
         write_record(path, &text)?;

@@ -215,3 +215,24 @@ async fn the_registry_takes_chunks_in_order_only() {
     assert_eq!(put.status(), 201);
     assert!(reg.has_blob(REPO, &digest));
 }
+
+#[tokio::test]
+async fn a_seeded_image_is_fetched_like_a_pushed_one() {
+    let reg = InProcess::start().await;
+    let seed = |media_type: &str, bytes: &[u8]| Descriptor {
+        media_type: media_type.into(),
+        digest: reg.put_blob(REPO, bytes),
+        size: bytes.len() as u64,
+    };
+    let config = seed(OCI_CONFIG, serde_json::json!({ "architecture": "amd64", "os": "linux" }).to_string().as_bytes());
+    let layer = seed(OCI_LAYER_GZIP, b"seeded");
+    let manifest =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer] });
+    let digest = reg.put_manifest(REPO, "seeded", manifest.to_string().as_bytes(), OCI_MANIFEST);
+    assert_eq!(reg.tags(REPO), ["seeded"]);
+
+    let (_dir, store) = empty_store();
+    let fetched = reg.client().fetch_image(&store, REPO, "seeded", &amd64()).await.unwrap();
+    assert_eq!(fetched.digest, digest);
+    assert_eq!(store.read_blob(&layer.digest).unwrap(), b"seeded");
+}
