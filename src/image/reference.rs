@@ -46,39 +46,18 @@ impl Reference {
         if text.is_empty() {
             return Err(bad("it is empty".into()));
         }
-        let (name, digest) = match text.split_once('@') {
-            Some((n, d)) => (n, Some(check_digest(d).map_err(bad)?)),
-            None => (text, None),
-        };
-        // A tag is after the last ':' that follows the last '/' (a port comes before a '/').
-        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name[last_slash..].rfind(':') {
-            Some(i) => (&name[..last_slash + i], Some(check_tag(&name[last_slash + i + 1..]).map_err(bad)?)),
-            None => (name, None),
-        };
+        let (name, tag, digest) = split(text);
+        let digest = digest.map(check_digest).transpose().map_err(bad)?;
+        let tag = tag.map(check_tag).transpose().map_err(bad)?;
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-                (check_host(first).map_err(bad)?, rest)
-            }
-            _ => (DOCKER_HUB.to_string(), name),
+            Some((first, rest)) if is_host(first) => (check_host(first).map_err(bad)?, rest),
+            _ => (DOCKER_HUB, name),
         };
-        let registry = match registry.as_str() {
-            "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB.to_string(),
-            _ => registry,
-        };
+        let registry = canonical_registry(registry).to_string();
         if path.is_empty() {
             return Err(bad("the repository name is empty".into()));
         }
-        if let Some(c) = path.split('/').find(|c| !valid_path_component(c)) {
-            let why = if c.is_empty() {
-                "an empty path component (`//`, or a leading or trailing `/`)".to_string()
-            } else if c.bytes().any(|b| b.is_ascii_uppercase()) {
-                format!("repository component '{c}' has uppercase letters; repository names are lowercase")
-            } else {
-                format!("repository component '{c}' must be lowercase letters, digits and . _ -, starting and ending with a letter or digit")
-            };
-            return Err(bad(why));
-        }
+        check_path(path, "repository").map_err(bad)?;
         let repository =
             if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
         if repository.len() > 255 {
@@ -141,6 +120,69 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Parses a registry named on its own, `host[:port][/namespace]`: the `registry:` setting,
+/// `registry_mirrors`, `--to`, `login`. The host follows the rules of a reference's host
+/// and must look like one (a `.`, a `:port` or `localhost`), so `myname/images` is not
+/// taken for a host; the namespace is repository path components. Returns the host as
+/// written and the namespace (empty when absent).
+pub fn parse_registry(text: &str) -> Result<(String, String)> {
+    let bad = |why: String| {
+        Error::usage(format!(
+            "invalid registry '{text}': {why}; expected host[:port]/namespace, e.g. 127.0.0.1:5000/archfarm"
+        ))
+    };
+    let (host, namespace) = text.split_once('/').unwrap_or((text, ""));
+    if host.is_empty() {
+        return Err(bad("the host is empty".into()));
+    }
+    if !is_host(host) {
+        return Err(bad(format!("'{host}' is not a registry host (a host holds a '.' or a ':port', or is localhost)")));
+    }
+    check_host(host).map_err(bad)?;
+    if text.contains('/') {
+        check_path(namespace, "namespace").map_err(bad)?;
+        if namespace.len() > 255 {
+            return Err(bad("the namespace is longer than 255 characters".into()));
+        }
+    }
+    Ok((host.to_string(), namespace.to_string()))
+}
+
+/// Whether `text` names its registry (`host[:port]/…`) rather than being on Docker Hub
+/// by default (`user/img`); says nothing about whether it parses.
+pub fn names_registry(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(first, _)| is_host(first))
+}
+
+/// The name references use for a registry host: Docker Hub's aliases are `docker.io`.
+pub fn canonical_registry(host: &str) -> &str {
+    match host {
+        "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB,
+        _ => host,
+    }
+}
+
+/// Docker's rule for the first component of a name: a registry host when it holds a `.`
+/// or a `:` or is `localhost`.
+fn is_host(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
+/// The lexical split every reader of references shares: `name[:tag][@digest]`, the tag
+/// after the last `:` that follows the last `/` (a port comes before a `/`). Nothing is
+/// checked.
+fn split(text: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (name, digest) = match text.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (text, None),
+    };
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..]), digest),
+        None => (name, None, digest),
+    }
+}
+
 fn check_digest(d: &str) -> std::result::Result<String, String> {
     let (algorithm, hex) = d.split_once(':').ok_or_else(|| format!("digest '{d}' is not algorithm:hex"))?;
     let len = match algorithm {
@@ -166,7 +208,9 @@ fn check_tag(t: &str) -> std::result::Result<String, String> {
     Ok(t.to_string())
 }
 
-fn check_host(h: &str) -> std::result::Result<String, String> {
+/// `host[:port]` or `[ipv6][:port]`: DNS labels (letters, digits, inner `-`) or an IPv4
+/// address, and a port from 1 to 65535 (what an HTTP client can be given).
+fn check_host(h: &str) -> std::result::Result<&str, String> {
     let (name, port) = if let Some(rest) = h.strip_prefix('[') {
         let (ip, after) = rest.split_once(']').ok_or_else(|| format!("registry host '{h}': unclosed '['"))?;
         if ip.parse::<std::net::Ipv6Addr>().is_err() {
@@ -189,13 +233,33 @@ fn check_host(h: &str) -> std::result::Result<String, String> {
         if !n.split('.').all(label_ok) {
             return Err(format!("registry host '{h}' is not a host name"));
         }
-    }
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("registry host '{h}': port '{p}' is not a number"));
+        // As in a URL: a name ending in a number is an IPv4 address, or nothing.
+        let numeric = n.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+        if numeric && n.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!("registry host '{h}' is not a host name or an IPv4 address"));
         }
     }
-    Ok(h.to_string())
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("registry host '{h}': port '{p}' is not a number"));
+        }
+        if !p.parse::<u16>().is_ok_and(|n| n > 0) {
+            return Err(format!("registry host '{h}': port {p} is out of range (1-65535)"));
+        }
+    }
+    Ok(h)
+}
+
+/// Checks `/`-separated path components; `what` names the path in the message.
+fn check_path(path: &str, what: &str) -> std::result::Result<(), String> {
+    let Some(c) = path.split('/').find(|c| !valid_path_component(c)) else { return Ok(()) };
+    Err(if c.is_empty() {
+        format!("an empty path component in the {what} (`//`, or a leading or trailing `/`)")
+    } else if c.bytes().any(|b| b.is_ascii_uppercase()) {
+        format!("{what} component '{c}' has uppercase letters; repository names are lowercase")
+    } else {
+        format!("{what} component '{c}' must be lowercase letters, digits and . _ -, starting and ending with a letter or digit")
+    })
 }
 
 /// A path component of a repository name, per the distribution spec.
@@ -217,13 +281,12 @@ pub fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Splits a valid reference into (repository with host, tag); the tag is None when absent.
+/// Splits a written reference into its name as written (host included, not normalised)
+/// and its tag (None when absent); a digest is dropped. For names already known valid,
+/// where the written form matters (an archive's `repositories`, an export's ref name).
 pub fn split_tag(r: &str) -> (&str, Option<&str>) {
-    let r = r.split_once('@').map(|(n, _)| n).unwrap_or(r);
-    match r.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n, Some(t)),
-        _ => (r, None),
-    }
+    let (name, tag, _) = split(r);
+    (name, tag)
 }
 
 #[cfg(test)]
@@ -280,6 +343,38 @@ mod tests {
     fn split_tag_takes_the_last_colon_after_the_host_port() {
         assert_eq!(split_tag("h:5000/a/b:t"), ("h:5000/a/b", Some("t")));
         assert_eq!(split_tag("h:5000/a/b"), ("h:5000/a/b", None));
+        assert_eq!(split_tag(&format!("busybox:1@sha256:{HEX}")), ("busybox", Some("1")));
+    }
+
+    #[test]
+    fn registries_named_on_their_own() {
+        let ok = |t: &str| parse_registry(t).unwrap_or_else(|e| panic!("{t}: {}", e.message()));
+        assert_eq!(ok("127.0.0.1:5000/archfarm"), ("127.0.0.1:5000".to_string(), "archfarm".to_string()));
+        assert_eq!(ok("[::1]:5000"), ("[::1]:5000".to_string(), String::new()));
+        assert_eq!(ok("localhost"), ("localhost".to_string(), String::new()));
+        assert_eq!(ok("index.docker.io/a/b"), ("index.docker.io".to_string(), "a/b".to_string()));
+        for (text, says) in [
+            ("", "the host is empty"),
+            ("/ns", "the host is empty"),
+            ("myname/images", "'myname' is not a registry host"),
+            ("host:99999/ns", "out of range"),
+            ("h.io/", "empty path component in the namespace"),
+            ("h.io/a:b", "namespace component 'a:b'"),
+            ("h.io/a@sha256:x", "namespace component"),
+        ] {
+            let e = parse_registry(text).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            assert!(
+                e.message().contains(&format!("invalid registry '{text}'")) && e.message().contains(says),
+                "{text}: {}",
+                e.message()
+            );
+        }
+        assert_eq!(canonical_registry("registry-1.docker.io"), DOCKER_HUB);
+        assert_eq!(canonical_registry("index.docker.io"), DOCKER_HUB);
+        assert_eq!(canonical_registry("ghcr.io"), "ghcr.io");
+        assert!(names_registry("localhost/x") && names_registry("h:1/x") && names_registry("a.b/c"));
+        assert!(!names_registry("user/img") && !names_registry("busybox:1") && !names_registry("localhost"));
     }
 
     #[test]
@@ -303,6 +398,14 @@ mod tests {
             ("host:port/x", "port 'port'"),
             ("bad_host.io/x", "not a host name"),
             ("[zz]:5000/x", "not an IPv6"),
+            ("host:99999/x", "port 99999 is out of range"),
+            ("host:0/x", "port 0 is out of range"),
+            ("host:/x", "port '' is not a number"),
+            ("[::1]:/x", "port '' is not a number"),
+            (":/0", "not a host name"),
+            ("./a", "not a host name"),
+            ("1.2.3.4.5/x", "not a host name or an IPv4 address"),
+            ("10.0.0.256:5000/x", "not a host name or an IPv4 address"),
         ] {
             let e = Reference::parse(text).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{text}");
@@ -323,8 +426,11 @@ mod tests {
             "[a-zA-Z0-9:/@._\\[\\]-]{0,40}"
         }
 
+        /// A DNS label that is not all digits (a host name ending in a number is an IPv4
+        /// address, generated apart).
         fn label() -> impl Strategy<Value = String> {
             "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?"
+                .prop_filter("not a number", |l| !l.bytes().all(|b| b.is_ascii_digit()))
         }
 
         /// A registry host as written, and how a reference names it once normalised.
@@ -336,6 +442,10 @@ mod tests {
                     (h.clone(), h)
                 }),
                 (label(), 1u16..).prop_map(|(l, p)| (format!("{l}:{p}"), format!("{l}:{p}"))),
+                (any::<std::net::Ipv4Addr>(), port.clone()).prop_map(|(ip, port)| {
+                    let h = ip.to_string() + &port.map(|p| format!(":{p}")).unwrap_or_default();
+                    (h.clone(), h)
+                }),
                 port.prop_map(|p| {
                     let h = "localhost".to_string() + &p.map(|p| format!(":{p}")).unwrap_or_default();
                     (h.clone(), h)
@@ -422,6 +532,28 @@ mod tests {
                 prop_assert_eq!((&again.registry, &again.repository, &again.digest), (&r.registry, &r.repository, &r.digest));
                 prop_assert_eq!(again.tag_or_latest(), r.tag_or_latest());
                 prop_assert_eq!(again.canonical(), r.canonical());
+            }
+
+            /// `split_tag` splits as `parse` does: what it calls the tag of an accepted
+            /// reference is that reference's tag.
+            #[test]
+            fn split_tag_agrees_with_parse(text in reference_like()) {
+                if let Ok(r) = Reference::parse(&text) {
+                    let (name, tag) = split_tag(&text);
+                    prop_assert_eq!(tag.map(str::to_string), r.tag);
+                    let again = Reference::parse(name).expect("the name of a reference parses");
+                    prop_assert_eq!((again.registry, again.repository), (r.registry, r.repository));
+                }
+            }
+
+            /// A registry named on its own is accepted exactly when an image under it is
+            /// a reference that names its registry, and it is that registry.
+            #[test]
+            fn registries_agree_with_references(text in reference_like()) {
+                let under = format!("{text}/img");
+                let want = Reference::parse(&under).ok().filter(|_| names_registry(&under)).map(|r| r.registry);
+                let got = parse_registry(&text).ok().map(|(host, _)| canonical_registry(&host).to_string());
+                prop_assert_eq!(got, want, "{}", text);
             }
 
             /// `split_tag` and `is_loopback` never panic.
