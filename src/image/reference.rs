@@ -48,7 +48,7 @@ impl Reference {
         }
         let (name, tag, digest) = split(text);
         let digest = digest.map(check_digest).transpose().map_err(bad)?;
-        let tag = tag.map(check_tag).transpose().map_err(bad)?;
+        let tag = tag.map(|t| check_tag(t).map(|()| t.to_string())).transpose().map_err(bad)?;
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if is_host(first) => (check_host(first).map_err(bad)?, rest),
             _ => (DOCKER_HUB, name),
@@ -57,12 +57,9 @@ impl Reference {
         if path.is_empty() {
             return Err(bad("the repository name is empty".into()));
         }
-        check_path(path, "repository").map_err(bad)?;
         let repository =
             if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
-        if repository.len() > 255 {
-            return Err(bad("the repository name is longer than 255 characters".into()));
-        }
+        check_repository(&repository).map_err(bad)?;
         Ok(Reference { registry, repository, tag, digest })
     }
 
@@ -196,18 +193,6 @@ fn check_digest(d: &str) -> std::result::Result<String, String> {
     Ok(d.to_string())
 }
 
-fn check_tag(t: &str) -> std::result::Result<String, String> {
-    let b = t.as_bytes();
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    if b.is_empty() {
-        return Err("the tag after ':' is empty".into());
-    }
-    if b.len() > 128 || !word(b[0]) || !b.iter().all(|&c| word(c) || c == b'.' || c == b'-') {
-        return Err(format!("tag '{t}' must be at most 128 letters, digits, _ . -, not starting with . or -"));
-    }
-    Ok(t.to_string())
-}
-
 /// `host[:port]` or `[ipv6][:port]`: DNS labels (letters, digits, inner `-`) or an IPv4
 /// address, and a port from 1 to 65535 (what an HTTP client can be given).
 fn check_host(h: &str) -> std::result::Result<&str, String> {
@@ -248,6 +233,29 @@ fn check_host(h: &str) -> std::result::Result<&str, String> {
         }
     }
     Ok(h)
+}
+
+/// Checks a repository path as the registry API takes it (`namespace/image`): path
+/// components, 255 characters in all.
+pub fn check_repository(repo: &str) -> std::result::Result<(), String> {
+    check_path(repo, "repository")?;
+    if repo.len() > 255 {
+        return Err("the repository name is longer than 255 characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a tag: at most 128 letters, digits, `_` `.` `-`, not starting with `.` or `-`.
+pub fn check_tag(t: &str) -> std::result::Result<(), String> {
+    let b = t.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    if b.is_empty() {
+        return Err("the tag after ':' is empty".into());
+    }
+    if b.len() > 128 || !word(b[0]) || !b.iter().all(|&c| word(c) || c == b'.' || c == b'-') {
+        return Err(format!("tag '{t}' must be at most 128 letters, digits, _ . -, not starting with . or -"));
+    }
+    Ok(())
 }
 
 /// Checks `/`-separated path components; `what` names the path in the message.

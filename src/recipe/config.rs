@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::image::platform::{ArchTable, Platform};
-use crate::image::reference::{self, is_loopback, valid_path_component, Reference};
+use crate::image::reference::{self, is_loopback, Reference};
 use crate::support::error::{Error, Result};
 
 /// The embedded default: publishes to the loopback registry that `ci/services.sh` starts.
@@ -306,8 +306,13 @@ impl Config {
         let local_prefix =
             o.local_prefix.clone().or(raw.local_prefix).or(default.local_prefix).expect("default has local_prefix");
         let local_prefix = local_prefix.trim_end_matches('/').to_string();
-        if local_prefix.is_empty() || local_prefix.split('/').skip(1).any(|c| !valid_path_component(c)) {
-            let why = format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images)");
+        // Local names are `<prefix>/<image>:<key>`: the prefix is what a reference allows there.
+        let checked = match local_prefix.as_str() {
+            "" => Err("it is empty".to_string()),
+            p => Reference::parse(&format!("{p}/x")).map(drop).map_err(|e| e.message().to_string()),
+        };
+        if let Err(e) = checked {
+            let why = format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images): {e}");
             return Err(match o.local_prefix {
                 Some(_) => Error::usage(format!("environment variable ARCHFARM_LOCAL_PREFIX: {why}")),
                 None => field_err("local_prefix", why),
@@ -618,6 +623,31 @@ mod tests {
             "{}",
             e.message()
         );
+    }
+
+    #[test]
+    fn local_prefixes_are_reference_prefixes() {
+        for ok in ["gvisor.dev/images", "archfarm", "localhost:5000/a/b", "gvisor.dev/images/"] {
+            load_text(&format!("local_prefix: '{ok}'\n"), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{ok}: {}", e.message()));
+        }
+        // The first component went unchecked before.
+        for (bad, says) in [
+            ("Upper/images", "uppercase"),
+            ("h.io:99999/x", "out of range"),
+            ("./a", "not a host name"),
+            ("a//b", "empty path"),
+        ] {
+            let e = load_text(&format!("local_prefix: '{bad}'\n"), &Overrides::default()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message().contains("field 'local_prefix'") && e.message().contains(says),
+                "{bad}: {}",
+                e.message()
+            );
+        }
+        let env = Overrides { local_prefix: Some("Bad/x".into()), ..Default::default() };
+        assert!(load_text("", &env).unwrap_err().message().starts_with("environment variable ARCHFARM_LOCAL_PREFIX: "));
     }
 
     #[test]
