@@ -13,6 +13,14 @@
 //!   characters, `.` or `-`, not starting with `.` or `-`; without tag or digest the tag
 //!   is `latest`.
 //!
+//! Every reader of references goes through this module: the `registry:` setting, mirrors
+//! and `--to` ([`parse_registry`], host and namespace by the same rules), `archfarm copy`,
+//! image.yaml `name` and `from`, `docker://` bases, base resolution and the engine's build
+//! tags and `local_prefix` ([`Reference::parse`]), and the registry client's repository and
+//! tag checks.
+//! Ports are 1-65535 and a host name ending in a number must be an IPv4 address, so what
+//! is accepted here is also something an HTTP client can connect to.
+//!
 //! Hand-written: oci-spec's `Reference` is behind its `distribution` feature (which pulls
 //! in a regex engine) and does not report which part is wrong.
 

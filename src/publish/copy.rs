@@ -266,8 +266,9 @@ pub struct CopyReport {
     pub changed: bool,
 }
 
-/// Copies one image, all platforms, from `src` to `dst` (`dst`'s reference is the tag to
-/// write; a digest reference writes the content only).
+/// Copies one image, all platforms, from `from` (its digest if pinned, else its tag) in
+/// `src` to `to` in `dst`: `to`'s tag is written (`latest` if none); a digest in `to` must
+/// be the source's, and alone it writes the content only.
 pub async fn copy(src: &Registry, from: &Reference, dst: &Registry, to: &Reference) -> Result<CopyReport> {
     let image = read_image(src, &from.repository, from.lookup()).await?;
     if let Some(d) = to.digest.as_ref().filter(|d| **d != image.desc.digest) {
