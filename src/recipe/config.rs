@@ -411,7 +411,11 @@ impl Config {
                         Ok((host, namespace)) if namespace.is_empty() => {
                             reference::canonical_registry(&host).to_string()
                         }
-                        _ => return Err(field_err(&field, format!("'{registry}' is not a registry host[:port]"))),
+                        Ok(_) => {
+                            let why = format!("'{registry}' has a namespace; a mirrored registry is host[:port]");
+                            return Err(field_err(&field, why));
+                        }
+                        Err(e) => return Err(field_err(&field, e.message().to_string())),
                     };
                     for m in &mirrors {
                         RegistryRef::parse(m, &insecure).map_err(|e| field_err(&field, e.message().to_string()))?;
@@ -617,6 +621,8 @@ mod tests {
         assert!(e.message().contains("namespace component 'Team' has uppercase"), "{}", e.message());
         let r = RegistryRef::parse(" https://reg.example.com:443/team/ ", &["reg.example.com:443".into()]).unwrap();
         assert_eq!((r.host.as_str(), r.namespace.as_str(), r.insecure), ("reg.example.com:443", "team", true));
+        let e = load_text("registry_mirrors: {h.io/ns: ['127.0.0.1:5096']}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("registry_mirrors.h.io/ns") && e.message().contains("has a namespace"));
         let e = load_text("registry_mirrors: {busybox: ['127.0.0.1:5096']}\n", &Overrides::default()).unwrap_err();
         assert!(
             e.message().contains("registry_mirrors.busybox") && e.message().contains("not a registry host"),
