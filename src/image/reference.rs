@@ -3,7 +3,7 @@
 //! question asked of the same registry.
 //!
 //! The rules (distribution's `reference` package, `ParseNormalizedNamed`):
-//! - `[host[:port]/]path[:tag][@algorithm:hex]`; the first path component is a registry
+//! - `[host[:port]/]path[:tag][@sha256:hex]`; the first path component is a registry
 //!   host only when it holds a `.` or a `:` or is `localhost` (`user/img` is on Docker Hub);
 //! - Docker Hub is `docker.io` (also written `index.docker.io` or `registry-1.docker.io`),
 //!   its one-component repositories live under `library/`, and its API host is
@@ -188,15 +188,15 @@ fn split(text: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
+/// `sha256:<64 lowercase hex>`: the one digest the store and the registry client verify,
+/// so a pinned reference is one archfarm can fetch (distribution also allows sha512).
 fn check_digest(d: &str) -> std::result::Result<String, String> {
     let (algorithm, hex) = d.split_once(':').ok_or_else(|| format!("digest '{d}' is not algorithm:hex"))?;
-    let len = match algorithm {
-        "sha256" => 64,
-        "sha512" => 128,
-        _ => return Err(format!("digest '{d}': unsupported algorithm '{algorithm}' (sha256 or sha512)")),
-    };
-    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("digest '{d}': expected {len} lowercase hex digits after '{algorithm}:'"));
+    if algorithm != "sha256" {
+        return Err(format!("digest '{d}': unsupported algorithm '{algorithm}' (archfarm verifies sha256 digests)"));
+    }
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!("digest '{d}': expected 64 lowercase hex digits after 'sha256:'"));
     }
     Ok(d.to_string())
 }
@@ -405,6 +405,7 @@ mod tests {
             ("busybox@sha256:abc", "64 lowercase hex"),
             (&format!("busybox@sha256:{}", HEX.to_uppercase()), "64 lowercase hex"),
             (&format!("busybox@md5:{HEX}"), "unsupported algorithm"),
+            (&format!("busybox@sha512:{HEX}{HEX}"), "unsupported algorithm 'sha512'"),
             ("a//b", "empty path component"),
             ("host.io/", "repository name is empty"),
             ("/x", "empty path component"),
