@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::cli::planning::{make_plan, require_resolved, resolve_names, BaseFlags};
 use crate::farm::Farm;
 use crate::plan::PlatformChoice;
-use crate::publish::copy::{self, ImageRef};
+use crate::publish::copy;
 use crate::publish::release::{self, ReleaseOptions};
 use crate::recipe::catalog::Catalog;
 use crate::recipe::config::{Config, RegistryRef};
@@ -53,13 +53,13 @@ pub async fn login(config: &Config, server: &str, username: &str, password_stdin
 
 /// `archfarm copy SRC DST`.
 pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) -> Result<bool> {
-    let from: ImageRef = source.parse()?;
-    let to: ImageRef = destination.parse()?;
-    let src = Registry::new(&RegistryRef::parse(&from.host, &config.insecure_registries)?)?;
-    let dst = if to.host == from.host {
+    let from = copy::parse_image("source", source)?;
+    let to = copy::parse_image("destination", destination)?;
+    let src = Registry::new(&RegistryRef::serving(&from, &config.insecure_registries))?;
+    let dst = if to.registry == from.registry {
         src.clone()
     } else {
-        Registry::new(&RegistryRef::parse(&to.host, &config.insecure_registries)?)?
+        Registry::new(&RegistryRef::serving(&to, &config.insecure_registries))?
     };
     let report = copy::copy(&src, &from, &dst, &to).await?;
     if json {

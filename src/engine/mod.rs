@@ -29,6 +29,7 @@ use self::buildkit::transport::RawEndpoint;
 use crate::image::docker_archive::{self, ImportedImage};
 use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
+use crate::image::reference::Reference;
 use crate::image::store::Store;
 use crate::recipe::context::{Context, EntryKind};
 use crate::support::error::{Error, Result};
@@ -376,12 +377,20 @@ impl Engine {
         if req.backend == Backend::BuildKit && self.raw.is_none() {
             return Err(BuildFailure::Local(buildkit::unreachable(&self.endpoint).context(format!("building {what}"))));
         }
+        // Checked before the build, so a bad name fails it before the engine works.
+        let extra_tags: Vec<(String, String)> =
+            req.tags
+                .iter()
+                .skip(1)
+                .map(|t| tag_target(t))
+                .collect::<Result<_>>()
+                .map_err(|e| BuildFailure::Local(e.context(format!("building {what}"))))?;
         let mut log = open_log(req.log_path).map_err(BuildFailure::Local)?;
         let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
         log.write_all(preamble.as_bytes()).map_err(log_err)?;
         let mut attempt = 1;
         loop {
-            match self.build_once(req, &what, &mut log).await {
+            match self.build_once(req, &what, &extra_tags, &mut log).await {
                 Err(Attempt::LostCachedImage(msg)) if attempt < LOST_CACHE_ATTEMPTS => {
                     writeln!(
                         log,
@@ -405,11 +414,13 @@ impl Engine {
         }
     }
 
-    /// One build of `req`, its output appended to `log`.
+    /// One build of `req`, its output appended to `log`; the image is then tagged with
+    /// `extra_tags` (`req.tags` after the first, which the build itself gives).
     async fn build_once(
         &self,
         req: BuildRequest<'_>,
         what: &str,
+        extra_tags: &[(String, String)],
         log: &mut io::BufWriter<File>,
     ) -> Result<String, Attempt> {
         let log_err = |e: io::Error| BuildFailure::Local(Error::io("writing build log", req.log_path, e));
@@ -487,8 +498,7 @@ impl Engine {
                 .into())
             }
         };
-        for t in req.tags.iter().skip(1) {
-            let (repo, tag) = split_tag(t);
+        for (repo, tag) in extra_tags {
             self.tag(&id, repo, tag).await.map_err(BuildFailure::Engine)?;
         }
         Ok(id)
@@ -700,11 +710,14 @@ pub(crate) fn client_for(endpoint: &str) -> Result<Docker> {
     r.map_err(|e| Error::failure(format!("connecting to the Docker engine at {endpoint}: {e}")))
 }
 
-/// `repo:tag` (the tag defaults to `latest`; a `:` before the last `/` is a port).
-fn split_tag(reference: &str) -> (&str, &str) {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (reference, "latest"),
+/// The repository and tag the engine is asked to tag an image with, for the reference
+/// `name` (the tag defaults to `latest`); a digest is not something an image can be
+/// tagged with.
+fn tag_target(name: &str) -> Result<(String, String)> {
+    let r = Reference::parse(name)?;
+    match (&r.digest, r.tag_or_latest()) {
+        (None, Some(tag)) => Ok((r.name(), tag.to_string())),
+        _ => Err(Error::usage(format!("cannot tag an image as '{name}': a tag names no digest"))),
     }
 }
 
@@ -987,10 +1000,44 @@ mod tests {
     }
 
     #[test]
-    fn tags_split_at_the_last_colon_after_the_last_slash() {
-        assert_eq!(split_tag("a/b:c"), ("a/b", "c"));
-        assert_eq!(split_tag("localhost:5000/b"), ("localhost:5000/b", "latest"));
-        assert_eq!(split_tag("b"), ("b", "latest"));
+    fn tags_are_references_without_a_digest() {
+        let t = |name: &str| tag_target(name).map_err(|e| e.message().to_string());
+        assert_eq!(t("a/b:c").unwrap(), ("docker.io/a/b".to_string(), "c".to_string()));
+        assert_eq!(t("localhost:5000/b").unwrap(), ("localhost:5000/b".to_string(), "latest".to_string()));
+        assert_eq!(t("b").unwrap(), ("docker.io/library/b".to_string(), "latest".to_string()));
+        assert_eq!(t("gvisor.dev/images/x:k1").unwrap(), ("gvisor.dev/images/x".to_string(), "k1".to_string()));
+        // Accepted before (and left to the engine) when the tag split was its own.
+        for (bad, says) in [
+            (":/0", "not a host name"),
+            ("./a", "not a host name"),
+            ("host:port/x", "port 'port' is not a number"),
+            ("x@", "not algorithm:hex"),
+            (&format!("x:1@sha256:{}", "a".repeat(64)), "names no digest"),
+        ] {
+            let e = tag_target(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.message().contains(says), "{bad}: {}", e.message());
+        }
+    }
+
+    mod tag_properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// A build tag is accepted exactly when it is a reference without a digest,
+            /// and tags the same repository and tag.
+            #[test]
+            fn tags_agree_with_references(text in "[a-zA-Z0-9:/@._\\[\\]-]{0,40}") {
+                let want = Reference::parse(&text)
+                    .ok()
+                    .filter(|r| r.digest.is_none())
+                    .map(|r| (r.name(), r.tag_or_latest().unwrap_or_default().to_string()));
+                prop_assert_eq!(tag_target(&text).ok(), want);
+            }
+        }
     }
 
     #[test]

@@ -7,8 +7,6 @@
 //! points at content that is not there; an interrupted copy leaves only untagged content,
 //! and running it again finishes it (everything present is skipped).
 
-use std::str::FromStr;
-
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -16,53 +14,26 @@ use serde::Serialize;
 use crate::image::oci::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::image::oci::{IndexDoc, ManifestDoc};
 use crate::image::platform::Platform;
+use crate::image::reference::{self, Reference};
 use crate::registry::{BlobOutcome, PushStats, Registry, BLOB_CONCURRENCY};
 use crate::support::error::{Error, Result};
 
-/// `host[:port]/repo/path[:tag|@sha256:…]`, as `archfarm copy` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub host: String,
-    pub repo: String,
-    /// A tag or a `sha256:` digest.
-    pub reference: String,
-}
-
-impl FromStr for ImageRef {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<ImageRef> {
-        let bad = |why: &str| {
-            Error::usage(format!(
-                "invalid image reference '{text}': {why}; expected host[:port]/repository[:tag|@sha256:digest], \
-                 e.g. 127.0.0.1:5000/archfarm/uname:v1"
-            ))
-        };
-        let t = text.trim().strip_prefix("docker://").unwrap_or(text.trim());
-        let (host, rest) = t.split_once('/').ok_or_else(|| bad("no repository"))?;
-        if !(host.contains('.') || host.contains(':') || host == "localhost") {
-            return Err(bad("the first part must be a registry host"));
-        }
-        let (repo, reference) = if let Some((r, d)) = rest.split_once('@') {
-            (r, d.to_string())
-        } else {
-            match rest.rsplit_once(':') {
-                Some((r, tag)) if !tag.contains('/') => (r, tag.to_string()),
-                _ => (rest, "latest".to_string()),
-            }
-        };
-        if repo.is_empty() || !repo.split('/').all(crate::image::reference::valid_path_component) {
-            return Err(bad("the repository must be lowercase path components"));
-        }
-        Ok(ImageRef { host: host.to_string(), repo: repo.to_string(), reference })
+/// An image as `archfarm copy` takes it (`role` is `source` or `destination`):
+/// `[docker://]host[:port]/repository[:tag][@sha256:digest]`, a [`Reference`] that names
+/// its registry (a copy between registries says which ones).
+pub fn parse_image(role: &str, text: &str) -> Result<Reference> {
+    let t = text.trim();
+    let t = t.strip_prefix("docker://").unwrap_or(t);
+    let expected = "expected host[:port]/repository[:tag|@sha256:digest], e.g. 127.0.0.1:5000/archfarm/uname:v1";
+    let r = Reference::parse(t).map_err(|e| Error::usage(format!("copy {role}: {}; {expected}", e.message())))?;
+    if !reference::names_registry(t) {
+        return Err(Error::usage(format!(
+            "copy {role}: '{t}' does not name its registry (the first part must be a registry host, e.g. \
+             docker.io/{}); {expected}",
+            r.repository
+        )));
     }
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = if self.reference.starts_with("sha256:") { '@' } else { ':' };
-        write!(f, "{}/{}{sep}{}", self.host, self.repo, self.reference)
-    }
+    Ok(r)
 }
 
 /// One platform's manifest in a copied image.
@@ -295,23 +266,18 @@ pub struct CopyReport {
     pub changed: bool,
 }
 
-/// Copies one image, all platforms, from `src` to `dst` (`dst`'s reference is the tag to
-/// write; a digest reference writes the content only).
-pub async fn copy(src: &Registry, from: &ImageRef, dst: &Registry, to: &ImageRef) -> Result<CopyReport> {
-    let image = read_image(src, &from.repo, &from.reference).await?;
-    let stats = copy_content(src, &from.repo, &image, dst, &to.repo).await?;
-    let tags: Vec<String> = if to.reference.starts_with("sha256:") {
-        if to.reference != image.desc.digest {
-            return Err(Error::usage(format!(
-                "destination {to} names digest {} but the source is {}",
-                to.reference, image.desc.digest
-            )));
-        }
-        vec![image.desc.digest.clone()]
-    } else {
-        vec![to.reference.clone()]
-    };
-    let written = put_tags(dst, &to.repo, &image, &tags).await?;
+/// Copies one image, all platforms, from `from` (its digest if pinned, else its tag) in
+/// `src` to `to` in `dst`: `to`'s tag is written (`latest` if none); a digest in `to` must
+/// be the source's, and alone it writes the content only.
+pub async fn copy(src: &Registry, from: &Reference, dst: &Registry, to: &Reference) -> Result<CopyReport> {
+    let image = read_image(src, &from.repository, from.lookup()).await?;
+    if let Some(d) = to.digest.as_ref().filter(|d| **d != image.desc.digest) {
+        return Err(Error::usage(format!("destination {to} names digest {d} but the source is {}", image.desc.digest)));
+    }
+    let stats = copy_content(src, &from.repository, &image, dst, &to.repository).await?;
+    // A destination digest (checked above) writes the content only; a tag is written last.
+    let tags = vec![to.tag_or_latest().unwrap_or(&image.desc.digest).to_string()];
+    let written = put_tags(dst, &to.repository, &image, &tags).await?;
     Ok(CopyReport {
         source: from.to_string(),
         destination: to.to_string(),
@@ -366,17 +332,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn image_references_parse() {
-        let r: ImageRef = "127.0.0.1:5000/ns/img:v1".parse().unwrap();
-        assert_eq!((r.host.as_str(), r.repo.as_str(), r.reference.as_str()), ("127.0.0.1:5000", "ns/img", "v1"));
-        let r: ImageRef = "docker://reg.example/a/b".parse().unwrap();
-        assert_eq!(r.reference, "latest");
+    fn images_are_references_that_name_their_registry() {
+        let r = parse_image("source", "127.0.0.1:5000/ns/img:v1").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.lookup()), ("127.0.0.1:5000", "ns/img", "v1"));
+        let r = parse_image("source", "docker://reg.example/a/b").unwrap();
+        assert_eq!(r.lookup(), "latest");
         let d = format!("sha256:{}", "a".repeat(64));
-        let r: ImageRef = format!("localhost:5000/x@{d}").parse().unwrap();
-        assert_eq!(r.reference, d);
+        let r = parse_image("destination", &format!("localhost:5000/x@{d}")).unwrap();
+        assert_eq!((r.lookup(), r.tag_or_latest()), (d.as_str(), None));
         assert_eq!(r.to_string(), format!("localhost:5000/x@{d}"));
+        let r = parse_image("destination", &format!("localhost:5000/x:v2@{d}")).unwrap();
+        assert_eq!((r.lookup(), r.tag_or_latest()), (d.as_str(), Some("v2")));
+        let r = parse_image("source", "docker.io/busybox:1").unwrap();
+        assert_eq!((r.api_host(), r.repository.as_str()), ("registry-1.docker.io", "library/busybox"));
         for bad in ["img:v1", "ns/img", "127.0.0.1:5000/", "127.0.0.1:5000/Upper:v1"] {
-            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+            let e = parse_image("source", bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.message().starts_with("copy source: ") && e.message().contains("e.g. 127.0.0.1:5000"), "{bad}");
+        }
+        // Accepted before `copy` parsed through `Reference`.
+        for (bad, says) in [
+            (":/0", "not a host name"),
+            ("./a", "not a host name"),
+            ("host:port/x", "port 'port' is not a number"),
+            ("host:99999/x", "out of range"),
+            ("h.io/x@", "not algorithm:hex"),
+            ("h.io/x@latest", "not algorithm:hex"),
+            ("h.io/x:v1@sha256:abc", "64 lowercase hex"),
+        ] {
+            let e = parse_image("destination", bad).unwrap_err();
+            assert!(
+                e.message().starts_with("copy destination: ") && e.message().contains(says),
+                "{bad}: {}",
+                e.message()
+            );
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// `copy` accepts exactly the references that name their registry, as parsed.
+            #[test]
+            fn copy_images_agree_with_references(text in "(docker://)?[a-zA-Z0-9:/@._\\[\\]-]{0,40}") {
+                let bare = text.strip_prefix("docker://").unwrap_or(&text);
+                let want = Reference::parse(bare).ok().filter(|_| reference::names_registry(bare));
+                prop_assert_eq!(parse_image("source", &text).ok(), want);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::image::platform::{ArchTable, Platform};
-use crate::image::reference::{is_loopback, valid_path_component};
+use crate::image::reference::{self, is_loopback, Reference};
 use crate::support::error::{Error, Result};
 
 /// The embedded default: publishes to the loopback registry that `ci/services.sh` starts.
@@ -114,35 +114,22 @@ pub struct RegistryRef {
 }
 
 impl RegistryRef {
-    /// Parses `host[:port][/namespace]`. The host must look like one (a dot, a port, or
-    /// `localhost`), as Docker requires, so `myname/images` is not mistaken for a host.
+    /// Parses `host[:port][/namespace]` ([`reference::parse_registry`]: the host and path
+    /// rules of a reference, and the host must look like one, as Docker requires, so
+    /// `myname/images` is not mistaken for a host). Surrounding blanks, an `http://` or
+    /// `https://` and a trailing `/` are dropped: the engine writes mirrors as URLs.
     pub fn parse(text: &str, insecure_hosts: &[String]) -> Result<Self> {
         let text = text.trim().trim_end_matches('/');
         let text = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://")).unwrap_or(text);
-        let (host, namespace) = text.split_once('/').unwrap_or((text, ""));
-        let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
-        if host.is_empty() || !looks_like_host {
-            return Err(Error::usage(format!(
-                "invalid registry '{text}': expected host[:port]/namespace, e.g. 127.0.0.1:5000/archfarm"
-            )));
-        }
-        // What the HTTP client will be given must parse: a port past 65535 or a host with
-        // a user or spaces is refused here, where the message can name its source.
-        let url = reqwest::Url::parse(&format!("http://{host}/")).map_err(|e| {
-            Error::usage(format!("invalid registry '{text}': host '{host}': {e} (expected host[:port], port 1-65535)"))
-        })?;
-        if !url.username().is_empty() || url.password().is_some() || url.path() != "/" || url.port() == Some(0) {
-            return Err(Error::usage(format!(
-                "invalid registry '{text}': host '{host}' is not host[:port] (port 1-65535), e.g. 127.0.0.1:5000"
-            )));
-        }
-        if let Some(bad) = namespace.split('/').find(|c| !namespace.is_empty() && !valid_path_component(c)) {
-            return Err(Error::usage(format!(
-                "invalid registry '{text}': namespace component '{bad}' must be lowercase letters, digits and . _ -"
-            )));
-        }
-        let insecure = is_loopback(host) || insecure_hosts.iter().any(|h| h == host);
-        Ok(RegistryRef { host: host.to_string(), namespace: namespace.to_string(), insecure })
+        let (host, namespace) = reference::parse_registry(text)?;
+        Ok(RegistryRef { insecure: is_insecure(&host, insecure_hosts), host, namespace })
+    }
+
+    /// The registry whose API serves `r` (`registry-1.docker.io` for Docker Hub), at the
+    /// top of its namespace.
+    pub fn serving(r: &Reference, insecure_hosts: &[String]) -> Self {
+        let host = r.api_host().to_string();
+        RegistryRef { insecure: is_insecure(&host, insecure_hosts), host, namespace: String::new() }
     }
 
     /// The repository path of an image: `namespace/image`.
@@ -158,6 +145,11 @@ impl RegistryRef {
     pub fn reference(&self, image: &str, tag: &str) -> String {
         format!("{}/{}:{tag}", self.host, self.repository(image))
     }
+}
+
+/// Plain HTTP / unverified TLS: loopback hosts (as Docker allows) and the listed ones.
+fn is_insecure(host: &str, insecure_hosts: &[String]) -> bool {
+    is_loopback(host) || insecure_hosts.iter().any(|h| h == host)
 }
 
 /// Per-image settings.
@@ -314,8 +306,13 @@ impl Config {
         let local_prefix =
             o.local_prefix.clone().or(raw.local_prefix).or(default.local_prefix).expect("default has local_prefix");
         let local_prefix = local_prefix.trim_end_matches('/').to_string();
-        if local_prefix.is_empty() || local_prefix.split('/').skip(1).any(|c| !valid_path_component(c)) {
-            let why = format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images)");
+        // Local names are `<prefix>/<image>:<key>`: the prefix is what a reference allows there.
+        let checked = match local_prefix.as_str() {
+            "" => Err("it is empty".to_string()),
+            p => Reference::parse(&format!("{p}/x")).map(drop).map_err(|e| e.message().to_string()),
+        };
+        if let Err(e) = checked {
+            let why = format!("'{local_prefix}' is not a valid image name prefix (e.g. gvisor.dev/images): {e}");
             return Err(match o.local_prefix {
                 Some(_) => Error::usage(format!("environment variable ARCHFARM_LOCAL_PREFIX: {why}")),
                 None => field_err("local_prefix", why),
@@ -409,9 +406,17 @@ impl Config {
                 let mut out = BTreeMap::new();
                 for (registry, mirrors) in map {
                     let field = format!("registry_mirrors.{registry}");
-                    let key = crate::image::reference::Reference::parse(&format!("{registry}/x"))
-                        .map_err(|_| field_err(&field, format!("'{registry}' is not a registry host")))?
-                        .registry;
+                    // The key is a registry as references name it (`index.docker.io` is `docker.io`).
+                    let key = match reference::parse_registry(&registry) {
+                        Ok((host, namespace)) if namespace.is_empty() => {
+                            reference::canonical_registry(&host).to_string()
+                        }
+                        Ok(_) => {
+                            let why = format!("'{registry}' has a namespace; a mirrored registry is host[:port]");
+                            return Err(field_err(&field, why));
+                        }
+                        Err(e) => return Err(field_err(&field, e.message().to_string())),
+                    };
                     for m in &mirrors {
                         RegistryRef::parse(m, &insecure).map_err(|e| field_err(&field, e.message().to_string()))?;
                     }
@@ -594,6 +599,74 @@ mod tests {
     }
 
     #[test]
+    fn registry_settings_refuse_what_a_reference_refuses() {
+        // Accepted before the registry setting parsed through `reference`.
+        for text in [
+            ":/0",
+            "./a",
+            "h.example:/ns",
+            "[::1]:",
+            "a_b.example/ns",
+            "host:port/x",
+            "h.example/ns@",
+            "h.io/ns@sha256:1",
+        ] {
+            let e = RegistryRef::parse(text, &[]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            assert!(e.message().contains(&format!("invalid registry '{text}'")), "{text}: {}", e.message());
+        }
+        let e = RegistryRef::parse("host:port/x", &[]).unwrap_err();
+        assert!(e.message().contains("port 'port' is not a number"), "{}", e.message());
+        let e = RegistryRef::parse("h.io/Team", &[]).unwrap_err();
+        assert!(e.message().contains("namespace component 'Team' has uppercase"), "{}", e.message());
+        let r = RegistryRef::parse(" https://reg.example.com:443/team/ ", &["reg.example.com:443".into()]).unwrap();
+        assert_eq!((r.host.as_str(), r.namespace.as_str(), r.insecure), ("reg.example.com:443", "team", true));
+        let e = load_text("registry_mirrors: {h.io/ns: ['127.0.0.1:5096']}\n", &Overrides::default()).unwrap_err();
+        assert!(e.message().contains("registry_mirrors.h.io/ns") && e.message().contains("has a namespace"));
+        let e = load_text("registry_mirrors: {busybox: ['127.0.0.1:5096']}\n", &Overrides::default()).unwrap_err();
+        assert!(
+            e.message().contains("registry_mirrors.busybox") && e.message().contains("not a registry host"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn local_prefixes_are_reference_prefixes() {
+        for ok in ["gvisor.dev/images", "archfarm", "localhost:5000/a/b", "gvisor.dev/images/"] {
+            load_text(&format!("local_prefix: '{ok}'\n"), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{ok}: {}", e.message()));
+        }
+        // The first component went unchecked before.
+        for (bad, says) in [
+            ("Upper/images", "uppercase"),
+            ("h.io:99999/x", "out of range"),
+            ("./a", "not a host name"),
+            ("a//b", "empty path"),
+        ] {
+            let e = load_text(&format!("local_prefix: '{bad}'\n"), &Overrides::default()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message().contains("field 'local_prefix'") && e.message().contains(says),
+                "{bad}: {}",
+                e.message()
+            );
+        }
+        let env = Overrides { local_prefix: Some("Bad/x".into()), ..Default::default() };
+        assert!(load_text("", &env).unwrap_err().message().starts_with("environment variable ARCHFARM_LOCAL_PREFIX: "));
+    }
+
+    #[test]
+    fn the_registry_serving_a_reference() {
+        let r = RegistryRef::serving(&Reference::parse("busybox").unwrap(), &[]);
+        assert_eq!((r.host.as_str(), r.namespace.as_str(), r.insecure), ("registry-1.docker.io", "", false));
+        let r = RegistryRef::serving(&Reference::parse("127.0.0.1:5000/a/b:t").unwrap(), &[]);
+        assert_eq!((r.host.as_str(), r.insecure), ("127.0.0.1:5000", true));
+        let listed = ["reg.lan:5000".to_string()];
+        assert!(RegistryRef::serving(&Reference::parse("reg.lan:5000/a").unwrap(), &listed).insecure);
+    }
+
+    #[test]
     fn durations() {
         for (t, secs) in [("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), ("45", 45), (" 5 m", 300)] {
             assert_eq!(parse_duration(t).unwrap().as_secs(), secs, "{t}");
@@ -615,7 +688,7 @@ mod tests {
 
     mod properties {
         use super::super::*;
-        use crate::image::reference::{is_loopback, valid_path_component};
+        use crate::image::reference::{self, is_loopback, valid_path_component, Reference};
         use proptest::prelude::*;
 
         /// Text made of the characters references are made of, in any order.
@@ -638,6 +711,24 @@ mod tests {
                         prop_assert_eq!(r.reference("img", "t"), format!("{}/{}:t", r.host, r.repository("img")));
                         let _ = is_loopback(&r.host);
                     }
+                }
+            }
+
+            /// A registry setting is accepted exactly when an image under it is a
+            /// reference that names its registry, and names the same registry.
+            #[test]
+            fn registry_settings_agree_with_references(text in reference_like()) {
+                // The setting's URL and trailing-slash leniency is not a reference's.
+                prop_assume!(!text.ends_with('/') && !text.starts_with("http://") && !text.starts_with("https://"));
+                let under = format!("{text}/img");
+                let as_reference = Reference::parse(&under).ok().filter(|_| reference::names_registry(&under));
+                match (RegistryRef::parse(&text, &[]), as_reference) {
+                    (Ok(setting), Some(r)) => {
+                        prop_assert_eq!(reference::canonical_registry(&setting.host), r.registry.as_str());
+                        prop_assert_eq!(Reference::parse(&setting.reference("img", "t")).unwrap().registry, r.registry);
+                    }
+                    (Err(_), None) => {}
+                    (setting, r) => prop_assert!(false, "{text}: setting {setting:?}, reference {r:?}"),
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::image::platform::{ArchTable, Platform};
+use crate::image::reference::Reference;
 use crate::recipe::catalog::{Catalog, Image};
 use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
@@ -430,52 +431,10 @@ pub fn port_key(p: &str) -> std::result::Result<String, String> {
     }
 }
 
-/// Checks a reference `[host[:port]/]path[:tag][@sha256:hex]` as Docker parses it.
-pub fn check_reference(r: &str) -> std::result::Result<(), String> {
-    let (rest, digest) = match r.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (r, None),
-    };
-    if let Some(d) = digest {
-        crate::image::oci::digest_hex(d).map_err(|_| format!("'{r}': the digest must be sha256:<64 hex>"))?;
-    }
-    let (first, remainder) = rest.split_once('/').unwrap_or(("", rest));
-    let has_host = !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
-    let path_and_tag = if has_host { remainder } else { rest };
-    if has_host {
-        let (host, port) = first.split_once(':').unwrap_or((first, ""));
-        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
-        let port_ok = port.is_empty() && !first.ends_with(':') || port.parse::<u16>().is_ok();
-        if !host_ok || !port_ok {
-            return Err(format!("'{r}': '{first}' is not a valid registry host[:port]"));
-        }
-    }
-    // The tag is after the last ':' of the last path component.
-    let (path, tag) = match path_and_tag.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') => (p, Some(t)),
-        _ => (path_and_tag, None),
-    };
-    if path.is_empty() || !path.split('/').all(valid_component) {
-        return Err(format!("'{r}': the repository path must be lowercase components (a-z 0-9 . _ -) separated by /"));
-    }
-    if let Some(t) = tag {
-        let ok = !t.is_empty()
-            && t.len() <= 128
-            && (t.as_bytes()[0].is_ascii_alphanumeric() || t.starts_with('_'))
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !ok {
-            return Err(format!("'{r}': tag '{t}' is not valid (letters, digits, _ . -, up to 128)"));
-        }
-    }
-    Ok(())
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
-        && b[b.len() - 1].is_ascii_lowercase() | b[b.len() - 1].is_ascii_digit()
-        && b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(&x))
+/// Checks a reference as `docker pull` reads it ([`Reference::parse`]); the message names
+/// the part that is wrong.
+fn check_reference(r: &str) -> std::result::Result<(), String> {
+    Reference::parse(r).map(drop).map_err(|e| e.message().to_string())
 }
 
 /// How the planner names an image.yaml's external bases: a registry base and a
@@ -649,6 +608,30 @@ maxLayers: 3
         }
     }
 
+    #[test]
+    fn name_and_from_refuse_what_a_reference_refuses() {
+        // Accepted before image.yaml parsed through `Reference`: "." was taken for a host,
+        // ":/0" for an empty host with a port, an empty port or a lone '@' went unchecked.
+        for (bad, says) in [
+            ("./a", "not a host name"),
+            (":/0", "not a host name"),
+            ("host:port/x", "port 'port' is not a number"),
+            ("h.io:/x", "port '' is not a number"),
+            ("a@", "not algorithm:hex"),
+        ] {
+            let m = parse(&format!("name: '{bad}'\n")).unwrap_err().message().to_string();
+            assert!(m.contains("field `name`") && m.contains(says), "{bad}: {m}");
+            let m = parse(&format!("from: 'docker://{bad}'\n")).unwrap_err().message().to_string();
+            assert!(m.contains("field `from`") && m.contains(says), "{bad}: {m}");
+            let dir = tempfile::tempdir().unwrap();
+            let recipe = parse(&format!("from: '{bad}'\n"));
+            // A `from` that is no file of the folder and no catalog image must be a reference.
+            let e = recipe.and_then(|r| r.from_kind(Path::new("image.yaml"), dir.path(), &|_| None)).unwrap_err();
+            assert!(e.message().contains("field `from`") && e.message().contains(says), "{bad}: {}", e.message());
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
     use proptest::prelude::*;
 
     fn path_strategy() -> impl Strategy<Value = String> {
@@ -676,6 +659,15 @@ maxLayers: 3
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// `name` and `from: docker://` accept exactly the references `Reference::parse` accepts.
+        #[test]
+        fn names_and_bases_agree_with_references(text in "[a-zA-Z0-9:/@._\\[\\]-]{0,40}") {
+            let want = Reference::parse(&text).is_ok();
+            let q = |s: &str| serde_json::to_string(s).unwrap();
+            prop_assert_eq!(parse(&format!("name: {}\n", q(&text))).is_ok(), want, "name: {}", text);
+            prop_assert_eq!(parse(&format!("from: {}\n", q(&format!("docker://{text}")))).is_ok(), want, "from: {}", text);
+        }
 
         /// Any text: a recipe or an error, never a panic.
         #[test]

@@ -53,7 +53,7 @@ use serde::Deserialize;
 use crate::image::oci::{digest_hex, digest_of, Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::image::oci::{IndexChild, IndexDoc, ManifestDoc};
 use crate::image::platform::Platform;
-use crate::image::reference::valid_path_component;
+use crate::image::reference::{check_repository, check_tag};
 use crate::image::store::{Outgoing, Store};
 use crate::recipe::config::RegistryRef;
 use crate::registry::auth::{scopes, Authenticator, Credential};
@@ -1308,30 +1308,21 @@ fn platform_matches(want: &Platform, have: &Platform) -> bool {
 }
 
 fn check_repo(repo: &str) -> Result<()> {
-    if repo.is_empty() || repo.len() > 255 || !repo.split('/').all(valid_path_component) {
-        return Err(Error::usage(format!(
-            "invalid repository name '{repo}': expected lowercase path components like namespace/image"
-        )));
-    }
-    Ok(())
+    check_repository(repo).map_err(|why| {
+        Error::usage(format!(
+            "invalid repository name '{repo}': {why}; expected lowercase path components like namespace/image"
+        ))
+    })
 }
 
-/// Checks a tag (up to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`) or a `sha256:` digest.
+/// Checks a tag ([`check_tag`]) or a `sha256:` digest, what a manifest request
+/// names.
 pub fn check_reference(reference: &str) -> Result<()> {
     if reference.starts_with("sha256:") {
         return digest_hex(reference).map(|_| ()).map_err(|e| Error::usage(e.message().to_string()));
     }
-    let b = reference.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
-    if !ok {
-        return Err(Error::usage(format!(
-            "invalid tag '{reference}': up to 128 letters, digits, _ . - (not starting with . or -), or a sha256: digest"
-        )));
-    }
-    Ok(())
+    check_tag(reference)
+        .map_err(|why| Error::usage(format!("invalid tag '{reference}': {why}; or give a sha256: digest")))
 }
 
 fn is_image_manifest_type(t: &str) -> bool {

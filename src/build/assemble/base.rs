@@ -9,7 +9,6 @@ use serde::Deserialize;
 use crate::image::oci::ManifestDoc;
 use crate::image::oci::{digest_hex, Descriptor, OCI_INDEX, OCI_LAYER_GZIP};
 use crate::image::platform::Platform;
-use crate::image::reference::is_loopback;
 use crate::image::reference::Reference;
 use crate::image::store::{put_blob_from, Store};
 use crate::recipe::config::RegistryRef;
@@ -186,7 +185,55 @@ fn read_layer(staging: &Store, dir: &Path, digest: &str, what: &str) -> Result<(
 /// pull` does, [`Reference`]). Loopback registries use plain HTTP, all others verified TLS.
 pub fn registry_parts(reference: &str) -> Result<(Registry, String, String)> {
     let r = Reference::parse(reference)?;
-    let host = r.api_host().to_string();
-    let registry = RegistryRef { insecure: is_loopback(&host), host, namespace: String::new() };
-    Ok((Registry::new(&registry)?, r.repository.clone(), r.lookup().to_string()))
+    let registry = Registry::new(&RegistryRef::serving(&r, &[]))?;
+    Ok((registry, r.repository.clone(), r.lookup().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_bases_are_references() {
+        let (registry, repo, lookup) = registry_parts("busybox:1.31.1").unwrap();
+        assert_eq!(
+            (registry.host(), repo.as_str(), lookup.as_str()),
+            ("registry-1.docker.io", "library/busybox", "1.31.1")
+        );
+        let (registry, repo, lookup) = registry_parts("127.0.0.1:5000/a/b").unwrap();
+        assert_eq!((registry.host(), repo.as_str(), lookup.as_str()), ("127.0.0.1:5000", "a/b", "latest"));
+        for (bad, says) in [
+            (":/0", "not a host name"),
+            ("./a", "not a host name"),
+            ("host:port/x", "port 'port' is not a number"),
+            ("x@", "not algorithm:hex"),
+        ] {
+            let e = registry_parts(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.message().contains(says), "{bad}: {}", e.message());
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// A `docker://` base is accepted exactly when it is a reference, and asks its
+            /// registry for what the reference looks up.
+            #[test]
+            fn registry_bases_agree_with_references(text in "[a-zA-Z0-9:/@._\\[\\]-]{0,40}") {
+                match (registry_parts(&text), Reference::parse(&text)) {
+                    (Ok((registry, repo, lookup)), Ok(r)) => {
+                        prop_assert_eq!(registry.host(), r.api_host());
+                        prop_assert_eq!((repo.as_str(), lookup.as_str()), (r.repository.as_str(), r.lookup()));
+                    }
+                    (Err(_), Err(_)) => {}
+                    (parts, r) => prop_assert!(false, "{text}: parts {:?}, reference {r:?}", parts.map(|p| p.1)),
+                }
+            }
+        }
+    }
 }
