@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use archfarm::engine::{Backend, BuildFailure, BuildRequest, BuildSecret, Engine, KEY_LABEL};
+use archfarm::engine::request::{Backend, BuildRequest, BuildSecret};
+use archfarm::engine::{BuildFailure, Engine, KEY_LABEL};
 use archfarm::image::platform::Platform;
 use archfarm::image::store::Store;
 use archfarm::recipe::context::Context;

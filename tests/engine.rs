@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use archfarm::engine::{Backend, BuildRequest, Engine, KEY_LABEL};
+use archfarm::engine::request::{Backend, BuildRequest};
+use archfarm::engine::{Engine, KEY_LABEL};
 use archfarm::image::docker_archive;
 use archfarm::image::platform::Platform;
 use archfarm::image::store::Store;

@@ -16,7 +16,8 @@ use tokio::sync::OnceCell;
 
 use crate::build::fleet::{watchdog, Fleet, Lease, Placement, Wants};
 use crate::build::{Backend, BackendKind, Parents, Produced, Report, StoredImage};
-use crate::engine::{self, BuildFailure, BuildRequest, BuildSecret, Engine};
+use crate::engine::request::{BuildRequest, BuildSecret};
+use crate::engine::{self, BuildFailure, Engine};
 use crate::image::platform::Platform;
 use crate::image::store::{Entry, Store};
 use crate::plan::key::{platform_tag, LABEL_IMAGE, LABEL_KEY, LABEL_PLATFORM};
@@ -93,9 +94,9 @@ impl EngineBackend {
                 }
             };
             let backend = if lease.buildkit() && !job.needs.classic_only {
-                engine::Backend::BuildKit
+                engine::request::Backend::BuildKit
             } else {
-                engine::Backend::Classic
+                engine::request::Backend::Classic
             };
             // The builder's platform: pinned for recipes that read it, else the builder's own.
             let build_platform =
@@ -117,8 +118,8 @@ impl EngineBackend {
             let e = match attempt {
                 Ok(image) => {
                     let by = match backend {
-                        engine::Backend::BuildKit => BackendKind::BuildKit,
-                        engine::Backend::Classic => BackendKind::Classic,
+                        engine::request::Backend::BuildKit => BackendKind::BuildKit,
+                        engine::request::Backend::Classic => BackendKind::Classic,
                     };
                     let placed = Placement { builder: lease.builder().to_string(), route: lease.route };
                     return Ok(Produced { image, by, placed: Some(placed) });
@@ -156,7 +157,7 @@ impl EngineBackend {
         engine: &Engine,
         job: &Job,
         parents: &Parents,
-        backend: engine::Backend,
+        backend: engine::request::Backend,
         build_platform: &Platform,
         preamble: &str,
     ) -> std::result::Result<StoredImage, BuildFailure> {
@@ -183,7 +184,7 @@ impl EngineBackend {
         let mut preamble = preamble.to_string();
         let (text, build_args) = match backend {
             // BuildKit sets its platform args itself.
-            engine::Backend::BuildKit => match dockerfile::drop_official_syntax(&text) {
+            engine::request::Backend::BuildKit => match dockerfile::drop_official_syntax(&text) {
                 Some(t) => {
                     preamble.push_str(
                         "# archfarm: `# syntax=docker/dockerfile` dropped: the engine's built-in frontend builds it\n",
@@ -192,7 +193,7 @@ impl EngineBackend {
                 }
                 None => (text, job.build_args.clone()),
             },
-            engine::Backend::Classic => (dockerfile::declare_platform_args(&text), args),
+            engine::request::Backend::Classic => (dockerfile::declare_platform_args(&text), args),
         };
         let secrets = job
             .needs

@@ -8,8 +8,9 @@
 //! through bounded channels between a blocking thread and the HTTP body.
 
 pub mod buildkit;
+pub mod request;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -26,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use self::buildkit::transport::RawEndpoint;
+use self::request::{Backend, BuildRequest, StreamOutcome};
 use crate::image::docker_archive::{self, ImportedImage};
 use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
@@ -33,7 +35,6 @@ use crate::image::reference::Reference;
 use crate::image::store::Store;
 use crate::recipe::context::{Context, EntryKind};
 use crate::support::error::{Error, Result};
-use crate::support::secret::Secret;
 
 /// How long to wait for the engine's API to answer before giving up
 /// ([`crate::support::env::ENGINE_TIMEOUT`]).
@@ -65,58 +66,6 @@ pub struct Engine {
     raw: Option<RawEndpoint>,
 }
 
-/// Which of the engine's builders runs a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// The classic builder (`POST /build`): one platform per build, no secret mounts.
-    #[default]
-    Classic,
-    /// BuildKit (`POST /build?version=2`): cache and secret mounts, `$BUILDPLATFORM`.
-    BuildKit,
-}
-
-impl Backend {
-    /// `classic` or `buildkit`, as it serializes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Classic => "classic",
-            Backend::BuildKit => "buildkit",
-        }
-    }
-}
-
-/// A secret a BuildKit build may mount (`RUN --mount=type=secret,id=<id>`). The value
-/// is handed to the engine through archfarm's session only; `Debug` redacts it.
-#[derive(Debug, Clone)]
-pub struct BuildSecret {
-    pub id: String,
-    pub value: Secret,
-}
-
-/// What to build: one Dockerfile of one context for one platform.
-#[derive(Debug, Clone, Copy)]
-pub struct BuildRequest<'a> {
-    pub context: &'a Context,
-    /// The Dockerfile inside the context, relative (`Dockerfile.aarch64`).
-    pub dockerfile_path: &'a str,
-    /// If set, replaces that file's content in the streamed context (e.g. FROM lines
-    /// rewritten to parent image IDs); the file on disk is not touched.
-    pub dockerfile_text: Option<&'a str>,
-    pub platform: &'a Platform,
-    pub build_args: &'a BTreeMap<String, String>,
-    pub labels: &'a BTreeMap<String, String>,
-    pub tags: &'a [String],
-    /// The engine's whole output goes here (parent folders are created).
-    pub log_path: &'a Path,
-    /// The builder to use.
-    pub backend: Backend,
-    /// Build only up to this named stage (`FROM ... AS <target>`); None: the last stage.
-    pub target: Option<&'a str>,
-    /// Secrets for `RUN --mount=type=secret`; BuildKit only.
-    pub secrets: &'a [BuildSecret],
-}
-
 /// Why a build failed, which decides whether another engine should try it.
 #[derive(Debug)]
 pub enum BuildFailure {
@@ -144,18 +93,6 @@ const LOST_CACHE_ATTEMPTS: u32 = 3;
 /// before it reads it (dockerd's `getLocalCachedImage`): any concurrent `docker rmi` or
 /// prune of an unrelated image can cause it, so the build is simply run again.
 const LOST_CACHED_IMAGE: &str = "unable to find image \"sha256:";
-
-/// What a builder's response stream said, for [`Engine::build_logged`] to judge.
-#[derive(Default)]
-pub(crate) struct StreamOutcome {
-    /// The built image's ID, if the engine named it.
-    pub image_id: Option<String>,
-    /// The failure message, and whether the engine reported it (true) or the
-    /// connection or stream failed (false).
-    pub failure: Option<(String, bool)>,
-    /// The step that was running when the build failed, as the builder names it.
-    pub failed_step: Option<String>,
-}
 
 /// Whether API version `v` (`1.41`) is at least `min`.
 fn api_at_least(v: &str, min: (u32, u32)) -> bool {

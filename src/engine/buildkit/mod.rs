@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use prost::Message as _;
 use serde::Deserialize;
 
-use crate::engine::{BuildRequest, StreamOutcome};
+use crate::engine::request::{BuildRequest, StreamOutcome};
 use crate::support::error::{Error, Result};
 use transport::RawEndpoint;
 
@@ -263,7 +263,7 @@ mod tests {
             labels: &empty,
             tags: &["r/x:t".to_string()],
             log_path: std::path::Path::new("/l"),
-            backend: crate::engine::Backend::BuildKit,
+            backend: crate::engine::request::Backend::BuildKit,
             target: Some("first"),
             secrets: &[],
         };

@@ -24,7 +24,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::transport::{self, RawEndpoint};
-use crate::engine::BuildSecret;
+use crate::engine::request::BuildSecret;
 use crate::support::error::{Error, Result};
 use crate::support::secret::Secret;
 
