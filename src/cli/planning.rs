@@ -15,7 +15,7 @@ use crate::recipe::catalog::Catalog;
 use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
 
-/// How external base tags are resolved (src/bases.rs); for every command that plans.
+/// How external base tags are resolved (src/farm/bases.rs); for every command that plans.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct BaseFlags {
     /// Resolve unpinned base images now, ignoring the cache (also ARCHFARM_REFRESH_BASES=1).

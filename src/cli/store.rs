@@ -1,5 +1,5 @@
 //! `archfarm store gc` and `archfarm store verify`: the store's upkeep on the command line
-//! (src/store/maintenance.rs does the work; this prints it).
+//! (src/image/store/maintenance.rs does the work; this prints it).
 
 use std::path::Path;
 

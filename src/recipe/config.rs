@@ -29,7 +29,7 @@ struct RawConfig {
     arch_dir: Option<PathBuf>,
     #[serde(default)]
     images: BTreeMap<String, RawImage>,
-    /// The engines to build on (src/fleet.rs); none listed: the engine of DOCKER_HOST.
+    /// The engines to build on (src/recipe/builders.rs); none listed: the engine of DOCKER_HOST.
     #[serde(default)]
     builders: Vec<crate::recipe::builders::RawBuilder>,
     /// Images (or groups) left out of the make targets' `-all-test-images` forms.
