@@ -60,7 +60,10 @@ fn seed(addr: &str, label: &str) -> BTreeMap<String, String> {
     let registry = Registry::new(&RegistryRef::parse(addr, &[]).unwrap()).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         for (p, m) in &children {
-            registry.push_image(&store, REPO, &format!("seed-{}-{label}", p.architecture), m).await.unwrap();
+            registry
+                .push_image(&store, REPO, &format!("seed-{}-{label}", p.architecture), &store.image(m).unwrap())
+                .await
+                .unwrap();
         }
         registry.put_index(REPO, TAG, &children).await.unwrap();
     });

@@ -402,14 +402,19 @@ async fn buildkit_images_are_reproducible_across_engines_and_both_builders_impor
         let spec = Spec { tags: vec![run.tag("repro")], ..Spec::new(Backend::BuildKit, "amd64") };
         let id = run.build(&ctx, &spec, "repro").await.unwrap_or_else(|e| panic!("{}", e.into_error()));
         let built = run.engine.export_to_store(&id, &store).await.unwrap();
-        eprintln!("{}: classic {} buildkit {}", run.engine.endpoint(), classic.manifest.digest, built.manifest.digest);
-        manifests.push((id, classic.manifest, built.manifest));
+        eprintln!(
+            "{}: classic {} buildkit {}",
+            run.engine.endpoint(),
+            classic.image.manifest.digest,
+            built.image.manifest.digest
+        );
+        manifests.push((id, classic.image.manifest, built.image.manifest));
     }
     assert_ne!(manifests[0].0, manifests[1].0, "the engines' own image IDs differ (build times)");
     let digests = |i: usize| (manifests[i].1.digest.clone(), manifests[i].2.digest.clone());
     assert_eq!(digests(0), digests(1), "the same recipes on two engines give the same stored manifests");
     // The stored BuildKit image loads back and runs.
-    let loaded = local.engine.load_from_store(&store, &manifests[0].2, &[]).await.unwrap();
+    let loaded = local.engine.load_from_store(&store, &store.image(&manifests[0].2).unwrap(), &[]).await.unwrap();
     assert_eq!(local.run("amd64", &loaded, "cat /arch /hello.txt"), "amd64\nhi\n");
 }
 

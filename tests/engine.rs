@@ -176,16 +176,17 @@ async fn builds_exports_loads_and_reports_failures() {
     let started = Instant::now();
     let imported = engine.export_to_store(&child, &store).await.unwrap();
     eprintln!("export_to_store: {:.2}s", started.elapsed().as_secs_f64());
-    assert_ne!(imported.config_digest, child);
+    assert_ne!(imported.image.config_digest, child);
     let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.blob_path(&imported.config_digest).unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(store.blob_path(&imported.image.config_digest).unwrap()).unwrap())
+            .unwrap();
     assert_eq!(config["created"], "1970-01-01T00:00:00Z", "{config:#}");
     assert!(config.get("container").is_none(), "{config:#}");
-    for blob in store.manifest_blobs(&imported.manifest.digest).unwrap() {
+    for blob in store.manifest_blobs(&imported.image.manifest.digest).unwrap() {
         assert!(store.has_blob(&blob), "{blob}");
     }
     let again = engine.export_to_store(&child, &store).await.unwrap();
-    assert_eq!(again.manifest, imported.manifest);
+    assert_eq!(again.image.manifest, imported.image.manifest);
 
     // docker_archive::import of one `docker save` output twice, as it is: same manifest
     // digest, and the config digest is the image ID.
@@ -194,8 +195,8 @@ async fn builds_exports_loads_and_reports_failures() {
     assert!(ok, "{out}");
     let a = docker_archive::import(&store, std::fs::File::open(&save).unwrap()).unwrap();
     let b = docker_archive::import(&store, std::fs::File::open(&save).unwrap()).unwrap();
-    assert_eq!(a[0].manifest, b[0].manifest);
-    assert_eq!(a[0].config_digest, child);
+    assert_eq!(a[0].image.manifest, b[0].image.manifest);
+    assert_eq!(a[0].image.config_digest, child);
 
     let (ok, out) = docker(&["rmi", &child]);
     assert!(ok, "{out}");
@@ -203,15 +204,15 @@ async fn builds_exports_loads_and_reports_failures() {
     let started = Instant::now();
     let tag = format!("archfarm-test/child:{run}");
     cleanup.0.push(tag.clone());
-    let loaded = engine.load_from_store(&store, &imported.manifest, std::slice::from_ref(&tag)).await.unwrap();
+    let loaded = engine.load_from_store(&store, &imported.image, std::slice::from_ref(&tag)).await.unwrap();
     eprintln!("load_from_store: {:.2}s", started.elapsed().as_secs_f64());
-    assert_eq!(loaded, imported.config_digest, "the engine's ID of a loaded image is its stored config digest");
+    assert_eq!(loaded, imported.image.config_digest, "the engine's ID of a loaded image is its stored config digest");
     let (ok, out) = run_arch(&tag);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "aarch64");
     // Saved again from the engine and made reproducible: the same bytes (idempotent).
     let round_trip = engine.export_to_store(&loaded, &store).await.unwrap();
-    assert_eq!(round_trip.manifest, imported.manifest);
+    assert_eq!(round_trip.image.manifest, imported.image.manifest);
 
     // A failing RUN names the step and keeps the output in the log.
     let fail_log = tmp.path().join("logs/deep/fail.log");

@@ -36,9 +36,10 @@ fn stitchers_racing_on_one_tag_from_a_staging_repository_leave_a_complete_index(
         let target = "release/app";
         let amd = make_image(&store, "amd64", 3);
         let arm = make_image(&store, "arm64", 3);
+        let (amd_image, arm_image) = (store.image(&amd).unwrap(), store.image(&arm).unwrap());
         let (a, b) = tokio::join!(
-            r.push_image(&store, staging, "amd64-k1", &amd),
-            r.push_image(&store, staging, "arm64-k2", &arm)
+            r.push_image(&store, staging, "amd64-k1", &amd_image),
+            r.push_image(&store, staging, "arm64-k2", &arm_image)
         );
         let children = vec![(linux("amd64"), a.unwrap()), (linux("arm64"), b.unwrap())];
 
@@ -115,8 +116,14 @@ fn copy_between_registries_and_repositories() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let index = rt.block_on(async {
         let r = client(&a.addr);
-        let amd = r.push_image(&store, "src/app", "amd64-1", &make_image(&store, "amd64", 2)).await.unwrap();
-        let arm = r.push_image(&store, "src/app", "arm64-1", &make_image(&store, "arm64", 2)).await.unwrap();
+        let amd = r
+            .push_image(&store, "src/app", "amd64-1", &store.image(&make_image(&store, "amd64", 2)).unwrap())
+            .await
+            .unwrap();
+        let arm = r
+            .push_image(&store, "src/app", "arm64-1", &store.image(&make_image(&store, "arm64", 2)).unwrap())
+            .await
+            .unwrap();
         r.put_index("src/app", "idx", &[(linux("amd64"), amd), (linux("arm64"), arm)]).await.unwrap()
     });
     let copy = |src: String, dst: String| {

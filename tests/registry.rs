@@ -10,7 +10,7 @@ use archfarm::image::oci::{
     digest_of, Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
 use archfarm::image::platform::Platform;
-use archfarm::image::store::{Entry, Store};
+use archfarm::image::store::{Entry, Store, StoredImage};
 use archfarm::recipe::config::RegistryRef;
 use archfarm::registry::Registry;
 use sha2::{Digest as _, Sha256};
@@ -113,7 +113,8 @@ async fn push_then_head_finds_it_and_a_second_push_uploads_nothing() {
     let repo = unique_repo("basic/busybox");
     let manifest = make_image(&store, "amd64", 3);
 
-    let (pushed, stats) = reg.push_image_with_stats(&store, &repo, "amd64-key1", &manifest).await.unwrap();
+    let (pushed, stats) =
+        reg.push_image_with_stats(&store, &repo, "amd64-key1", &store.image(&manifest).unwrap()).await.unwrap();
     assert_eq!(pushed, manifest);
     assert_eq!((stats.blobs_uploaded, stats.blobs_skipped), (4, 0), "{stats:?}");
     assert!(stats.bytes_uploaded > 0);
@@ -123,7 +124,8 @@ async fn push_then_head_finds_it_and_a_second_push_uploads_nothing() {
     let by_digest = reg.manifest_head(&repo, &manifest.digest).await.unwrap();
     assert_eq!(by_digest, Some(manifest.clone()));
 
-    let (again, stats) = reg.push_image_with_stats(&store, &repo, "amd64-key2", &manifest).await.unwrap();
+    let (again, stats) =
+        reg.push_image_with_stats(&store, &repo, "amd64-key2", &store.image(&manifest).unwrap()).await.unwrap();
     assert_eq!(again, manifest);
     assert_eq!((stats.blobs_uploaded, stats.bytes_uploaded, stats.blobs_skipped), (0, 0, 4), "{stats:?}");
     assert_eq!(reg.manifest_head(&repo, "amd64-key2").await.unwrap(), Some(manifest));
@@ -144,7 +146,7 @@ async fn pushed_index(reg: &Registry) -> (String, String, Vec<(Platform, Descrip
     let mut children = Vec::new();
     for arch in ["arm64", "amd64"] {
         let m = make_image(&store, arch, 2);
-        reg.push_image(&store, &repo, &format!("{arch}-k"), &m).await.unwrap();
+        reg.push_image(&store, &repo, &format!("{arch}-k"), &store.image(&m).unwrap()).await.unwrap();
         children.push((platform(arch), m));
     }
     let tag = "index-k".to_string();
@@ -202,7 +204,7 @@ async fn put_index_with_a_missing_child_fails_and_writes_nothing() {
     let (_dir, store) = new_store();
     let repo = unique_repo("partial");
     let amd64 = make_image(&store, "amd64", 1);
-    reg.push_image(&store, &repo, "amd64-k", &amd64).await.unwrap();
+    reg.push_image(&store, &repo, "amd64-k", &store.image(&amd64).unwrap()).await.unwrap();
     let arm64 = make_image(&store, "arm64", 1); // never pushed
     let err =
         reg.put_index(&repo, "index-k", &[(platform("amd64"), amd64), (platform("arm64"), arm64)]).await.unwrap_err();
@@ -226,8 +228,8 @@ async fn fetch_image_of_an_index_brings_the_platform_into_a_fresh_store() {
     assert_eq!(blobs.len(), 3);
     assert!(blobs.iter().all(|b| fresh.has_blob(b)));
     let config_digest = blobs[0].clone();
-    let entry =
-        Entry { key: "b".repeat(64), image: "multi".into(), platform: platform("arm64"), manifest: got, config_digest };
+    let stored = StoredImage { manifest: got, config_digest };
+    let entry = Entry { key: "b".repeat(64), image: "multi".into(), platform: platform("arm64"), stored };
     fresh.put_entry(&entry).unwrap();
     assert_eq!(fresh.entry(&entry.key).unwrap(), Some(entry));
 
@@ -327,7 +329,7 @@ async fn docker_v2_children_are_stitched_into_a_manifest_list() {
             "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": c, "layers": [l],
         });
         let m = store.put_blob(DOCKER_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-        reg.push_image(&store, &repo, &format!("{arch}-k"), &m).await.unwrap();
+        reg.push_image(&store, &repo, &format!("{arch}-k"), &store.image(&m).unwrap()).await.unwrap();
         assert_eq!(reg.manifest_head(&repo, &format!("{arch}-k")).await.unwrap(), Some(m.clone()));
         children.push((platform(arch), m));
     }
@@ -350,7 +352,7 @@ async fn a_large_layer_streams_up_and_down_intact() {
     let c = store.put_blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap()).unwrap();
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": c, "layers": [l]});
     let m = store.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let (_, stats) = reg.push_image_with_stats(&store, &repo, "riscv64-k", &m).await.unwrap();
+    let (_, stats) = reg.push_image_with_stats(&store, &repo, "riscv64-k", &store.image(&m).unwrap()).await.unwrap();
     assert_eq!(stats.bytes_uploaded, l.size + c.size);
 
     let (_fresh_dir, fresh) = new_store();

@@ -15,10 +15,11 @@ use futures::FutureExt;
 use tokio::sync::OnceCell;
 
 use crate::build::fleet::{watchdog, Fleet, Lease, Placement, Wants};
-use crate::build::{Backend, BackendKind, Parents, Produced, Report, StoredImage};
+use crate::build::{Backend, BackendKind, Parents, Produced, Report};
 use crate::engine::request::{BuildRequest, BuildSecret};
 use crate::engine::{self, BuildFailure, Engine};
 use crate::image::platform::Platform;
+use crate::image::store::StoredImage;
 use crate::image::store::{Entry, Store};
 use crate::plan::key::{platform_tag, LABEL_IMAGE, LABEL_KEY, LABEL_PLATFORM};
 use crate::plan::Job;
@@ -48,11 +49,11 @@ impl LocalEngine {
 /// label is not the stored image), tagged with its per-platform registry reference.
 /// Returns the engine's image ID.
 pub async fn put_on_engine(engine: &Engine, store: &Store, config: &Config, entry: &Entry) -> Result<String> {
-    if let Some((id, _)) = engine.resolve_image(&entry.config_digest).await? {
+    if let Some((id, _)) = engine.resolve_image(&entry.stored.config_digest).await? {
         return Ok(id);
     }
     let tags = [config.registry.reference(&entry.image, &platform_tag(&entry.platform, &entry.key))];
-    engine.load_from_store(store, &entry.manifest, &tags).await
+    engine.load_from_store(store, &entry.stored, &tags).await
 }
 
 /// The fleet as a [`Backend`].
@@ -228,7 +229,7 @@ impl EngineBackend {
         };
         let id = engine.build_logged(request, &preamble).await?;
         let imported = engine.export_to_store(&id, &self.store).await.map_err(engine_or_disk)?;
-        Ok(StoredImage { manifest: imported.manifest, config_digest: imported.config_digest })
+        Ok(imported.image)
     }
 }
 
@@ -250,7 +251,7 @@ impl Backend for EngineBackend {
             let Ok(engine) = self.local.get().await else { return Ok(None) };
             let Some(id) = engine.find_by_label(&job.key).await? else { return Ok(None) };
             let imported = engine.export_to_store(&id, &self.store).await?;
-            Ok(Some(StoredImage { manifest: imported.manifest, config_digest: imported.config_digest }))
+            Ok(Some(imported.image))
         }
         .boxed()
     }

@@ -6,6 +6,8 @@
 //! planner), puts the job's farm parents in the store, calls [`Backend::produce`], and
 //! records the memo entry itself. Every backend returns the same shape, a
 //! [`StoredImage`], so nothing after it (push, load, outputs) knows who built it.
+//!
+//! [`StoredImage`]: crate::image::store::StoredImage
 
 pub mod assemble;
 pub mod binfmt;
@@ -18,9 +20,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::build::fleet::Placement;
-use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
-use crate::image::store::Entry;
+use crate::image::store::{Entry, StoredImage};
 use crate::plan::Job;
 use crate::support::error::{Error, Result};
 
@@ -31,15 +32,6 @@ pub enum BackendKind {
     BuildKit,
     Classic,
     Assembler,
-}
-
-/// An image in the store: what every backend produces and every sink reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredImage {
-    /// The image manifest, its blobs all in the store.
-    pub manifest: Descriptor,
-    /// `sha256:<hex>` of its config (an engine's image ID for it).
-    pub config_digest: String,
 }
 
 /// What [`Backend::produce`] made: the image in the store, and what built it where.

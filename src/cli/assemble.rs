@@ -51,7 +51,7 @@ pub async fn run(
         let entry = farm.entry_in_store(&p.image, &platform, &key).await?;
         parents.insert((p.image.clone(), p.platform.clone()), entry);
     }
-    let parent = parents.values().next().map(|e| e.manifest.digest.clone());
+    let parent = parents.values().next().map(|e| e.stored.manifest.digest.clone());
     let stored = farm.store.entry(&job.key)?;
     let (digest, image_id) = match (stored, &output) {
         (None, Some(Output::Stdout)) => {
@@ -77,25 +77,10 @@ pub async fn run(
                     farm.produce(&job, &parents, None).await?.0
                 }
             };
-            let ref_name = crate::image::reference::split_tag(&tag).1.unwrap_or("latest");
-            match &output {
-                Some(Output::Oci(dir)) => out::write_oci_layout(&farm.store, &entry.manifest, ref_name, dir)?,
-                Some(Output::DockerArchive(file)) => {
-                    out::write_docker_archive(&farm.store, &entry.manifest, std::slice::from_ref(&tag), file)?
-                }
-                Some(Output::Stdout) => {
-                    let stdout = std::io::stdout();
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                    crate::image::docker_archive::export(
-                        &farm.store,
-                        &entry.manifest,
-                        std::slice::from_ref(&tag),
-                        &mut w,
-                    )?;
-                }
-                None => {}
+            if let Some(output) = &output {
+                output.write(&farm.store, &entry.stored, &tag)?;
             }
-            (Some(entry.manifest.digest.clone()), entry.config_digest.clone())
+            (Some(entry.stored.manifest.digest.clone()), entry.stored.config_digest.clone())
         }
     };
     let result = serde_json::json!({

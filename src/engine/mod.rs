@@ -29,10 +29,9 @@ use tokio::sync::mpsc;
 use self::buildkit::transport::RawEndpoint;
 use self::request::{Backend, BuildRequest, StreamOutcome};
 use crate::image::docker_archive::{self, ImportedImage};
-use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
 use crate::image::reference::Reference;
-use crate::image::store::Store;
+use crate::image::store::{Store, StoredImage};
 use crate::recipe::context::{Context, EntryKind};
 use crate::support::error::{Error, Result};
 
@@ -553,20 +552,17 @@ impl Engine {
         }
     }
 
-    /// `docker load` of a manifest from the store; returns the image ID (config digest).
-    pub async fn load_from_store(&self, store: &Store, manifest: &Descriptor, repo_tags: &[String]) -> Result<String> {
-        let config = store
-            .manifest_blobs(&manifest.digest)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::failure(format!("manifest {} has no config", manifest.digest)))?;
+    /// The engine-load sink: `docker load` of an image from the store; returns the image
+    /// ID (config digest).
+    pub async fn load_from_store(&self, store: &Store, image: &StoredImage, repo_tags: &[String]) -> Result<String> {
+        let (manifest, config) = (&image.manifest, image.config_digest.clone());
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-        let (store2, manifest2, tags2) = (store.clone(), manifest.clone(), repo_tags.to_vec());
+        let (store2, image2, tags2) = (store.clone(), image.clone(), repo_tags.to_vec());
         // The archive is made from the store on the way: `true` with an error when the
         // failure is the archive's own (a corrupt blob), not the engine that stopped reading.
         let producer = tokio::task::spawn_blocking(move || {
             let mut w = ChannelWriter::new(tx);
-            match docker_archive::export(&store2, &manifest2, &tags2, &mut w) {
+            match docker_archive::export(&store2, &image2, &tags2, &mut w) {
                 Ok(()) => {
                     (w.finish().map_err(|e| Error::failure(format!("streaming image to the engine: {e}"))), false)
                 }

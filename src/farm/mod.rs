@@ -22,11 +22,12 @@ use tokio::sync::watch;
 use crate::build::assemble::{Assembler, EarlyUpload};
 use crate::build::engine_backend::{put_on_engine, EngineBackend, LocalEngine};
 use crate::build::fleet::{Placement, Route};
-use crate::build::{Backend, BackendKind, Parents, Produced, Report, StoredImage};
+use crate::build::{Backend, BackendKind, Parents, Produced, Report};
 use crate::engine::Engine;
 use crate::farm::progress::{Outcome, Progress, Source};
 use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
+use crate::image::store::StoredImage;
 use crate::image::store::{Entry, Store};
 use crate::plan::key::platform_tag;
 use crate::plan::{Job, JobKind, Plan};
@@ -442,7 +443,7 @@ impl Farm {
                 Some(d) => Some(d),
                 None => {
                     let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
-                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.manifest).await;
+                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.stored).await;
                     Some(pushed.map_err(after(Stage::Push))?)
                 }
             };
@@ -540,9 +541,7 @@ impl Farm {
     async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, reference: &str) -> Result<Entry> {
         let repo = self.config.registry.repository(image);
         let d = self.registry.fetch_image(&self.store, &repo, reference, platform).await?;
-        let blobs = self.store.manifest_blobs(&d.digest)?;
-        let config_digest = blobs.first().cloned().ok_or_else(|| Error::failure("manifest without config"))?;
-        self.put_entry(image, platform, key, d, config_digest)
+        self.put_entry(image, platform, key, self.store.image(&d)?)
     }
 
     /// Makes `job`'s image exist in the local engine from what this machine already has
@@ -565,7 +564,7 @@ impl Farm {
             return Ok(None);
         };
         let entry = match self.store.entry(&job.key)? {
-            Some(e) if e.manifest.digest == remote.digest => e,
+            Some(e) if e.stored.manifest.digest == remote.digest => e,
             _ => self.fetch_entry(&job.image, &job.platform, &job.key, &remote.digest).await?,
         };
         self.ensure_in_engine(&done_for(job, Some(entry), Some(remote))).await.map(Some)
@@ -573,25 +572,12 @@ impl Farm {
 
     /// Records what `job` produced (or a backend found) as the store's memo entry for its key.
     fn record(&self, job: &Job, image: StoredImage) -> Result<Entry> {
-        self.put_entry(&job.image, &job.platform, &job.key, image.manifest, image.config_digest)
+        self.put_entry(&job.image, &job.platform, &job.key, image)
     }
 
     /// The one place that writes the store's memo entries.
-    fn put_entry(
-        &self,
-        image: &str,
-        platform: &Platform,
-        key: &str,
-        manifest: Descriptor,
-        config_digest: String,
-    ) -> Result<Entry> {
-        let entry = Entry {
-            key: key.to_string(),
-            image: image.to_string(),
-            platform: platform.clone(),
-            manifest,
-            config_digest,
-        };
+    fn put_entry(&self, image: &str, platform: &Platform, key: &str, stored: StoredImage) -> Result<Entry> {
+        let entry = Entry { key: key.to_string(), image: image.to_string(), platform: platform.clone(), stored };
         self.store.put_entry(&entry)?;
         Ok(entry)
     }
@@ -704,7 +690,7 @@ impl Farm {
                 r.digest = done
                     .entry
                     .as_ref()
-                    .map(|e| e.manifest.digest.clone())
+                    .map(|e| e.stored.manifest.digest.clone())
                     .or(done.remote.as_ref().map(|d| d.digest.clone()));
                 r.image_id = done.engine_id.clone();
                 r.builder = done.placed.as_ref().map(|p| p.builder.clone());

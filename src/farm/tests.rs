@@ -206,7 +206,7 @@ async fn the_memo_asks_the_store_then_the_backends_place_and_records_what_it_fou
     assert_eq!((r.outcome, r.source, r.error.as_deref()), (Outcome::Cached, Some(Source::Engine), None));
     assert_eq!(engines.calls(), ["find web/linux/amd64"]);
     let entry = store.entry(&web.key).unwrap().expect("the engine's image is recorded in the store");
-    assert_eq!(r.digest.as_deref(), Some(entry.manifest.digest.as_str()));
+    assert_eq!(r.digest.as_deref(), Some(entry.stored.manifest.digest.as_str()));
 
     // Now the store answers first: the engine is not asked again, nothing is built.
     let second = farm.run(&plan, &BuildOptions::default()).await.unwrap();
@@ -238,7 +238,7 @@ async fn the_job_kind_picks_the_backend_and_rebuild_skips_the_memo() {
     assert_eq!(engines.given.lock().unwrap()["app/linux/arm64"], std::slice::from_ref(&base.key));
     for j in [&base, &app] {
         let entry = store.entry(&j.key).unwrap().expect("recorded");
-        assert_eq!(Some(entry.manifest.digest), report_of(&report, &j.image, "arm64").digest);
+        assert_eq!(Some(entry.stored.manifest.digest), report_of(&report, &j.image, "arm64").digest);
     }
 }
 
@@ -467,7 +467,7 @@ async fn a_parent_only_in_the_registry_is_fetched_into_the_store_before_its_chil
             None => {
                 assert_eq!(a.outcome, Outcome::Built, "{:?}", a.error);
                 let entry = store.entry(&base.key).unwrap().expect("the parent is fetched into the store");
-                assert_eq!(entry.manifest.digest, digest);
+                assert_eq!(entry.stored.manifest.digest, digest);
                 assert_eq!(engines.given.lock().unwrap()["app/linux/amd64"], std::slice::from_ref(&base.key));
                 assert_eq!(engines.calls(), ["find base/linux/amd64", "produce app/linux/amd64"]);
             }

@@ -21,12 +21,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::oci::{digest_hex, digest_of, Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
-use crate::image::store::{HashWriter, Store};
+use crate::image::store::{HashWriter, Store, StoredImage};
 use crate::support::error::{Error, Result};
 
 /// manifest.json larger than this is refused; configs larger than this cannot be read.
@@ -39,10 +40,8 @@ pub const GZIP_LEVEL: u32 = 6;
 /// One image found in an archive and now in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportedImage {
-    /// The OCI image manifest written to the store.
-    pub manifest: Descriptor,
-    /// `sha256:<hex>` of the config: the engine's image ID.
-    pub config_digest: String,
+    /// The OCI image manifest written to the store, and its config (the engine's ID).
+    pub image: StoredImage,
     pub repo_tags: Vec<String>,
 }
 
@@ -248,7 +247,10 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewr
         };
         let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
         let manifest = store.put_blob(OCI_MANIFEST, &bytes)?;
-        out.push(ImportedImage { manifest, config_digest: config_desc.digest, repo_tags: m.repo_tags });
+        out.push(ImportedImage {
+            image: StoredImage { manifest, config_digest: config_desc.digest },
+            repo_tags: m.repo_tags,
+        });
     }
     Ok(out)
 }
@@ -511,10 +513,10 @@ fn resolve_link(dir: &str, target: &[u8]) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// Writes the image `manifest` (an OCI or Docker v2 manifest in `store`) as a
-/// docker-archive (see [`write_archive`]; layers gzip as stored, `docker load`
-/// decompresses them).
-pub fn export(store: &Store, manifest: &Descriptor, repo_tags: &[String], mut out: impl Write) -> Result<()> {
+/// Writes `image` (an OCI or Docker v2 manifest in `store`) as a docker-archive (see
+/// [`write_archive`]; layers gzip as stored, `docker load` decompresses them).
+pub fn export(store: &Store, image: &StoredImage, repo_tags: &[String], mut out: impl Write) -> Result<()> {
+    let manifest = &image.manifest;
     let m: OciManifest = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
         .map_err(|e| Error::failure(format!("manifest {} in the store is not valid: {e}", manifest.digest)))?;
     let config = store.read_blob(&m.config.digest)?;
@@ -528,6 +530,19 @@ pub fn export(store: &Store, manifest: &Descriptor, repo_tags: &[String], mut ou
     write_archive(&mut out, &layers, &seed, &top, repo_tags, |_| config.clone())?;
     out.flush().map_err(|e| Error::failure(format!("writing docker archive of {}: {e}", m.config.digest)))?;
     Ok(())
+}
+
+/// The docker-archive sink: [`export`] to `file` atomically (a temporary file next to it,
+/// renamed when complete).
+pub fn export_file(store: &Store, image: &StoredImage, repo_tags: &[String], file: &Path) -> Result<()> {
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = crate::support::fs::temp_file(parent, None)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        export(store, image, repo_tags, &mut w)?;
+        w.flush().map_err(|e| Error::io("writing", file, e))?;
+    }
+    crate::support::fs::persist(tmp, file)
 }
 
 /// One layer of a docker-archive being written.
@@ -701,16 +716,16 @@ mod tests {
         let (archive, config) = oci_style_archive();
         let images = import(&store, &archive[..]).unwrap();
         assert_eq!(images.len(), 1);
-        assert_eq!(images[0].config_digest, config);
+        assert_eq!(images[0].image.config_digest, config);
         assert_eq!(images[0].repo_tags, ["x:y"]);
         let again = import(&store, &archive[..]).unwrap();
-        assert_eq!(again[0].manifest, images[0].manifest);
+        assert_eq!(again[0].image.manifest, images[0].image.manifest);
 
         // export, then import the export: same manifest (layers were already canonical gzip).
         let mut out = Vec::new();
-        export(&store, &images[0].manifest, &["x:z".into()], &mut out).unwrap();
+        export(&store, &images[0].image, &["x:z".into()], &mut out).unwrap();
         let back = import(&store, &out[..]).unwrap();
-        assert_eq!(back[0].manifest, images[0].manifest);
+        assert_eq!(back[0].image.manifest, images[0].image.manifest);
         assert_eq!(back[0].repo_tags, ["x:z"]);
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }

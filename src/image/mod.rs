@@ -5,6 +5,7 @@
 
 pub mod docker_archive;
 pub mod oci;
+pub mod oci_layout;
 pub mod pgzip;
 pub mod platform;
 pub mod reference;

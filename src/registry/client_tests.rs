@@ -47,7 +47,8 @@ async fn a_pushed_image_is_found_by_head_and_fetched_back() {
     client.check().await.unwrap();
     let (_dir, store, manifest) = image(&amd64(), b"layer one");
 
-    let (desc, stats) = client.push_image_with_stats(&store, REPO, "v1", &manifest).await.unwrap();
+    let (desc, stats) =
+        client.push_image_with_stats(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.unwrap();
     assert_eq!(desc, manifest);
     assert_eq!((stats.blobs_uploaded, stats.blobs_skipped), (2, 0));
     let (media_type, bytes) = reg.manifest(REPO, "v1").unwrap();
@@ -65,7 +66,7 @@ async fn a_pushed_image_is_found_by_head_and_fetched_back() {
     assert_eq!(other.read_blob(&manifest.digest).unwrap(), store.read_blob(&manifest.digest).unwrap());
 
     // A second push finds every blob there and uploads nothing.
-    let (_, again) = client.push_image_with_stats(&store, REPO, "v2", &manifest).await.unwrap();
+    let (_, again) = client.push_image_with_stats(&store, REPO, "v2", &store.image(&manifest).unwrap()).await.unwrap();
     assert_eq!((again.blobs_uploaded, again.blobs_skipped), (0, 2));
     assert_eq!(client.tags(REPO).await.unwrap().unwrap().into_iter().collect::<Vec<_>>(), ["v1", "v2"]);
 }
@@ -110,7 +111,7 @@ async fn a_failed_blob_upload_starts_a_new_session() {
     let client = reg.client();
     let (_dir, store, manifest) = image(&amd64(), b"layer");
     reg.fail_when(Some(Method::PUT), "/blobs/uploads/", 1, 503);
-    client.push_image(&store, REPO, "v1", &manifest).await.unwrap();
+    client.push_image(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.unwrap();
     assert_eq!(count(&reg, Method::POST, "/blobs/uploads/"), 3, "two blobs, one of them twice");
     assert!(reg.manifest(REPO, "v1").is_some());
 }
@@ -121,7 +122,7 @@ async fn a_failed_blob_means_no_manifest_put() {
     let client = reg.client();
     let (_dir, store, manifest) = image(&amd64(), b"layer");
     reg.fail_when(Some(Method::POST), "/blobs/uploads/", 1, 400);
-    assert!(client.push_image(&store, REPO, "v1", &manifest).await.is_err());
+    assert!(client.push_image(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.is_err());
     assert_eq!(count(&reg, Method::PUT, "/manifests/"), 0);
     assert!(reg.manifest(REPO, "v1").is_none());
 }
@@ -131,7 +132,7 @@ async fn blobs_are_mounted_from_a_repository_that_has_them_and_uploaded_otherwis
     let reg = InProcess::start().await;
     let client = reg.client();
     let (_dir, store, manifest) = image(&amd64(), b"layer");
-    client.push_image(&store, REPO, "v1", &manifest).await.unwrap();
+    client.push_image(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.unwrap();
     let layer = store.put_blob(OCI_LAYER_GZIP, b"layer").unwrap();
 
     assert_eq!(client.push_blob(&store, "other/a", &layer, Some(REPO)).await.unwrap(), BlobOutcome::Mounted);
@@ -148,14 +149,14 @@ async fn an_index_is_written_only_over_children_in_the_repository() {
     let (_dir, store, manifest) = image(&amd64(), b"layer");
     let arm64 = Platform { os: "linux".into(), architecture: "arm64".into(), variant: None };
     let (_dir2, store2, manifest2) = image(&arm64, b"arm layer");
-    client.push_image(&store, REPO, "amd64", &manifest).await.unwrap();
+    client.push_image(&store, REPO, "amd64", &store.image(&manifest).unwrap()).await.unwrap();
 
     let children = [(amd64(), manifest.clone()), (arm64.clone(), manifest2.clone())];
     let e = client.put_index(REPO, "latest", &children).await.unwrap_err();
     assert!(e.message().contains("linux/arm64"), "{}", e.message());
     assert_eq!(count(&reg, Method::PUT, "/manifests/latest"), 0);
 
-    client.push_image(&store2, REPO, "arm64", &manifest2).await.unwrap();
+    client.push_image(&store2, REPO, "arm64", &store2.image(&manifest2).unwrap()).await.unwrap();
     let index = client.put_index(REPO, "latest", &children).await.unwrap();
     assert_eq!(reg.manifest(REPO, "latest").unwrap().0, index.media_type);
     let fetched = client.fetch_image(&store, REPO, "latest", &arm64).await.unwrap();

@@ -54,7 +54,7 @@ use crate::image::oci::{digest_hex, digest_of, Descriptor, DOCKER_LIST, DOCKER_M
 use crate::image::oci::{IndexChild, IndexDoc, ManifestDoc};
 use crate::image::platform::Platform;
 use crate::image::reference::{check_repository, check_tag};
-use crate::image::store::{Outgoing, Store};
+use crate::image::store::{Outgoing, Store, StoredImage};
 use crate::recipe::config::RegistryRef;
 use crate::registry::auth::{scopes, Authenticator, Credential};
 use crate::support::error::{Error, Result};
@@ -300,10 +300,10 @@ impl Registry {
         Err(Error::failure(format!("registry {}: {what}: more than 10000 pages of tags", self.host)))
     }
 
-    /// Pushes the image whose manifest is `manifest` (in `store`) as `repo:tag`; blobs
-    /// already in the repository are skipped. Returns the manifest descriptor.
-    pub async fn push_image(&self, store: &Store, repo: &str, tag: &str, manifest: &Descriptor) -> Result<Descriptor> {
-        let (desc, stats) = self.push_image_with_stats(store, repo, tag, manifest).await?;
+    /// The registry-push sink: pushes `image` from `store` as `repo:tag`; blobs already in
+    /// the repository are skipped. Returns the manifest descriptor.
+    pub async fn push_image(&self, store: &Store, repo: &str, tag: &str, image: &StoredImage) -> Result<Descriptor> {
+        let (desc, stats) = self.push_image_with_stats(store, repo, tag, image).await?;
         tracing::info!(
             registry = %self.host, repo, tag,
             blobs_uploaded = stats.blobs_uploaded, bytes_uploaded = stats.bytes_uploaded,
@@ -318,8 +318,9 @@ impl Registry {
         store: &Store,
         repo: &str,
         tag: &str,
-        manifest: &Descriptor,
+        image: &StoredImage,
     ) -> Result<(Descriptor, PushStats)> {
+        let manifest = &image.manifest;
         check_repo(repo)?;
         check_reference(tag)?;
         if !is_image_manifest_type(&manifest.media_type) {
@@ -1383,11 +1384,11 @@ mod tests {
 
     /// The futures can be spawned on a multi-threaded runtime.
     #[allow(dead_code)]
-    fn futures_are_send(r: &Registry, s: &Store, p: &Platform, d: &Descriptor) {
+    fn futures_are_send(r: &Registry, s: &Store, p: &Platform, d: &Descriptor, i: &StoredImage) {
         fn is_send<T: Send>(_: T) {}
         is_send(r.check());
         is_send(r.manifest_head("a", "b"));
-        is_send(r.push_image(s, "a", "b", d));
+        is_send(r.push_image(s, "a", "b", i));
         is_send(r.put_index("a", "b", &[]));
         is_send(r.fetch_image(s, "a", "b", p));
         is_send(r.push_blob(s, "a", d, Some("b")));

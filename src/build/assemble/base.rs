@@ -71,7 +71,7 @@ pub fn docker_archive(staging: &Store, path: &Path, platform: &Platform, what: &
     .map_err(|e| Error::usage(e.message().to_string()))?;
     let mut last = None;
     for img in &images {
-        match from_store(staging, &img.manifest.digest, platform, what) {
+        match from_store(staging, &img.image.manifest.digest, platform, what) {
             Ok(b) => return Ok(b),
             Err(e) => last = Some(e),
         }

@@ -24,9 +24,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::{Backend, BackendKind, Parents, Produced, StoredImage};
+use crate::build::{Backend, BackendKind, Parents, Produced};
 use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::image::platform::Platform;
+use crate::image::store::StoredImage;
 use crate::image::store::{HashWriter, Store};
 use crate::plan::Job;
 use crate::recipe::config::Config;
@@ -71,6 +72,7 @@ impl Backend for Assembler {
                     parents
                         .get(&(p.image.clone(), p.platform.clone()))
                         .ok_or_else(|| Error::failure(format!("parent {} is not in the store", p.image)))?
+                        .stored
                         .manifest
                         .digest
                         .clone(),

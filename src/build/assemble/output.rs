@@ -2,14 +2,12 @@
 //! folder, a docker-archive file, or a docker-archive streamed to stdout.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::image::oci::ManifestDoc;
-use crate::image::oci::{Descriptor, OCI_INDEX};
-use crate::image::store::Store;
+use crate::image::reference::split_tag;
+use crate::image::store::{Store, StoredImage};
+use crate::image::{docker_archive, oci_layout};
 use crate::support::error::{Error, Result};
-use crate::support::fs::{write_atomically, WriteOptions};
 
 /// An `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +62,7 @@ impl Output {
 /// (with `:<key>` when it has no tag), else `<fallback repository>:<key>`.
 pub fn tag(name: Option<&str>, fallback_repo: &str, key: &str) -> String {
     match name {
-        Some(n) => match crate::image::reference::split_tag(n) {
+        Some(n) => match split_tag(n) {
             (_, Some(_)) => n.to_string(),
             (repo, None) => format!("{repo}:{key}"),
         },
@@ -72,58 +70,20 @@ pub fn tag(name: Option<&str>, fallback_repo: &str, key: &str) -> String {
     }
 }
 
-/// Writes `manifest` (and every blob it names) from `store` as an OCI image layout in
-/// `dir`, with index.json naming it `ref_name` (`umoci --image DIR:ref_name`). Each blob
-/// is hashed on its way out (a corrupt one fails the export and is forgotten by the
-/// store), then hard-linked from the store when possible, else copied; blobs already in
-/// `dir` are kept; index.json is written last.
-pub fn write_oci_layout(store: &Store, manifest: &Descriptor, ref_name: &str, dir: &Path) -> Result<()> {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|e| Error::io("creating", &blobs, e))?;
-    let doc: ManifestDoc = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
-        .map_err(|e| Error::failure(format!("manifest {} in the store is not valid: {e}", manifest.digest)))?;
-    for d in std::iter::once(&doc.config).chain(&doc.layers).chain([manifest]) {
-        store.verify_blob(&d.digest, d.size)?;
-        let src = store.blob_path(&d.digest)?;
-        let dest = store_path(&blobs, &d.digest)?;
-        if dest.exists() {
-            continue;
-        }
-        if fs::hard_link(&src, &dest).is_err() {
-            let tmp = dest.with_extension("tmp");
-            fs::copy(&src, &tmp).map_err(|e| Error::io("copying blob to", &tmp, e))?;
-            fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming", &dest, e))?;
+impl Output {
+    /// Puts `image` from `store` where this output says, under `tag`.
+    pub fn write(&self, store: &Store, image: &StoredImage, tag: &str) -> Result<()> {
+        let tags = [tag.to_string()];
+        match self {
+            Output::Oci(dir) => oci_layout::write(store, image, split_tag(tag).1.unwrap_or("latest"), dir),
+            Output::DockerArchive(file) => docker_archive::export_file(store, image, &tags, file),
+            Output::Stdout => {
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                docker_archive::export(store, image, &tags, &mut w)
+            }
         }
     }
-    write_atomically(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#, WriteOptions::default())?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "annotations": {"org.opencontainers.image.ref.name": ref_name},
-        }],
-    });
-    write_atomically(&dir.join("index.json"), &serde_json::to_vec(&index).expect("json"), WriteOptions::default())
-}
-
-fn store_path(blobs: &Path, digest: &str) -> Result<PathBuf> {
-    Ok(blobs.join(crate::image::oci::digest_hex(digest)?))
-}
-
-/// Writes a docker-archive of `manifest` to `file` atomically (a temporary file next to
-/// it, renamed when complete).
-pub fn write_docker_archive(store: &Store, manifest: &Descriptor, repo_tags: &[String], file: &Path) -> Result<()> {
-    let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = crate::support::fs::temp_file(parent, None)?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        crate::image::docker_archive::export(store, manifest, repo_tags, &mut w)?;
-        w.flush().map_err(|e| Error::io("writing", file, e))?;
-    }
-    crate::support::fs::persist(tmp, file)
 }
 
 #[cfg(test)]

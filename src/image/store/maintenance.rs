@@ -80,8 +80,8 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
         let text = fs::read(&path).map_err(|e| Error::io("reading memo entry", &path, e))?;
         match store.check_entry(&key, &text) {
             Ok(entry) => {
-                live_blobs.extend(store.manifest_blobs_unverified(&entry.manifest.digest).unwrap_or_default());
-                live_blobs.insert(entry.manifest.digest);
+                live_blobs.extend(store.manifest_blobs_unverified(&entry.stored.manifest.digest).unwrap_or_default());
+                live_blobs.insert(entry.stored.manifest.digest);
                 live_keys.insert(key);
             }
             Err(unusable) => {
@@ -181,8 +181,8 @@ pub fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
         let why = match store.check_entry(key, &text) {
             Err(unusable) => unusable.why,
             Ok(entry) => {
-                let mut needs = store.manifest_blobs_unverified(&entry.manifest.digest).unwrap_or_default();
-                needs.push(entry.manifest.digest.clone());
+                let mut needs = store.manifest_blobs_unverified(&entry.stored.manifest.digest).unwrap_or_default();
+                needs.push(entry.stored.manifest.digest.clone());
                 match needs.iter().find(|d| corrupt.contains(*d)) {
                     None => continue,
                     Some(d) => format!("{} {}: it uses the corrupt blob {d}", entry.image, entry.platform),

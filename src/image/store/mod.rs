@@ -1,6 +1,8 @@
-//! The local store: a content-addressed OCI layout that every backend writes to and
-//! every publisher reads from. Blobs live at `blobs/sha256/<hex>` (the OCI image layout);
-//! memo entries at `keys/<key>.json` say which manifest a content key produced.
+//! The local store: content-addressed blobs that every backend writes to and every sink
+//! reads from. Blobs live at `blobs/sha256/<hex>`, as in an OCI image layout, but the
+//! store is not one (it writes no `index.json`): memo entries at `keys/<key>.json` say
+//! which image ([`StoredImage`]) a content key produced. `image::oci_layout` writes real
+//! layouts from it.
 //!
 //! Every write is atomic: a blob is streamed to a temporary file in the process's own
 //! folder under `tmp/`, hashed on the way, fsynced and renamed into place only if its
@@ -30,21 +32,31 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::oci::{digest_hex, digest_of, Descriptor};
+use crate::image::oci::{digest_hex, digest_of, Descriptor, ManifestDoc};
 use crate::image::platform::Platform;
 use crate::support::error::{Error, Result};
 use crate::support::fs::{write_atomically, WriteOptions};
 
-/// What one content key produced: a per-platform image manifest in the store.
+/// An image in the store: a per-platform manifest whose config and layers are all in
+/// the store. Every backend produces one, the memo records one, and every sink (registry
+/// push, engine load, OCI layout, docker-archive) takes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredImage {
+    pub manifest: Descriptor,
+    /// The config digest: the image ID an engine gives this image once it is loaded
+    /// there (an engine's own build has another ID until its rewrite is loaded).
+    pub config_digest: String,
+}
+
+/// What one content key produced: which image, for which platform, in the store.
+/// On disk the stored image's fields sit beside the others (`manifest`, `config_digest`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub key: String,
     pub image: String,
     pub platform: Platform,
-    pub manifest: Descriptor,
-    /// The config digest: the image ID an engine gives this image once it is loaded
-    /// there (an engine's own build has another ID until its rewrite is loaded).
-    pub config_digest: String,
+    #[serde(flatten)]
+    pub stored: StoredImage,
 }
 
 /// The `sha256:` digest and length of a file's content.
@@ -113,6 +125,13 @@ impl Store {
     /// The store at `root` as it is, without a claim: only to forget corrupt blobs.
     fn unclaimed(root: &Path) -> Store {
         Store { root: root.to_path_buf(), tmp: root.join("tmp"), claim: None }
+    }
+
+    /// The image `manifest` names in this store, its config digest read from the manifest.
+    pub fn image(&self, manifest: &Descriptor) -> Result<StoredImage> {
+        let doc: ManifestDoc = serde_json::from_slice(&self.read_blob(&manifest.digest)?)
+            .map_err(|e| Error::failure(format!("manifest {} in the store is not valid: {e}", manifest.digest)))?;
+        Ok(StoredImage { manifest: manifest.clone(), config_digest: doc.config.digest })
     }
 
     pub fn root(&self) -> &Path {
@@ -224,10 +243,10 @@ impl Store {
         let mut forgotten = Vec::new();
         for (path, entry) in self.entries_as_written() {
             // Unverified reads: this runs while handling a corrupt blob, never recursing.
-            let uses = entry.manifest.digest == digest
-                || entry.config_digest == digest
+            let uses = entry.stored.manifest.digest == digest
+                || entry.stored.config_digest == digest
                 || self
-                    .manifest_blobs_unverified(&entry.manifest.digest)
+                    .manifest_blobs_unverified(&entry.stored.manifest.digest)
                     .is_some_and(|b| b.iter().any(|d| d == digest));
             if uses && fs::remove_file(&path).is_ok() {
                 forgotten.push(format!("{} {}", entry.image, entry.platform));
@@ -315,12 +334,14 @@ impl Store {
                 false => Err(unusable(format!("its {what} {} has {} bytes, not {}", d.digest, bytes.len(), d.size))),
             }
         };
-        let manifest: crate::image::oci::ManifestDoc = serde_json::from_slice(&doc("manifest", &entry.manifest)?)
-            .map_err(|e| unusable(format!("its manifest {} is not a manifest ({e})", entry.manifest.digest)))?;
-        if manifest.config.digest != entry.config_digest {
+        let manifest: crate::image::oci::ManifestDoc =
+            serde_json::from_slice(&doc("manifest", &entry.stored.manifest)?).map_err(|e| {
+                unusable(format!("its manifest {} is not a manifest ({e})", entry.stored.manifest.digest))
+            })?;
+        if manifest.config.digest != entry.stored.config_digest {
             return Err(unusable(format!(
                 "its manifest's config is {}, not {}",
-                manifest.config.digest, entry.config_digest
+                manifest.config.digest, entry.stored.config_digest
             )));
         }
         doc("config", &manifest.config)?;
@@ -342,7 +363,7 @@ impl Store {
 
     /// Records `entry`, after checking that its manifest and every blob it names are here.
     pub fn put_entry(&self, entry: &Entry) -> Result<()> {
-        for digest in self.manifest_blobs(&entry.manifest.digest)? {
+        for digest in self.manifest_blobs(&entry.stored.manifest.digest)? {
             if !self.has_blob(&digest) {
                 return Err(Error::failure(format!(
                     "memo entry for {} {} refused: blob {digest} is missing from the store",
@@ -571,8 +592,7 @@ mod tests {
             key: k.to_string().repeat(64),
             image: "x".into(),
             platform: platform(),
-            manifest: m,
-            config_digest: config.digest,
+            stored: StoredImage { manifest: m, config_digest: config.digest },
         }
     }
 
@@ -618,7 +638,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let entry = image(&store, 'e', &[]);
-        let config = entry.config_digest.clone();
+        let config = entry.stored.config_digest.clone();
         store.put_entry(&entry).unwrap();
         fs::write(store.blob_path(&config).unwrap(), b"[]").unwrap();
         let e = store.read_blob(&config).unwrap_err();
@@ -639,7 +659,7 @@ mod tests {
         fs::write(dir.path().join(format!("keys/{key}.json")), b"{garbage").unwrap();
         assert_eq!(store.entry(&key).unwrap(), None);
         let entry = image(&store, 'f', &[b"layer"]);
-        let (m, layer) = (entry.manifest.clone(), digest_of(b"layer"));
+        let (m, layer) = (entry.stored.manifest.clone(), digest_of(b"layer"));
         store.put_entry(&entry).unwrap();
         assert_eq!(store.entry(&key).unwrap(), Some(entry));
         // A layer cut short: a miss, and the layer is gone (so the next write replaces it).
