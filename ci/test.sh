@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 bash ci/services.sh
 # Two extra engines on loopback TCP: the remote builders of tests/fleet.rs.
 bash ci/extra-dockerd.sh
+# Python libraries the tests check archfarm's output with (signatures, attestations, SBOMs).
+bash ci/python-tools.sh
 export CI=${CI:-true}
 cargo test --locked --no-fail-fast --all-targets -- --test-threads 4
