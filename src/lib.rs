@@ -26,6 +26,9 @@ pub mod engine;
 /// The producers: the engine fleet and the daemonless assembler.
 pub mod build;
 
+/// Release trust: signing keys, signatures, attestations (provenance, SBOMs).
+pub mod trust;
+
 /// Publishing: pre-uploads, copies between registries, releases.
 pub mod publish;
 

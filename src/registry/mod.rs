@@ -37,6 +37,7 @@ pub mod auth;
 mod client_tests;
 #[cfg(test)]
 pub mod in_process;
+pub mod referrers;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
