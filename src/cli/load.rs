@@ -1,31 +1,14 @@
 //! `archfarm load` (make's `load-<image>`) and `archfarm tag` (`load --local-only`).
 
 use crate::cli::planned::Planned;
-use crate::cli::planning::BaseFlags;
-use crate::cli::selection::Selection;
-use crate::farm::progress::Progress;
 use crate::farm::BuildOptions;
-use crate::recipe::catalog::Catalog;
-use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
 
 /// `load`: make each image's key exist in the local engine (engine, store, registry, else
 /// a build), then tag it `<local prefix>/<image>:<key>` and `:latest`. With `local_only`
 /// (make's SKIP_IMAGE_LOAD=true, and `tag`), nothing is pulled or built: a key that is not
 /// already in the engine or the store fails.
-pub async fn run(
-    config: Config,
-    catalog: &Catalog,
-    progress: Progress,
-    sel: &Selection,
-    json: bool,
-    local_only: bool,
-    bases: &BaseFlags,
-) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel, bases).await?;
-    if p.images.is_empty() {
-        return Ok(p.resolved());
-    }
+pub async fn run(p: Planned, json: bool, local_only: bool) -> Result<bool> {
     if local_only {
         let mut ids = Vec::new();
         for name in &p.images {

@@ -324,16 +324,25 @@ pub async fn run(cli: Cli) -> Result<bool> {
             assemble::run(farm, &catalog, &image, platform.as_deref(), output.as_deref(), json, bases).await
         }
         Command::Load { images, local_only, json } => {
-            load::run(config, &catalog, progress, &images, json, local_only, bases).await
+            planned::run(config, &catalog, progress, &images, bases, |p| load::run(p, json, local_only)).await
         }
-        Command::Pull { images } => pull::run(config, &catalog, progress, &images, bases).await,
-        Command::Rebuild { images, json } => rebuild::run(config, &catalog, progress, &images, json, bases).await,
+        Command::Pull { images } => planned::run(config, &catalog, progress, &images, bases, pull::run).await,
+        Command::Rebuild { images, json } => {
+            planned::run(config, &catalog, progress, &images, bases, |p| rebuild::run(p, json)).await
+        }
         Command::Push { images, latest, json } => {
-            push::run(config, &catalog, progress, &images, latest, json, bases).await
+            let push = |p| push::run(p, &catalog, latest, json, bases);
+            planned::run(config, &catalog, progress, &images, bases, push).await
         }
-        Command::Tag { images } => load::run(config, &catalog, progress, &images, false, true, bases).await,
-        Command::Test { images, json } => test::run(config, &catalog, progress, &images, json, bases).await,
-        Command::LocalImage { images } => local_image::run(config, &catalog, progress, &images, bases).await,
+        Command::Tag { images } => {
+            planned::run(config, &catalog, progress, &images, bases, |p| load::run(p, false, true)).await
+        }
+        Command::Test { images, json } => {
+            planned::run(config, &catalog, progress, &images, bases, |p| test::run(p, json)).await
+        }
+        Command::LocalImage { images } => {
+            planned::run(config, &catalog, progress, &images, bases, local_image::run).await
+        }
         Command::Makefile => Ok(makefile::run()),
         Command::Matrix { names, platform, format, waves } => {
             let farm = Farm::new(config, progress)?;

@@ -2,6 +2,7 @@
 //! `local-image`): the selected images for one platform, run through the farm and
 //! tagged in the local engine.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::cli::planning::{make_plan, single_platform, BaseFlags};
@@ -25,6 +26,28 @@ pub struct Planned {
     pub images: Vec<String>,
     /// The selected images that are unresolved for the platform, with the reason.
     pub unresolved: Vec<String>,
+}
+
+/// Plans `sel` for one platform and runs `command` on the plan, unless no selected image
+/// has a job for the platform: then only the unresolved ones are reported (an error each,
+/// and the run fails) and nothing runs.
+pub async fn run<F, Fut>(
+    config: Config,
+    catalog: &Catalog,
+    progress: Progress,
+    sel: &Selection,
+    bases: &BaseFlags,
+    command: F,
+) -> Result<bool>
+where
+    F: FnOnce(Planned) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let p = Planned::new(config, catalog, progress, sel, bases).await?;
+    if p.images.is_empty() {
+        return Ok(p.resolved());
+    }
+    command(p).await
 }
 
 impl Planned {

@@ -1,26 +1,11 @@
 //! `archfarm pull` (make's `pull-<image>`).
 
 use crate::cli::planned::Planned;
-use crate::cli::planning::BaseFlags;
-use crate::cli::selection::Selection;
-use crate::farm::progress::Progress;
-use crate::recipe::catalog::Catalog;
-use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
 
 /// `pull`: the registry's image for each key becomes the local one (even over a local
 /// build), then the local tags; fails when the registry does not have the key.
-pub async fn run(
-    config: Config,
-    catalog: &Catalog,
-    progress: Progress,
-    sel: &Selection,
-    bases: &BaseFlags,
-) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel, bases).await?;
-    if p.images.is_empty() {
-        return Ok(p.resolved());
-    }
+pub async fn run(p: Planned) -> Result<bool> {
     p.farm.registry().check().await?;
     let mut ids = Vec::new();
     for name in &p.images {

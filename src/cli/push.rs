@@ -3,13 +3,10 @@
 use crate::cli::planned::Planned;
 use crate::cli::planning::{make_plan, BaseFlags};
 use crate::cli::report::finish_report;
-use crate::cli::selection::Selection;
-use crate::farm::progress::Progress;
 use crate::farm::{BuildOptions, BuildReport, Farm, Stitched};
 use crate::image::platform::Platform;
 use crate::plan::PlatformChoice;
 use crate::recipe::catalog::Catalog;
-use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
 
 /// `push`: like `load` (the local tags too, as gVisor's push depends on load), then the
@@ -17,19 +14,8 @@ use crate::support::error::{Error, Result};
 /// is then in the registry, its canonical index is written (the same bytes whoever
 /// writes it); with `latest`, also as `:latest`. An incomplete image gets no `:latest`:
 /// a note names the missing platforms.
-pub async fn run(
-    config: Config,
-    catalog: &Catalog,
-    progress: Progress,
-    sel: &Selection,
-    latest: bool,
-    json: bool,
-    bases: &BaseFlags,
-) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress.clone(), sel, bases).await?;
-    if p.images.is_empty() {
-        return Ok(p.resolved());
-    }
+pub async fn run(p: Planned, catalog: &Catalog, latest: bool, json: bool, bases: &BaseFlags) -> Result<bool> {
+    let progress = p.farm.progress();
     let opts = BuildOptions { push: true, materialize: p.jobs(), no_stitch: true, ..Default::default() };
     let report = p.farm.run(&p.plan, &opts).await?;
     if report.failed() {

@@ -1,29 +1,14 @@
 //! `archfarm test` (make's `test-<image>`, the presubmit).
 
 use crate::cli::planned::Planned;
-use crate::cli::planning::BaseFlags;
 use crate::cli::report::finish_report;
-use crate::cli::selection::Selection;
-use crate::farm::progress::{Outcome, Progress, Source};
+use crate::farm::progress::{Outcome, Source};
 use crate::farm::BuildOptions;
-use crate::recipe::catalog::Catalog;
-use crate::recipe::config::Config;
 use crate::support::error::Result;
 
 /// `test` (presubmit): each image's key is in the registry, or it builds here. Never
 /// pushes and never tags.
-pub async fn run(
-    config: Config,
-    catalog: &Catalog,
-    progress: Progress,
-    sel: &Selection,
-    json: bool,
-    bases: &BaseFlags,
-) -> Result<bool> {
-    let p = Planned::new(config, catalog, progress, sel, bases).await?;
-    if p.images.is_empty() {
-        return Ok(p.resolved());
-    }
+pub async fn run(p: Planned, json: bool) -> Result<bool> {
     let report = p.farm.run(&p.plan, &BuildOptions::default()).await?;
     if json || report.failed() {
         return finish_report(&p.farm, &report, json);

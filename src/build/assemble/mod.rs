@@ -82,14 +82,14 @@ impl Backend for Assembler {
             let (config, store, job2) = (self.config.clone(), self.store.clone(), job.clone());
             let rt = tokio::runtime::Handle::current();
             let early = push_to.map(|repo| (self.early_upload)(repo));
-            let (manifest, config_digest) = tokio::task::spawn_blocking(move || {
+            let image = tokio::task::spawn_blocking(move || {
                 let prepared = prepare(&config, &store, &job2, parent.as_deref(), &rt)?;
                 write_to_store(prepared, &store, early.as_deref().map(|s| s as &dyn LayerSink))
             })
             .await
             .map_err(|e| Error::failure(format!("assembling {} panicked: {e}", job.image)))?
             .map_err(|e| e.context(format!("assembling {} for {}", job.image, job.platform)))?;
-            Ok(Produced { image: StoredImage { manifest, config_digest }, by: BackendKind::Assembler, placed: None })
+            Ok(Produced { image, by: BackendKind::Assembler, placed: None })
         }
         .boxed()
     }
@@ -427,9 +427,8 @@ pub trait LayerSink: Sync {
 /// Writes the prepared image into `store`: layers compressed in parallel into the
 /// staging store (a layer whose entry list was made before, and whose blob is still in
 /// the store, is reused without being read or compressed again), each new one handed to
-/// `sink` when given, then config and manifest, then one commit. Returns the manifest
-/// descriptor and the config digest.
-pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) -> Result<(Descriptor, String)> {
+/// `sink` when given, then config and manifest, then one commit.
+pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) -> Result<StoredImage> {
     let mtime = p.mtime();
     let staged = &p.staging.store;
     let salt = format!("gzip {LAYER_GZIP_LEVEL}");
@@ -479,7 +478,7 @@ pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) 
         let options = crate::support::fs::WriteOptions::temp_in(store.tmp_dir());
         let _ = crate::support::fs::write_atomically(&path, &bytes, options);
     }
-    Ok((manifest, config.digest))
+    Ok(StoredImage { manifest, config_digest: config.digest })
 }
 
 #[derive(Serialize)]
