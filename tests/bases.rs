@@ -65,7 +65,7 @@ fn seed(addr: &str, label: &str) -> BTreeMap<String, String> {
                 .await
                 .unwrap();
         }
-        registry.put_index(REPO, TAG, &children).await.unwrap();
+        registry.put_index(REPO, TAG, &children, &Default::default()).await.unwrap();
     });
     digests
 }

@@ -396,12 +396,12 @@ async fn buildkit_images_are_reproducible_across_engines_and_both_builders_impor
     for run in [&mut local, &mut second] {
         let base = run.base("amd64").await;
         let base_id = run.engine.resolve_image(&base).await.unwrap().unwrap().0;
-        let classic = run.engine.export_to_store(&base_id, &store).await.unwrap();
+        let classic = run.engine.export_to_store(&base_id, &store, &Default::default()).await.unwrap();
         let recipe = format!("FROM {base}\nARG TARGETARCH\nCOPY hello.txt /\nRUN echo $TARGETARCH > /arch\n");
         let ctx = context(&run.path("repro"), &[("Dockerfile", recipe.as_bytes()), ("hello.txt", b"hi\n")]);
         let spec = Spec { tags: vec![run.tag("repro")], ..Spec::new(Backend::BuildKit, "amd64") };
         let id = run.build(&ctx, &spec, "repro").await.unwrap_or_else(|e| panic!("{}", e.into_error()));
-        let built = run.engine.export_to_store(&id, &store).await.unwrap();
+        let built = run.engine.export_to_store(&id, &store, &Default::default()).await.unwrap();
         eprintln!(
             "{}: classic {} buildkit {}",
             run.engine.endpoint(),

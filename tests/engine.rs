@@ -174,7 +174,7 @@ async fn builds_exports_loads_and_reports_failures() {
     // Into the store (twice: same manifest), out of the engine, back in. The export is
     // made reproducible, so its config is not the engine's image ID.
     let started = Instant::now();
-    let imported = engine.export_to_store(&child, &store).await.unwrap();
+    let imported = engine.export_to_store(&child, &store, &Default::default()).await.unwrap();
     eprintln!("export_to_store: {:.2}s", started.elapsed().as_secs_f64());
     assert_ne!(imported.image.config_digest, child);
     let config: serde_json::Value =
@@ -185,7 +185,7 @@ async fn builds_exports_loads_and_reports_failures() {
     for blob in store.manifest_blobs(&imported.image.manifest.digest).unwrap() {
         assert!(store.has_blob(&blob), "{blob}");
     }
-    let again = engine.export_to_store(&child, &store).await.unwrap();
+    let again = engine.export_to_store(&child, &store, &Default::default()).await.unwrap();
     assert_eq!(again.image.manifest, imported.image.manifest);
 
     // docker_archive::import of one `docker save` output twice, as it is: same manifest
@@ -211,7 +211,7 @@ async fn builds_exports_loads_and_reports_failures() {
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "aarch64");
     // Saved again from the engine and made reproducible: the same bytes (idempotent).
-    let round_trip = engine.export_to_store(&loaded, &store).await.unwrap();
+    let round_trip = engine.export_to_store(&loaded, &store, &Default::default()).await.unwrap();
     assert_eq!(round_trip.image.manifest, imported.image.manifest);
 
     // A failing RUN names the step and keeps the output in the log.

@@ -44,14 +44,16 @@ fn stitchers_racing_on_one_tag_from_a_staging_repository_leave_a_complete_index(
         let children = vec![(linux("amd64"), a.unwrap()), (linux("arm64"), b.unwrap())];
 
         // Two stitchers race on one tag; each computes the index from the keys it was given.
+        let none = std::collections::BTreeMap::new();
         let (x, y) = tokio::join!(
-            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children),
-            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children)
+            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children, &none),
+            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children, &none)
         );
         let (x, y) = (x.unwrap(), y.unwrap());
         assert_eq!(x, y, "both stitchers write the same index");
         // Idempotent.
-        let z = archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children).await.unwrap();
+        let z =
+            archfarm::publish::copy::stitch_from_staging(&r, staging, target, "idx", &children, &none).await.unwrap();
         assert_eq!(x, z);
 
         // Every blob reached the target by mount: uploading it again finds it there.
@@ -124,7 +126,9 @@ fn copy_between_registries_and_repositories() {
             .push_image(&store, "src/app", "arm64-1", &store.image(&make_image(&store, "arm64", 2)).unwrap())
             .await
             .unwrap();
-        r.put_index("src/app", "idx", &[(linux("amd64"), amd), (linux("arm64"), arm)]).await.unwrap()
+        r.put_index("src/app", "idx", &[(linux("amd64"), amd), (linux("arm64"), arm)], &Default::default())
+            .await
+            .unwrap()
     });
     let copy = |src: String, dst: String| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_archfarm"))

@@ -150,12 +150,12 @@ async fn pushed_index(reg: &Registry) -> (String, String, Vec<(Platform, Descrip
         children.push((platform(arch), m));
     }
     let tag = "index-k".to_string();
-    let index = reg.put_index(&repo, &tag, &children).await.unwrap();
+    let index = reg.put_index(&repo, &tag, &children, &Default::default()).await.unwrap();
     assert_eq!(index.media_type, OCI_INDEX);
     assert_eq!(reg.manifest_head(&repo, &tag).await.unwrap(), Some(index.clone()));
     // The same children in another order give the same index.
     children.reverse();
-    assert_eq!(reg.put_index(&repo, "index-k2", &children).await.unwrap(), index);
+    assert_eq!(reg.put_index(&repo, "index-k2", &children, &Default::default()).await.unwrap(), index);
     (repo, tag, children, dir, store)
 }
 
@@ -206,8 +206,10 @@ async fn put_index_with_a_missing_child_fails_and_writes_nothing() {
     let amd64 = make_image(&store, "amd64", 1);
     reg.push_image(&store, &repo, "amd64-k", &store.image(&amd64).unwrap()).await.unwrap();
     let arm64 = make_image(&store, "arm64", 1); // never pushed
-    let err =
-        reg.put_index(&repo, "index-k", &[(platform("amd64"), amd64), (platform("arm64"), arm64)]).await.unwrap_err();
+    let err = reg
+        .put_index(&repo, "index-k", &[(platform("amd64"), amd64), (platform("arm64"), arm64)], &Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.exit_code(), 1);
     assert!(err.message().contains("linux/arm64"), "{}", err.message());
     assert!(!err.message().contains("linux/amd64"), "only the missing platform is named: {}", err.message());
@@ -333,7 +335,7 @@ async fn docker_v2_children_are_stitched_into_a_manifest_list() {
         assert_eq!(reg.manifest_head(&repo, &format!("{arch}-k")).await.unwrap(), Some(m.clone()));
         children.push((platform(arch), m));
     }
-    let list = reg.put_index(&repo, "index-k", &children).await.unwrap();
+    let list = reg.put_index(&repo, "index-k", &children, &Default::default()).await.unwrap();
     assert_eq!(list.media_type, DOCKER_LIST);
     assert_eq!(reg.manifest_head(&repo, "index-k").await.unwrap(), Some(list));
     let (_fresh_dir, fresh) = new_store();

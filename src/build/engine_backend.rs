@@ -228,7 +228,7 @@ impl EngineBackend {
             secrets: &secrets,
         };
         let id = engine.build_logged(request, &preamble).await?;
-        let imported = engine.export_to_store(&id, &self.store).await.map_err(engine_or_disk)?;
+        let imported = engine.export_to_store(&id, &self.store, &job.stamp).await.map_err(engine_or_disk)?;
         Ok(imported.image)
     }
 }
@@ -250,7 +250,7 @@ impl Backend for EngineBackend {
             // needs none).
             let Ok(engine) = self.local.get().await else { return Ok(None) };
             let Some(id) = engine.find_by_label(&job.key).await? else { return Ok(None) };
-            let imported = engine.export_to_store(&id, &self.store).await?;
+            let imported = engine.export_to_store(&id, &self.store, &job.stamp).await?;
             Ok(Some(imported.image))
         }
         .boxed()

@@ -288,6 +288,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         local_prefix: None,
         store: cli.store.clone(),
         registry_from_env: false,
+        source_date_epoch: None,
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;

@@ -33,7 +33,7 @@ pub async fn run(p: Planned, catalog: &Catalog, latest: bool, json: bool, bases:
                 if latest {
                     let repo = p.farm.config.registry.repository(&image.name);
                     let children = full_children(&p.farm, image).await?;
-                    p.farm.registry().put_index(&repo, "latest", &children).await?;
+                    p.farm.registry().put_index(&repo, "latest", &children, &image.annotations).await?;
                     progress.note(&format!("tagged {}", p.farm.config.registry.reference(&image.name, "latest")));
                 }
                 tags.push(t);

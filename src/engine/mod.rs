@@ -31,6 +31,7 @@ use self::request::{Backend, BuildRequest, StreamOutcome};
 use crate::image::docker_archive::{self, ImportedImage};
 use crate::image::platform::Platform;
 use crate::image::reference::Reference;
+use crate::image::reproducible::Stamp;
 use crate::image::store::{Store, StoredImage};
 use crate::recipe::context::{Context, EntryKind};
 use crate::support::error::{Error, Result};
@@ -525,14 +526,15 @@ impl Engine {
 
     /// `docker save` of image `id` streamed into the store, made reproducible on the way
     /// ([`crate::image::reproducible`]): the stored config digest is not the engine's image ID,
-    /// but the same build on any engine gives the same manifest digest.
-    pub async fn export_to_store(&self, id: &str, store: &Store) -> Result<ImportedImage> {
+    /// but the same build on any engine gives the same manifest digest. `stamp`: the
+    /// time and manifest annotations of the job (both in its key).
+    pub async fn export_to_store(&self, id: &str, store: &Store, stamp: &Stamp) -> Result<ImportedImage> {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-        let store2 = store.clone();
+        let (store2, stamp) = (store.clone(), stamp.clone());
         let name = format!("`docker save {id}` from {}", self.endpoint);
         let importer = tokio::task::spawn_blocking(move || {
             let archive = ChannelReader { rx, cur: Bytes::new() };
-            docker_archive::import_named(&store2, archive, &name, docker_archive::Rewrite::Reproducible)
+            docker_archive::import_named(&store2, archive, &name, docker_archive::Rewrite::Reproducible(&stamp))
         });
         let mut stream = self.long.export_image(id);
         while let Some(chunk) = stream.next().await {

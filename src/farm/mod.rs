@@ -639,10 +639,17 @@ impl Farm {
         }
         let index = if staging_repo == repo {
             // Every child was just found by the HEADs above.
-            self.registry.put_index_verified(&repo, &image.index_key, &children).await?
+            self.registry.put_index_verified(&repo, &image.index_key, &children, &image.annotations).await?
         } else {
-            crate::publish::copy::stitch_from_staging(&self.registry, &staging_repo, &repo, &image.index_key, &children)
-                .await?
+            crate::publish::copy::stitch_from_staging(
+                &self.registry,
+                &staging_repo,
+                &repo,
+                &image.index_key,
+                &children,
+                &image.annotations,
+            )
+            .await?
         };
         self.progress.note(&format!(
             "stitched {} ({} platforms)",

@@ -172,6 +172,7 @@ fn job(image: &str, arch: &str, kind: JobKind, parents: &[&str]) -> Job {
         pinned: BTreeMap::new(),
         build_platform: None,
         needs: Needs::default(),
+        stamp: Default::default(),
         platform,
     }
 }
@@ -412,6 +413,7 @@ async fn the_canonical_tag_is_written_only_over_every_platform() {
             name: "web".into(),
             platforms: plan.jobs.iter().map(|j| (j.platform.clone(), j.key.clone())).collect(),
             index_key: index_key.clone(),
+            annotations: BTreeMap::from([("org.opencontainers.image.revision".to_string(), "abc".to_string())]),
         });
         let opts = BuildOptions { push: true, rebuild: every_job(&plan), ..BuildOptions::default() };
         let report = farm.run(&plan, &opts).await.unwrap();
@@ -422,6 +424,9 @@ async fn the_canonical_tag_is_written_only_over_every_platform() {
         match failing {
             None => {
                 assert!(stitched, "{:?}", report.errors);
+                let (_, index) = reg.manifest("web", &index_key).unwrap();
+                let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+                assert_eq!(index["annotations"], serde_json::json!({"org.opencontainers.image.revision": "abc"}));
                 assert_eq!(report.tags.len(), 1);
                 assert_eq!(report.tags[0].platforms, ["linux/amd64", "linux/arm64"]);
                 assert!(!report.failed(), "{:?}", report.errors);

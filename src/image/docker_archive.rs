@@ -15,7 +15,7 @@
 //! [`Rewrite::AsIs`] the config is stored byte for byte, so its digest stays the image
 //! ID; [`Rewrite::Reproducible`] (what an engine's build goes through) rewrites layers
 //! and config as [`crate::image::reproducible`] describes, so the same build on any engine
-//! gives the same digests.
+//! gives the same digests, and gives the manifest its stamp's annotations.
 //!
 //! [`export`] writes the reverse: a docker-archive that `docker load` accepts.
 
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::oci::{digest_hex, digest_of, Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::image::reproducible::Stamp;
 use crate::image::store::{HashWriter, Store, StoredImage};
 use crate::support::error::{Error, Result};
 
@@ -79,13 +80,17 @@ struct OciManifest {
     media_type: String,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    /// Left out when empty, so an image without annotations has the bytes it always had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
 }
 
-/// Whether an import keeps the images as they are or makes them reproducible.
+/// Whether an import keeps the images as they are or makes them reproducible, stamped
+/// with the given time and manifest annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rewrite {
+pub enum Rewrite<'a> {
     AsIs,
-    Reproducible,
+    Reproducible(&'a Stamp),
 }
 
 /// A layer already in the store, from an archive file.
@@ -112,7 +117,7 @@ pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>> {
 
 /// [`import`] with the archive's name (a file, `docker save IMAGE`) for error messages,
 /// and the choice of [`Rewrite`].
-pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite) -> Result<Vec<ImportedImage>> {
+pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewrite<'_>) -> Result<Vec<ImportedImage>> {
     // Everything said about the archive is made printable: names and tar errors quote its bytes.
     let bad = |what: String| Error::failure(format!("{name}: {}; refusing the archive", printable(&what)));
     // A store write that failed on the local disk is archfarm's error, not the archive's.
@@ -233,8 +238,8 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewr
         }
         let config_desc = match rewrite {
             Rewrite::AsIs => store.put_blob(OCI_CONFIG, config)?,
-            Rewrite::Reproducible => {
-                let rewritten = crate::image::reproducible::normalize_config(config, &stored_diff_ids)
+            Rewrite::Reproducible(stamp) => {
+                let rewritten = crate::image::reproducible::normalize_config(config, &stored_diff_ids, stamp)
                     .map_err(|e| bad(format!("config '{}' is {e}", m.config)))?;
                 store.put_blob(OCI_CONFIG, &rewritten)?
             }
@@ -244,6 +249,10 @@ pub fn import_named(store: &Store, archive: impl Read, name: &str, rewrite: Rewr
             media_type: OCI_MANIFEST.to_string(),
             config: config_desc.clone(),
             layers,
+            annotations: match rewrite {
+                Rewrite::AsIs => BTreeMap::new(),
+                Rewrite::Reproducible(stamp) => stamp.annotations.clone(),
+            },
         };
         let bytes = serde_json::to_vec(&manifest).expect("manifests serialize");
         let manifest = store.put_blob(OCI_MANIFEST, &bytes)?;
@@ -263,7 +272,7 @@ fn legacy_manifests<'a>(
     lookup: &dyn Fn(&str) -> Option<&'a Member>,
     synthesized: &mut BTreeMap<String, Vec<u8>>,
     bad: &dyn Fn(String) -> Error,
-    rewrite: Rewrite,
+    rewrite: Rewrite<'_>,
 ) -> Result<Vec<ArchiveManifest>> {
     let repos: BTreeMap<String, BTreeMap<String, String>> = match lookup("repositories") {
         Some(Member::Memory(b)) => {
@@ -333,7 +342,7 @@ fn legacy_manifests<'a>(
 
 /// Reads one regular file: small (or JSON-looking, up to [`MAX_JSON`]) into memory,
 /// anything else streamed into the store as a candidate layer.
-fn read_member(store: &Store, entry: &mut impl Read, path: &str, rewrite: Rewrite) -> io::Result<Member> {
+fn read_member(store: &Store, entry: &mut impl Read, path: &str, rewrite: Rewrite<'_>) -> io::Result<Member> {
     let mut prefix = Vec::new();
     (&mut *entry).take(SMALL as u64 + 1).read_to_end(&mut prefix)?;
     if prefix.len() <= SMALL {
@@ -357,7 +366,7 @@ fn store_layer(
     store: &Store,
     input: &mut dyn Read,
     path: &str,
-    rewrite: Rewrite,
+    rewrite: Rewrite<'_>,
 ) -> Result<Result<StoredLayer, String>> {
     let mut raw = HashingReader { inner: input, hasher: Sha256::new() };
     let mut magic = [0u8; 2];
@@ -391,9 +400,9 @@ fn store_layer(
             }
             None
         }
-        Rewrite::Reproducible => {
+        Rewrite::Reproducible(stamp) => {
             let mut plain = HashingReader { inner: &mut decompressed, hasher: Sha256::new() };
-            let rewritten = crate::image::reproducible::normalize_layer(&mut plain, &mut enc)
+            let rewritten = crate::image::reproducible::normalize_layer(&mut plain, &mut enc, stamp)
                 .and_then(|()| io::copy(&mut plain, &mut io::sink()));
             if let Err(e) = rewritten {
                 return invalid(e);

@@ -21,22 +21,54 @@
 //!   `rootfs.diff_ids` are those of the rewritten layers, and its keys are written
 //!   sorted.
 //!
+//! With `SOURCE_DATE_EPOCH` (a [`Stamp`] with an `epoch`), the config's times become
+//! that time instead of the epoch, and entry mtimes are clamped to it (a later one
+//! becomes it, an earlier one is kept), as BuildKit's `rewrite-timestamp` does: what
+//! a step wrote during the build (after that time) gets that time, what came from a
+//! base or the context (archfarm's context tar has mtime 0) keeps its own.
+//!
 //! Both are idempotent: an image loaded from the store and saved again comes out with
 //! the same bytes. What a RUN step itself writes into files (a timestamp, a random
 //! number) is left as it is: such a recipe is not reproducible on any builder.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-/// The time every rewritten timestamp is set to.
-pub const EPOCH: &str = "1970-01-01T00:00:00Z";
+use crate::support::time::rfc3339;
+
+/// What a reproducible image is stamped with besides its content, chosen by the run
+/// (and in the image's content key, since both change its bytes): the time its build
+/// times become, and the annotations of its manifest. The default stamps the epoch
+/// and no annotations, exactly as before either existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// `SOURCE_DATE_EPOCH`: build times become it and file times are clamped to it;
+    /// `None`: build times are the epoch and every file time is 0.
+    pub epoch: Option<u64>,
+    /// The manifest's `annotations` (none: the field is left out).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Stamp {
+    /// The mtime an entry written at `mtime` gets.
+    pub fn mtime(&self, mtime: u64) -> u64 {
+        self.epoch.map_or(0, |epoch| mtime.min(epoch))
+    }
+
+    /// The time build times (config and history `created`) become, as RFC 3339.
+    pub fn created(&self) -> String {
+        rfc3339(self.epoch.unwrap_or(0))
+    }
+}
 
 /// Config fields that describe the build host or the build container, not the image.
 const HOST_FIELDS: [&str; 3] = ["container", "container_config", "docker_version"];
 
 /// Copies the layer tar `input` to `output` with its entries rewritten as the module
-/// documentation says. Reads `input` up to the end-of-archive marker.
-pub fn normalize_layer(input: impl Read, output: impl Write) -> io::Result<()> {
+/// documentation says (mtimes as `stamp` says). Reads `input` up to the end-of-archive
+/// marker.
+pub fn normalize_layer(input: impl Read, output: impl Write, stamp: &Stamp) -> io::Result<()> {
     let mut archive = tar::Archive::new(input);
     let mut out = tar::Builder::new(output);
     for entry in archive.entries()? {
@@ -46,12 +78,17 @@ pub fn normalize_layer(input: impl Read, output: impl Write) -> io::Result<()> {
             continue;
         }
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+        // A PAX mtime (sub-second, or too large for the header) wins over the header's.
+        let mut pax_mtime = None;
         if let Some(exts) = entry.pax_extensions()? {
             for ext in exts {
                 let ext = ext?;
                 if let Ok(key) = ext.key() {
                     if key.starts_with("SCHILY.xattr.") {
                         xattrs.push((key.to_string(), ext.value_bytes().to_vec()));
+                    } else if key == "mtime" {
+                        let whole = ext.value().ok().and_then(|v| v.split('.').next()?.parse::<i64>().ok());
+                        pax_mtime = whole.map(|t| t.max(0) as u64);
                     }
                 }
             }
@@ -65,7 +102,10 @@ pub fn normalize_layer(input: impl Read, output: impl Write) -> io::Result<()> {
         h.set_mode(old.mode()?);
         h.set_uid(old.uid()?);
         h.set_gid(old.gid()?);
-        h.set_mtime(0);
+        h.set_mtime(stamp.mtime(match pax_mtime {
+            Some(t) => t,
+            None => old.mtime()?,
+        }));
         h.set_size(0);
         if !xattrs.is_empty() {
             out.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
@@ -101,15 +141,17 @@ fn bad(path: &std::ffi::OsStr, what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{} is {what}", path.to_string_lossy()))
 }
 
-/// The image config `config` rewritten as the module documentation says, with
-/// `diff_ids` (those of the rewritten layers) as its `rootfs.diff_ids`.
-pub fn normalize_config(config: &[u8], diff_ids: &[String]) -> Result<Vec<u8>, String> {
+/// The image config `config` rewritten as the module documentation says (times as
+/// `stamp` says), with `diff_ids` (those of the rewritten layers) as its
+/// `rootfs.diff_ids`.
+pub fn normalize_config(config: &[u8], diff_ids: &[String], stamp: &Stamp) -> Result<Vec<u8>, String> {
+    let created = stamp.created();
     let mut v: serde_json::Value = serde_json::from_slice(config).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object_mut().ok_or("not a JSON object")?;
     for k in HOST_FIELDS {
         obj.remove(k);
     }
-    obj.insert("created".into(), EPOCH.into());
+    obj.insert("created".into(), created.clone().into());
     if let Some(c) = obj.get_mut("config").and_then(|c| c.as_object_mut()) {
         c.remove("Image");
         c.insert("Hostname".into(), "".into());
@@ -117,7 +159,7 @@ pub fn normalize_config(config: &[u8], diff_ids: &[String]) -> Result<Vec<u8>, S
     if let Some(history) = obj.get_mut("history").and_then(|h| h.as_array_mut()) {
         for step in history.iter_mut().filter_map(|s| s.as_object_mut()) {
             if step.contains_key("created") {
-                step.insert("created".into(), EPOCH.into());
+                step.insert("created".into(), created.clone().into());
             }
         }
     }
@@ -168,9 +210,53 @@ mod tests {
     }
 
     fn normalized(layer: &[u8]) -> Vec<u8> {
+        normalized_with(layer, &Stamp::default())
+    }
+
+    fn normalized_with(layer: &[u8], stamp: &Stamp) -> Vec<u8> {
         let mut out = Vec::new();
-        normalize_layer(layer, &mut out).unwrap();
+        normalize_layer(layer, &mut out, stamp).unwrap();
         out
+    }
+
+    fn mtimes(layer: &[u8]) -> Vec<u64> {
+        tar::Archive::new(layer).entries().unwrap().map(|e| e.unwrap().header().mtime().unwrap()).collect()
+    }
+
+    fn at(epoch: u64) -> Stamp {
+        Stamp { epoch: Some(epoch), ..Stamp::default() }
+    }
+
+    #[test]
+    fn with_an_epoch_later_mtimes_are_clamped_to_it_and_earlier_ones_kept() {
+        let stamp = at(1_750_000_000);
+        // Two builds after the epoch agree, and every time is the epoch.
+        let (a, b) = (
+            normalized_with(&engine_layer(1_760_000_000), &stamp),
+            normalized_with(&engine_layer(1_800_000_123), &stamp),
+        );
+        assert_eq!(a, b);
+        assert!(mtimes(&a).iter().all(|&t| t == 1_750_000_000), "{:?}", mtimes(&a));
+        assert_eq!(normalized_with(&a, &stamp), a, "idempotent");
+        // What is older than the epoch (a base's files) keeps its time.
+        let old = normalized_with(&engine_layer(1_600_000_000), &stamp);
+        assert!(mtimes(&old).iter().all(|&t| t == 1_600_000_000), "{:?}", mtimes(&old));
+        assert_ne!(a, normalized(&engine_layer(1_760_000_000)), "the epoch changes the layer");
+
+        // A PAX mtime (sub-second) is read, not the header's.
+        let mut tb = tar::Builder::new(Vec::new());
+        tb.append_pax_extensions([("mtime", &b"1600000000.75"[..])]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_800_000_000);
+        h.set_size(1);
+        tb.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let pax = tb.into_inner().unwrap();
+        assert_eq!(mtimes(&normalized_with(&pax, &stamp)), [1_600_000_000]);
+        assert_eq!(mtimes(&normalized(&pax)), [0], "no epoch: every time is 0");
     }
 
     #[test]
@@ -222,7 +308,7 @@ mod tests {
         h.set_cksum();
         b.append(&h, io::empty()).unwrap();
         let layer = b.into_inner().unwrap();
-        assert!(normalize_layer(&layer[..], Vec::new()).is_err());
+        assert!(normalize_layer(&layer[..], Vec::new(), &Stamp::default()).is_err());
     }
 
     #[test]
@@ -239,19 +325,31 @@ mod tests {
             .to_string()
         };
         let ids = vec!["sha256:new".to_string()];
-        let a = normalize_config(engine("2026-11-24T09:05:54Z", "aaaa").as_bytes(), &ids).unwrap();
-        let b = normalize_config(engine("2027-01-01T00:00:00Z", "bbbb").as_bytes(), &ids).unwrap();
+        let none = Stamp::default();
+        let a = normalize_config(engine("2026-11-24T09:05:54Z", "aaaa").as_bytes(), &ids, &none).unwrap();
+        let b = normalize_config(engine("2027-01-01T00:00:00Z", "bbbb").as_bytes(), &ids, &none).unwrap();
         assert_eq!(a, b);
-        assert_eq!(normalize_config(&a, &ids).unwrap(), a, "idempotent");
+        assert_eq!(normalize_config(&a, &ids, &none).unwrap(), a, "idempotent");
         let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
-        assert_eq!(v["created"], EPOCH);
-        assert_eq!(v["history"][0]["created"], EPOCH);
+        assert_eq!(v["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["history"][0]["created"], "1970-01-01T00:00:00Z");
         assert!(v["history"][1].get("created").is_none());
         assert!(v.get("container").is_none() && v.get("container_config").is_none());
         assert!(v["config"].get("Image").is_none());
         assert_eq!(v["config"]["Labels"]["dev.archfarm.key"], "k");
         assert_eq!(v["architecture"], "arm64");
         assert_eq!(v["rootfs"]["diff_ids"], serde_json::json!(["sha256:new"]));
-        assert!(normalize_config(b"[1]", &ids).is_err());
+        assert!(normalize_config(b"[1]", &ids, &none).is_err());
+
+        // SOURCE_DATE_EPOCH: build times become it, and stay it.
+        let stamp = at(1_700_000_000);
+        let c = normalize_config(engine("2026-11-24T09:05:54Z", "aaaa").as_bytes(), &ids, &stamp).unwrap();
+        assert_eq!(normalize_config(&c, &ids, &stamp).unwrap(), c, "idempotent");
+        let v: serde_json::Value = serde_json::from_slice(&c).unwrap();
+        assert_eq!(
+            (&v["created"], &v["history"][0]["created"]),
+            (&"2023-11-14T22:13:20Z".into(), &"2023-11-14T22:13:20Z".into())
+        );
+        assert!(v["history"][1].get("created").is_none(), "a step without a time gets none");
     }
 }

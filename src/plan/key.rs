@@ -14,6 +14,8 @@
 //! arg F(name) F(value)\n                                            sorted by name
 //! parent F(farm image name[ for platform]) F(its key)\n            sorted by name
 //! base F(external reference[ for platform]) F(resolved digest or id)   sorted by reference
+//! epoch F(seconds)\n                                                only with SOURCE_DATE_EPOCH
+//! annotation F(key) F(value)\n                                      the manifest's, sorted by key
 //! ```
 //!
 //! Fields within a record are separated by one space; `kind` is `file`, `exec`, `symlink`
@@ -28,12 +30,18 @@
 //! `FROM --platform=$BUILDPLATFORM <image>`) is named `<image> for os/arch[/variant]`;
 //! no image name or reference holds a space. Recipes with neither encode exactly as before, so
 //! their keys are unchanged.
+//!
+//! The `epoch` and `annotation` records are the image's [`Stamp`]: `SOURCE_DATE_EPOCH`
+//! and the annotations of its manifest, which change its bytes and so must change its
+//! key. They appear only when set, so a run with neither keeps every earlier key; the
+//! index key likewise gains `annotation` records only for an annotated index.
 
 use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::image::platform::Platform;
+use crate::image::reproducible::Stamp;
 use crate::recipe::context::{ContextEntry, EntryKind};
 
 /// Labels archfarm puts on every image it builds; the key label is the engine memo.
@@ -65,6 +73,8 @@ pub struct KeyInput<'a> {
     pub parents: &'a BTreeMap<String, String>,
     /// External base reference -> its resolved digest or image id.
     pub bases: &'a BTreeMap<String, String>,
+    /// The time and manifest annotations the image is stamped with.
+    pub stamp: &'a Stamp,
 }
 
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -111,7 +121,17 @@ pub fn encode(input: &KeyInput) -> Vec<u8> {
             record(&mut out, name, &[k.as_bytes(), v.as_bytes()]);
         }
     }
+    if let Some(epoch) = input.stamp.epoch {
+        record(&mut out, "epoch", &[epoch.to_string().as_bytes()]);
+    }
+    annotation_records(&mut out, &input.stamp.annotations);
     out
+}
+
+fn annotation_records(out: &mut Vec<u8>, annotations: &BTreeMap<String, String>) {
+    for (k, v) in annotations {
+        record(out, "annotation", &[k.as_bytes(), v.as_bytes()]);
+    }
 }
 
 /// The content key of `input`: lowercase hex SHA-256 of [`encode`] (64 characters).
@@ -119,8 +139,9 @@ pub fn content_key(input: &KeyInput) -> String {
     hex::encode(Sha256::digest(encode(input)))
 }
 
-/// The canonical encoding of a multi-platform image's per-platform keys.
-pub fn encode_index(children: &[(Platform, String)]) -> Vec<u8> {
+/// The canonical encoding of a multi-platform image's per-platform keys and the
+/// annotations of its index.
+pub fn encode_index(children: &[(Platform, String)], annotations: &BTreeMap<String, String>) -> Vec<u8> {
     let mut sorted: Vec<(String, &str)> = children.iter().map(|(p, k)| (p.to_string(), k.as_str())).collect();
     sorted.sort();
     sorted.dedup();
@@ -130,13 +151,15 @@ pub fn encode_index(children: &[(Platform, String)]) -> Vec<u8> {
     for (p, k) in sorted {
         record(&mut out, "child", &[p.as_bytes(), k.as_bytes()]);
     }
+    annotation_records(&mut out, annotations);
     out
 }
 
 /// The key of the stitched index: SHA-256 over the per-platform keys sorted by platform
-/// (`linux/amd64` < `linux/arm/v7` ...), independent of the order given.
-pub fn index_key(children: &[(Platform, String)]) -> String {
-    hex::encode(Sha256::digest(encode_index(children)))
+/// (`linux/amd64` < `linux/arm/v7` ...), independent of the order given, and the index's
+/// annotations sorted by key.
+pub fn index_key(children: &[(Platform, String)], annotations: &BTreeMap<String, String>) -> String {
+    hex::encode(Sha256::digest(encode_index(children, annotations)))
 }
 
 #[cfg(test)]
@@ -170,6 +193,7 @@ mod tests {
         parents: BTreeMap<String, String>,
         bases: BTreeMap<String, String>,
         build: Option<Platform>,
+        stamp: Stamp,
     }
 
     impl Fixture {
@@ -187,6 +211,7 @@ mod tests {
                 parents: map(&[("basic/alpine", &"a".repeat(64))]),
                 bases: map(&[("ubuntu:22.04", &format!("sha256:{}", "b".repeat(64)))]),
                 build: None,
+                stamp: Stamp::default(),
             }
         }
 
@@ -199,6 +224,7 @@ mod tests {
                 build_args: &self.args,
                 parents: &self.parents,
                 bases: &self.bases,
+                stamp: &self.stamp,
             })
         }
     }
@@ -221,6 +247,7 @@ mod tests {
             build_args: &args,
             parents: &none,
             bases: &none,
+            stamp: &Stamp::default(),
         };
         let x = hex::encode(Sha256::digest(b"x"));
         let want = format!(
@@ -243,6 +270,7 @@ mod tests {
             build_args: &BTreeMap::new(),
             parents: &BTreeMap::new(),
             bases: &BTreeMap::new(),
+            stamp: &Stamp::default(),
         }))
         .unwrap();
         assert_eq!(
@@ -256,16 +284,57 @@ mod tests {
         assert_eq!(Fixture::new().key(), "d33baa59c7d99f835563e749c195701d5a6af174d0f2253759f9f35eb98d7873");
         let children = vec![(armv7(), "c".repeat(64)), (amd64(), "d".repeat(64))];
         let reversed: Vec<_> = children.iter().rev().cloned().collect();
-        assert_eq!(index_key(&children), index_key(&reversed));
-        assert_eq!(index_key(&children), "fac8eec20e078a915f8c420cddeb9fc133e81e18d6de36167de98942c85da2d1");
+        let none = BTreeMap::new();
+        assert_eq!(index_key(&children, &none), index_key(&reversed, &none));
+        assert_eq!(index_key(&children, &none), "fac8eec20e078a915f8c420cddeb9fc133e81e18d6de36167de98942c85da2d1");
         assert_eq!(
-            String::from_utf8(encode_index(&children)).unwrap(),
+            String::from_utf8(encode_index(&children, &none)).unwrap(),
             format!(
                 "archfarm-index v1\nchild 11:linux/amd64 64:{}\nchild 12:linux/arm/v7 64:{}\n",
                 "d".repeat(64),
                 "c".repeat(64)
             )
         );
+    }
+
+    /// `SOURCE_DATE_EPOCH` and manifest annotations: records only when set, after the
+    /// bases; an annotated index gains records after its children.
+    #[test]
+    fn golden_stamp_records() {
+        let platform = amd64();
+        let none = BTreeMap::new();
+        let stamp = Stamp {
+            epoch: Some(1_700_000_000),
+            annotations: map(&[("org.opencontainers.image.created", "2023-11-14T22:13:20Z"), ("com.example.a", "x y")]),
+        };
+        let input = KeyInput {
+            platform: &platform,
+            build_platform: None,
+            recipe: "image.yaml",
+            entries: &[],
+            build_args: &none,
+            parents: &none,
+            bases: &map(&[("apt:bash", "sha256:00")]),
+            stamp: &stamp,
+        };
+        assert_eq!(
+            String::from_utf8(encode(&input)).unwrap(),
+            "archfarm-key v1\nplatform 5:linux 5:amd64 0:\nrecipe 10:image.yaml\nbase 8:apt:bash 9:sha256:00\n\
+             epoch 10:1700000000\nannotation 13:com.example.a 3:x y\n\
+             annotation 32:org.opencontainers.image.created 20:2023-11-14T22:13:20Z\n"
+        );
+        assert_eq!(content_key(&input), "0c497869815e45531060367297429bd54a688e41c7548c0aefc05c8872a6c78a");
+        let children = vec![(amd64(), "d".repeat(64))];
+        let index = map(&[("org.opencontainers.image.revision", "abc")]);
+        assert_eq!(
+            String::from_utf8(encode_index(&children, &index)).unwrap(),
+            format!(
+                "archfarm-index v1\nchild 11:linux/amd64 64:{}\nannotation 33:org.opencontainers.image.revision 3:abc\n",
+                "d".repeat(64)
+            )
+        );
+        assert_eq!(index_key(&children, &index), "0b3ddc475ccc1576dfebc88fbcb16d1caef9296a9d3f61e5937d5bdcfa90d86b");
+        assert_ne!(index_key(&children, &index), index_key(&children, &none));
     }
 
     #[test]
@@ -291,6 +360,10 @@ mod tests {
             ("file to link", Box::new(|f| f.entries[0].kind = EntryKind::Symlink { target: "x".into() })),
             ("build platform", Box::new(|f| f.build = Some(amd64()))),
             ("other build platform", Box::new(|f| f.build = Some(armv7()))),
+            ("epoch", Box::new(|f| f.stamp.epoch = Some(1_700_000_000))),
+            ("epoch 0", Box::new(|f| f.stamp.epoch = Some(0))),
+            ("annotation", Box::new(|f| drop(f.stamp.annotations.insert("com.example.a".into(), "1".into())))),
+            ("annotation value", Box::new(|f| drop(f.stamp.annotations.insert("com.example.a".into(), "2".into())))),
             (
                 "parent for another platform",
                 Box::new(|f| {
@@ -350,6 +423,7 @@ mod tests {
                 build_args: &none,
                 parents: &none,
                 bases: &none,
+                stamp: &Stamp::default(),
             })
         };
         assert_eq!(key(a.path()), key(b.path()));

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use self::key::KeyInput;
 use crate::image::platform::Platform;
+use crate::image::reproducible::Stamp;
 use crate::recipe::catalog::{self, Catalog, Image};
 use crate::recipe::config::Config;
 use crate::recipe::context::Context;
@@ -51,6 +52,8 @@ pub struct Job {
     pub build_platform: Option<Platform>,
     /// What the recipe asks of the engine's builder.
     pub needs: Needs,
+    /// The time and manifest annotations its image is stamped with (in the key).
+    pub stamp: Stamp,
 }
 
 /// Which backend produces a job.
@@ -113,12 +116,15 @@ pub struct Skip {
     pub reason: String,
 }
 
-/// One image's planned platforms and the index key over their keys.
+/// One image's planned platforms, the annotations of its canonical index, and the
+/// index key over both.
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
     pub name: String,
     pub platforms: Vec<(Platform, String)>,
     pub index_key: String,
+    /// On the canonical index (none: the index has no `annotations` field).
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +172,7 @@ struct DraftJob {
     bases: Vec<Base>,
     build_platform: Option<Platform>,
     needs: Needs,
+    stamp: Stamp,
 }
 
 /// A plan whose keys are not yet computed.
@@ -173,6 +180,8 @@ pub struct Draft {
     jobs: Vec<DraftJob>,
     skipped: Vec<Skip>,
     order: Vec<String>,
+    /// The canonical index annotations of each image in `order`.
+    index_annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Selected (or needed) jobs whose recipe or folder is bad, and their children.
     invalid: Vec<Unresolved>,
 }
@@ -272,9 +281,13 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
     let mut skipped = Vec::new();
     let mut invalid: Vec<Unresolved> = Vec::new();
     let mut planned: BTreeSet<(String, Platform)> = BTreeSet::new();
+    let mut index_annotations = BTreeMap::new();
     for name in &order {
         let image = &catalog.images[name];
         let settings = config.image_settings(name);
+        let annotations = config.annotations_for(name);
+        let stamp = Stamp { epoch: config.source_date_epoch, annotations: annotations.manifest };
+        index_annotations.insert(name.clone(), annotations.index);
         for platform in wanted[name.as_str()].clone() {
             let skip = |reason: String| Skip { image: name.clone(), platform: platform.clone(), reason };
             let Some(parsed) = recipes.get(&(name.clone(), platform.clone())) else {
@@ -335,10 +348,11 @@ pub fn prepare(config: &Config, catalog: &Catalog, selection: &[String], choice:
                 bases: parsed.bases.clone(),
                 build_platform: parsed.build_platform.clone(),
                 needs: parsed.needs.clone(),
+                stamp: stamp.clone(),
             });
         }
     }
-    Ok(Draft { jobs, skipped, order, invalid })
+    Ok(Draft { jobs, skipped, order, index_annotations, invalid })
 }
 
 /// Reads one recipe of `image` for `platform`: its farm parents and external bases with
@@ -528,6 +542,7 @@ impl Draft {
                 build_args: &d.build_args,
                 parents: &parents,
                 bases: &bases,
+                stamp: &d.stamp,
             });
             keys.insert((d.image.clone(), d.platform.clone()), key.clone());
             jobs.push(Job {
@@ -544,8 +559,10 @@ impl Draft {
                 pinned,
                 build_platform: d.build_platform,
                 needs: d.needs,
+                stamp: d.stamp,
             });
         }
+        let index_annotations = self.index_annotations;
         let images = self
             .order
             .iter()
@@ -553,10 +570,12 @@ impl Draft {
             .filter_map(|name| {
                 let platforms: Vec<(Platform, String)> =
                     jobs.iter().filter(|j| &j.image == name).map(|j| (j.platform.clone(), j.key.clone())).collect();
+                let annotations = index_annotations.get(name).cloned().unwrap_or_default();
                 (!platforms.is_empty()).then(|| ImagePlan {
                     name: name.clone(),
-                    index_key: key::index_key(&platforms),
+                    index_key: key::index_key(&platforms, &annotations),
                     platforms,
+                    annotations,
                 })
             })
             .collect();

@@ -414,3 +414,52 @@ fn settings_for_an_image_that_does_not_exist_are_refused() {
     let (_d, config, catalog) = repo("images:\n  app: {platforms: [amd64]}\n", &images);
     check_settings(&config, &catalog).unwrap();
 }
+
+#[test]
+fn annotations_and_source_date_epoch_enter_the_keys_only_when_set() {
+    let images = [("base", "FROM scratch\n"), ("app", "FROM archfarm.local/images/base\n")];
+    let keys = |yaml: &str, epoch: Option<u64>| {
+        let (dir, _, _) = repo(yaml, &images);
+        let o = Overrides { store: Some(dir.path().join("store")), source_date_epoch: epoch, ..Default::default() };
+        let config = Config::load(dir.path(), &o).unwrap();
+        let catalog = catalog::discover(&config.images_dir, &config.arches).unwrap();
+        let p = plan(&config, &catalog, &[], "amd64,arm64").unwrap();
+        let jobs: Vec<(String, Stamp)> = p.jobs.iter().map(|j| (j.key.clone(), j.stamp.clone())).collect();
+        let images: Vec<(String, BTreeMap<String, String>)> =
+            p.images.iter().map(|i| (i.index_key.clone(), i.annotations.clone())).collect();
+        for i in &p.images {
+            assert_eq!(i.index_key, key::index_key(&i.platforms, &i.annotations));
+        }
+        (jobs, images)
+    };
+    let (plain_jobs, plain_images) = keys("", None);
+    assert!(plain_jobs.iter().all(|(_, s)| *s == Stamp::default()));
+    assert!(plain_images.iter().all(|(_, a)| a.is_empty()));
+    assert_eq!(
+        keys("annotations: {}\nimages:\n  app: {annotations: {}}\n", None),
+        (plain_jobs.clone(), plain_images.clone())
+    );
+
+    // A variable: on the index only, so the per-platform keys stay.
+    std::env::set_var("ARCHFARM_TEST_PLAN_REVISION", "0123abc");
+    let (jobs, images) =
+        keys("annotations:\n  org.opencontainers.image.revision: {env: ARCHFARM_TEST_PLAN_REVISION}\n", None);
+    assert_eq!(jobs, plain_jobs);
+    assert!(images.iter().zip(&plain_images).all(|(a, b)| a.0 != b.0));
+    assert_eq!(images[0].1["org.opencontainers.image.revision"], "0123abc");
+
+    // Text on base's manifests: base's keys change, and app's through its parent's.
+    let (jobs, images) = keys("images:\n  base:\n    annotations: {com.example.team: infra}\n", None);
+    assert!(jobs.iter().zip(&plain_jobs).all(|(a, b)| a.0 != b.0));
+    let team = BTreeMap::from([("com.example.team".to_string(), "infra".to_string())]);
+    assert_eq!(jobs.iter().filter(|(_, s)| s.annotations == team).count(), 2, "base's two platforms");
+    assert_eq!((images[0].1.clone(), images[1].1.is_empty()), (team, true), "base, then app");
+
+    // SOURCE_DATE_EPOCH: every key, and created on manifests and index.
+    let (jobs, images) = keys("", Some(1_700_000_000));
+    assert!(jobs.iter().zip(&plain_jobs).all(|(a, b)| a.0 != b.0));
+    assert!(jobs.iter().all(|(_, s)| s.epoch == Some(1_700_000_000)
+        && s.annotations["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"));
+    assert!(images.iter().all(|(_, a)| a["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"));
+    assert_ne!(keys("", Some(1_700_000_001)).0, jobs);
+}

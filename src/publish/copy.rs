@@ -7,6 +7,8 @@
 //! points at content that is not there; an interrupted copy leaves only untagged content,
 //! and running it again finishes it (everything present is skipped).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -296,15 +298,16 @@ pub async fn copy(src: &Registry, from: &Reference, dst: &Registry, to: &Referen
 /// `staging_repo` on the same registry, without downloading a layer: each child's blobs
 /// are mounted into `repo` (or streamed, if the registry refuses mounts), each child is
 /// PUT by digest, then the index is written by [`Registry::put_index`] (which HEADs every
-/// child first). The index is computed from `children` alone, never read back and
-/// appended to, so it is idempotent and two stitchers racing on one tag write the same
-/// complete bytes.
+/// child first), with `annotations`. The index is computed from `children` and
+/// `annotations` alone, never read back and appended to, so it is idempotent and two
+/// stitchers racing on one tag write the same complete bytes.
 pub async fn stitch_from_staging(
     reg: &Registry,
     staging_repo: &str,
     repo: &str,
     tag: &str,
     children: &[(Platform, Descriptor)],
+    annotations: &BTreeMap<String, String>,
 ) -> Result<Descriptor> {
     if staging_repo != repo {
         futures::stream::iter(children.iter().map(|(p, d)| async move {
@@ -324,7 +327,7 @@ pub async fn stitch_from_staging(
         .try_collect::<Vec<()>>()
         .await?;
     }
-    reg.put_index(repo, tag, children).await
+    reg.put_index(repo, tag, children, annotations).await
 }
 
 #[cfg(test)]

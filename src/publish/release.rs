@@ -12,6 +12,11 @@
 //!    repository phase 1 read every child from), then `:VERSION` (and `:latest`).
 //!
 //! A failure in phase 1 or 2 moves no tag at all. Running it again is a no-op.
+//!
+//! A release never rewrites the index: the version tag points at the very index the
+//! canonical tag does (its digest, its signatures, its referrers). An index that says
+//! which version it is (`org.opencontainers.image.version`, stitched from archfarm.yaml
+//! `annotations:`) must say VERSION, or nothing is released.
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -24,6 +29,9 @@ use crate::support::error::{Error, Result};
 
 /// How many images are checked and copied at once.
 pub const IMAGE_CONCURRENCY: usize = 32;
+
+/// The annotation an index that says its version carries.
+pub const VERSION_ANNOTATION: &str = "org.opencontainers.image.version";
 
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions {
@@ -84,6 +92,16 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
     }
     if images.is_empty() {
         return Err(Error::usage("nothing to release: the plan has no images"));
+    }
+    for plan in images {
+        if let Some(said) = plan.annotations.get(VERSION_ANNOTATION).filter(|v| **v != opts.version) {
+            return Err(Error::usage(format!(
+                "{}: its canonical index says {VERSION_ANNOTATION}={said}, not {}; a release never rewrites the \
+                 index, so stitch it with the version it is released as (set what {} reads its annotations from), \
+                 or release it as {said} (nothing was released)",
+                plan.name, opts.version, config.source
+            )));
+        }
     }
     let target = opts.to.clone().unwrap_or_else(|| config.registry.clone());
     let src = Registry::new(&config.registry)?;

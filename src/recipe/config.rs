@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::image::platform::{ArchTable, Platform};
 use crate::image::reference::{self, is_loopback, Reference};
+use crate::recipe::annotations::{self, Annotations, ImageAnnotations};
 use crate::support::error::{Error, Result};
 
 /// The embedded default: publishes to the loopback registry that `ci/services.sh` starts.
@@ -45,6 +46,9 @@ struct RawConfig {
     registry_mirrors: Option<BTreeMap<String, Vec<String>>>,
     /// How long a resolved base tag is trusted (`90s`, `30m`, `1h`, `2d` or seconds).
     base_ttl: Option<serde_yaml_ng::Value>,
+    /// OCI annotations of every image (src/recipe/annotations.rs).
+    #[serde(default)]
+    annotations: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +106,9 @@ struct RawImage {
     buildkit: Option<bool>,
     /// Build this stage of the Dockerfile (`docker build --target`).
     target: Option<String>,
+    /// OCI annotations of this image, over the global ones key by key.
+    #[serde(default)]
+    annotations: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// Where images are published: `host[:port]/namespace`.
@@ -162,6 +169,8 @@ pub struct ImageSettings {
     pub buildkit: Option<bool>,
     /// The Dockerfile stage to build.
     pub target: Option<String>,
+    /// `images.<name>.annotations`.
+    pub annotations: Annotations,
 }
 
 /// The resolved configuration.
@@ -195,6 +204,10 @@ pub struct Config {
     pub registry_mirrors: Option<BTreeMap<String, Vec<String>>>,
     /// How long a resolved base tag is trusted before it is asked again.
     pub base_ttl: std::time::Duration,
+    /// The global `annotations:`.
+    pub annotations: Annotations,
+    /// `SOURCE_DATE_EPOCH`: the time builds stamp instead of the epoch (in every key).
+    pub source_date_epoch: Option<u64>,
 }
 
 /// The default of `base_ttl`.
@@ -227,6 +240,8 @@ pub struct Overrides {
     pub store: Option<PathBuf>,
     /// `registry` came from `ARCHFARM_REGISTRY`, not `--registry` (for messages).
     pub registry_from_env: bool,
+    /// `SOURCE_DATE_EPOCH`, parsed (`support::env`).
+    pub source_date_epoch: Option<u64>,
 }
 
 impl Overrides {
@@ -240,6 +255,7 @@ impl Overrides {
         self.local_prefix = self.local_prefix.or_else(|| env("ARCHFARM_LOCAL_PREFIX"));
         self.store = self.store.or_else(|| env("ARCHFARM_STORE").map(PathBuf::from));
         self.config_file = self.config_file.or_else(|| env("ARCHFARM_CONFIG").map(PathBuf::from));
+        self.source_date_epoch = self.source_date_epoch.or_else(crate::support::env::source_date_epoch);
         self
     }
 }
@@ -346,6 +362,13 @@ impl Config {
             (None, None) => default_store_dir(),
         };
 
+        // `{env: VARIABLE}` values are read once, here, like every other setting.
+        let read_env = |v: &str| std::env::var(v).ok();
+        let annotations_of = |field: &str, raw: &BTreeMap<String, serde_yaml_ng::Value>| {
+            annotations::parse(raw, &read_env).map_err(|(key, why)| field_err(&format!("{field}.{key}"), why))
+        };
+        let global_annotations = annotations_of("annotations", &raw.annotations)?;
+
         let mut images = BTreeMap::new();
         for (name, img) in raw.images {
             let field = format!("images.{name}.platforms");
@@ -364,9 +387,16 @@ impl Config {
                     "empty; name a stage of the Dockerfile".into(),
                 ));
             }
+            let annotations = annotations_of(&format!("images.{name}.annotations"), &img.annotations)?;
             images.insert(
                 name,
-                ImageSettings { platforms, build_args: img.build_args, buildkit: img.buildkit, target: img.target },
+                ImageSettings {
+                    platforms,
+                    build_args: img.build_args,
+                    buildkit: img.buildkit,
+                    target: img.target,
+                    annotations,
+                },
             );
         }
 
@@ -444,7 +474,16 @@ impl Config {
             secrets,
             registry_mirrors,
             base_ttl,
+            annotations: global_annotations,
+            source_date_epoch: o.source_date_epoch,
         })
+    }
+
+    /// What `image`'s manifests and canonical index carry: its annotations over the
+    /// global ones, and `created` from `SOURCE_DATE_EPOCH`.
+    pub fn annotations_for(&self, image: &str) -> ImageAnnotations {
+        let own = self.images.get(image).map(|s| &s.annotations);
+        annotations::for_image(&self.annotations, own.unwrap_or(&Annotations::new()), self.source_date_epoch)
     }
 
     /// The local engine name of an image: `<local prefix>/<image>`.
@@ -543,6 +582,37 @@ mod tests {
         assert!(matches!(&c.secrets["npm"], SecretSource::File(p) if p.is_absolute()));
         let x = c.image_settings("x");
         assert_eq!((x.buildkit, x.target.as_deref()), (Some(false), Some("final")));
+    }
+
+    #[test]
+    fn annotations_are_checked_and_name_their_field() {
+        std::env::set_var("ARCHFARM_TEST_CONFIG_SHA", "abc");
+        let c = load_text(
+            "annotations:\n  org.opencontainers.image.source: https://example.com/x\n  \
+             org.opencontainers.image.revision: {env: ARCHFARM_TEST_CONFIG_SHA}\n\
+             images:\n  web:\n    annotations: {org.opencontainers.image.title: Web}\n",
+            &Overrides { source_date_epoch: Some(0), ..Default::default() },
+        )
+        .unwrap();
+        let web = c.annotations_for("web");
+        assert_eq!(
+            web.manifest.keys().collect::<Vec<_>>(),
+            ["org.opencontainers.image.created", "org.opencontainers.image.source", "org.opencontainers.image.title"]
+        );
+        assert_eq!(web.index["org.opencontainers.image.revision"], "abc");
+        assert_eq!(web.index["org.opencontainers.image.created"], "1970-01-01T00:00:00Z");
+        assert!(!c.annotations_for("other").index.contains_key("org.opencontainers.image.title"));
+        for (text, field) in [
+            ("annotations: {source: x}\n", "field 'annotations.source'"),
+            ("annotations: {org.opencontainers.image.created: x}\n", "SOURCE_DATE_EPOCH"),
+            ("images:\n  web: {annotations: {com.example.v: 1.0}}\n", "field 'images.web.annotations.com.example.v'"),
+            ("images:\n  web: {annotationz: {}}\n", "annotationz"),
+            ("annotations: [a]\n", "annotations"),
+        ] {
+            let e = load_text(text, &Overrides::default()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.message().contains("archfarm.yaml") && e.message().contains(field), "{text}: {}", e.message());
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
 
 use crate::image::tar::MAX_ID;
+use crate::support::time::MAX_SECONDS;
 
 /// Docker fails with "max depth exceeded" near 125 layers; more is refused up front.
 pub const MAX_LAYERS_LIMIT: usize = 125;
@@ -57,10 +58,6 @@ pub enum Created {
     Word(String),
     Invalid(String),
 }
-
-/// 9999-12-31T23:59:59Z: the last second a four-digit RFC 3339 year (an image config's
-/// `created`) can say.
-pub const MAX_CREATED: u64 = 253_402_300_799;
 
 impl<'de> Deserialize<'de> for Created {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -243,11 +240,11 @@ impl Recipe {
 
     pub fn created_at(&self) -> std::result::Result<CreatedAt, String> {
         let forms = format!(
-            "use `epoch`, `now` or whole seconds since the epoch from 0 to {MAX_CREATED} (9999-12-31T23:59:59Z)"
+            "use `epoch`, `now` or whole seconds since the epoch from 0 to {MAX_SECONDS} (9999-12-31T23:59:59Z)"
         );
         match &self.created {
             None => Ok(CreatedAt::Fixed(0)),
-            Some(Created::Seconds(s)) if *s <= MAX_CREATED => Ok(CreatedAt::Fixed(*s)),
+            Some(Created::Seconds(s)) if *s <= MAX_SECONDS => Ok(CreatedAt::Fixed(*s)),
             Some(Created::Seconds(s)) => {
                 Err(format!("{s} is after the year 9999, which no image config can say; {forms}"))
             }
@@ -587,7 +584,7 @@ maxLayers: 3
         }
         assert!(parse("created: -5\n").unwrap_err().message().contains("-5 is before the epoch"));
         assert!(parse("created: 99999999999999\n").unwrap_err().message().contains("after the year 9999"));
-        assert_eq!(parse("created: 253402300799\n").unwrap().created_at(), Ok(CreatedAt::Fixed(MAX_CREATED)));
+        assert_eq!(parse("created: 253402300799\n").unwrap().created_at(), Ok(CreatedAt::Fixed(MAX_SECONDS)));
         assert_eq!(parse("created: now\n").unwrap().created_at(), Ok(CreatedAt::Now));
         assert!(parse("created: [1]\n").unwrap_err().message().contains("`epoch`, `now` or seconds"));
     }
@@ -696,7 +693,7 @@ maxLayers: 3
                     prop_assert!(item.uid <= MAX_ID);
                 }
                 match r.created_at() {
-                    Ok(CreatedAt::Fixed(s)) => prop_assert!(s <= MAX_CREATED),
+                    Ok(CreatedAt::Fixed(s)) => prop_assert!(s <= MAX_SECONDS),
                     Ok(CreatedAt::Now) => {}
                     Err(e) => prop_assert!(false, "accepted with a bad created: {}", e),
                 }

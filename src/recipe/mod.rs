@@ -1,7 +1,8 @@
-//! What the user wrote: archfarm.yaml (with its `builders:`), the catalog of image
+//! What the user wrote: archfarm.yaml (with its `builders:` and `annotations:`), the catalog of image
 //! folders, Dockerfiles and image.yaml recipes, `.dockerignore`, and the scan of a
 //! folder into the build context its key covers.
 
+pub mod annotations;
 pub mod builders;
 pub mod catalog;
 pub mod config;

@@ -152,12 +152,12 @@ async fn an_index_is_written_only_over_children_in_the_repository() {
     client.push_image(&store, REPO, "amd64", &store.image(&manifest).unwrap()).await.unwrap();
 
     let children = [(amd64(), manifest.clone()), (arm64.clone(), manifest2.clone())];
-    let e = client.put_index(REPO, "latest", &children).await.unwrap_err();
+    let e = client.put_index(REPO, "latest", &children, &Default::default()).await.unwrap_err();
     assert!(e.message().contains("linux/arm64"), "{}", e.message());
     assert_eq!(count(&reg, Method::PUT, "/manifests/latest"), 0);
 
     client.push_image(&store2, REPO, "arm64", &store2.image(&manifest2).unwrap()).await.unwrap();
-    let index = client.put_index(REPO, "latest", &children).await.unwrap();
+    let index = client.put_index(REPO, "latest", &children, &Default::default()).await.unwrap();
     assert_eq!(reg.manifest(REPO, "latest").unwrap().0, index.media_type);
     let fetched = client.fetch_image(&store, REPO, "latest", &arm64).await.unwrap();
     assert_eq!(fetched, manifest2);

@@ -39,7 +39,7 @@ mod client_tests;
 pub mod in_process;
 pub mod referrers;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -357,14 +357,23 @@ impl Registry {
     }
 
     /// Writes the multi-arch tag `repo:tag` over `children` (per-platform manifests already
-    /// in `repo`). If any child is missing, fails naming its platforms and writes nothing.
-    /// The result is a Docker manifest list when every child is a Docker v2 manifest, an OCI
-    /// image index otherwise; children are sorted by platform, so the same children always
-    /// give the same bytes and digest.
-    pub async fn put_index(&self, repo: &str, tag: &str, children: &[(Platform, Descriptor)]) -> Result<Descriptor> {
+    /// in `repo`), with `annotations` (none: no `annotations` field). If any child is
+    /// missing, fails naming its platforms and writes nothing. The result is a Docker
+    /// manifest list when every child is a Docker v2 manifest and there are no
+    /// annotations (a manifest list has no field for them), an OCI image index otherwise;
+    /// children are sorted by platform and annotations by key, so the same children and
+    /// annotations always give the same bytes and digest.
+    pub async fn put_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        children: &[(Platform, Descriptor)],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         check_repo(repo)?;
         check_reference(tag)?;
-        let (media_type, bytes) = index_bytes(children).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
+        let (media_type, bytes) =
+            index_bytes(children, annotations).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
 
         let found: Vec<Option<Descriptor>> =
             futures::stream::iter(collect_futures(children.iter().map(|(_, d)| self.manifest_head(repo, &d.digest))))
@@ -396,10 +405,12 @@ impl Registry {
         repo: &str,
         tag: &str,
         children: &[(Platform, Descriptor)],
+        annotations: &BTreeMap<String, String>,
     ) -> Result<Descriptor> {
         check_repo(repo)?;
         check_reference(tag)?;
-        let (media_type, bytes) = index_bytes(children).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
+        let (media_type, bytes) =
+            index_bytes(children, annotations).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
         self.put_manifest(repo, tag, &media_type, bytes).await
     }
 
@@ -1225,8 +1236,19 @@ fn short_cause(e: &reqwest::Error) -> String {
     root
 }
 
-/// The index (or manifest list) over `children`, as `(media type, bytes)`.
-fn index_bytes(children: &[(Platform, Descriptor)]) -> Result<(String, Bytes)> {
+/// An index with annotations: oci-spec keeps them in a `HashMap`, whose order would
+/// change the bytes from run to run, so they are written from a sorted map after the
+/// index's own fields (the order of the specification's Go struct).
+#[derive(serde::Serialize)]
+struct AnnotatedIndex<'a> {
+    #[serde(flatten)]
+    index: &'a oci_spec::image::ImageIndex,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+/// The index (or manifest list) over `children` with `annotations`, as `(media type, bytes)`.
+fn index_bytes(children: &[(Platform, Descriptor)], annotations: &BTreeMap<String, String>) -> Result<(String, Bytes)> {
     if children.is_empty() {
         return Err(Error::usage("an index needs at least one platform"));
     }
@@ -1246,7 +1268,7 @@ fn index_bytes(children: &[(Platform, Descriptor)]) -> Result<(String, Bytes)> {
         }
         digest_hex(&d.digest)?;
     }
-    let docker = sorted.iter().all(|(_, d)| d.media_type == DOCKER_MANIFEST);
+    let docker = annotations.is_empty() && sorted.iter().all(|(_, d)| d.media_type == DOCKER_MANIFEST);
     let index_type = if docker { DOCKER_LIST } else { OCI_INDEX };
     let bad = |e: oci_spec::OciSpecError| Error::failure(format!("building the index: {e}"));
     let mut manifests = Vec::new();
@@ -1273,8 +1295,9 @@ fn index_bytes(children: &[(Platform, Descriptor)]) -> Result<(String, Bytes)> {
         .manifests(manifests)
         .build()
         .map_err(bad)?;
-    // Field order is fixed by the struct and no map field is set: the bytes are deterministic.
-    let bytes = serde_json::to_vec(&index).map_err(|e| Error::failure(format!("serializing the index: {e}")))?;
+    // Field order is fixed by the structs and the only map is sorted: the bytes are deterministic.
+    let bytes = serde_json::to_vec(&AnnotatedIndex { index: &index, annotations })
+        .map_err(|e| Error::failure(format!("serializing the index: {e}")))?;
     Ok((index_type.to_string(), Bytes::from(bytes)))
 }
 
@@ -1390,7 +1413,7 @@ mod tests {
         is_send(r.check());
         is_send(r.manifest_head("a", "b"));
         is_send(r.push_image(s, "a", "b", i));
-        is_send(r.put_index("a", "b", &[]));
+        is_send(r.put_index("a", "b", &[], &BTreeMap::new()));
         is_send(r.fetch_image(s, "a", "b", p));
         is_send(r.push_blob(s, "a", d, Some("b")));
         is_send(r.copy_blob(r, "a", "b", d));
@@ -1400,8 +1423,9 @@ mod tests {
     fn index_is_sorted_and_deterministic() {
         let a = [(p("arm64", None), d(1)), (p("amd64", None), d(2)), (p("arm", Some("v7")), d(3))];
         let b = [a[2].clone(), a[0].clone(), a[1].clone()];
-        let (ta, ba) = index_bytes(&a).unwrap();
-        let (_, bb) = index_bytes(&b).unwrap();
+        let none = BTreeMap::new();
+        let (ta, ba) = index_bytes(&a, &none).unwrap();
+        let (_, bb) = index_bytes(&b, &none).unwrap();
         assert_eq!(ta, OCI_INDEX);
         assert_eq!(ba, bb);
         let v: serde_json::Value = serde_json::from_slice(&ba).unwrap();
@@ -1423,13 +1447,59 @@ mod tests {
             .collect();
         assert_eq!(plats, ["linux/amd64", "linux/arm/v7", "linux/arm64"]);
         assert_eq!(v["manifests"][0]["digest"], d(2).digest);
+        assert!(v.get("annotations").is_none());
+    }
+
+    #[test]
+    fn annotations_come_last_sorted_and_without_them_the_bytes_are_unchanged() {
+        let children = [(p("amd64", None), d(1))];
+        let (_, plain) = index_bytes(&children, &BTreeMap::new()).unwrap();
+        // The bytes written before annotations existed: oci-spec's own serialization.
+        let digest = Digest::from_str(&d(1).digest).unwrap();
+        let platform = PlatformBuilder::default().architecture(Arch::Amd64).os(Os::Linux).build().unwrap();
+        let child = DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(digest)
+            .size(d(1).size)
+            .platform(platform)
+            .build()
+            .unwrap();
+        let old = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![child])
+            .build()
+            .unwrap();
+        assert_eq!(plain, serde_json::to_vec(&old).unwrap());
+
+        let annotations: BTreeMap<String, String> =
+            [("org.opencontainers.image.revision", "abc"), ("com.example.a", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let (t, b) = index_bytes(&children, &annotations).unwrap();
+        assert_eq!(t, OCI_INDEX);
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        let plain = String::from_utf8(plain.to_vec()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{},\"annotations\":{{\"com.example.a\":\"1\",\"org.opencontainers.image.revision\":\"abc\"}}}}",
+                plain.strip_suffix('}').unwrap()
+            )
+        );
+        assert_eq!(index_bytes(&children, &annotations).unwrap().1, b, "deterministic");
+        // Docker children: an OCI index, since a manifest list cannot carry annotations.
+        let mut c = d(1);
+        c.media_type = DOCKER_MANIFEST.into();
+        assert_eq!(index_bytes(&[(p("amd64", None), c)], &annotations).unwrap().0, OCI_INDEX);
     }
 
     #[test]
     fn docker_children_give_a_manifest_list() {
         let mut c = d(1);
         c.media_type = DOCKER_MANIFEST.into();
-        let (t, b) = index_bytes(&[(p("amd64", None), c)]).unwrap();
+        let (t, b) = index_bytes(&[(p("amd64", None), c)], &BTreeMap::new()).unwrap();
         assert_eq!(t, DOCKER_LIST);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["mediaType"], DOCKER_LIST);
@@ -1438,8 +1508,9 @@ mod tests {
 
     #[test]
     fn duplicate_platforms_and_empty_index_are_refused() {
-        assert!(index_bytes(&[]).is_err());
-        assert!(index_bytes(&[(p("amd64", None), d(1)), (p("amd64", None), d(2))]).is_err());
+        let none = BTreeMap::new();
+        assert!(index_bytes(&[], &none).is_err());
+        assert!(index_bytes(&[(p("amd64", None), d(1)), (p("amd64", None), d(2))], &none).is_err());
     }
 
     #[test]

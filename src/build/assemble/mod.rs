@@ -27,11 +27,13 @@ use sha2::{Digest as _, Sha256};
 use crate::build::{Backend, BackendKind, Parents, Produced};
 use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::image::platform::Platform;
+use crate::image::reproducible::Stamp;
 use crate::image::store::StoredImage;
 use crate::image::store::{HashWriter, Store};
 use crate::plan::Job;
 use crate::recipe::config::Config;
 use crate::support::error::{Error, Result};
+use crate::support::time::rfc3339;
 
 use self::base::Base;
 use self::layers::Group;
@@ -169,18 +171,29 @@ pub struct Prepared {
     pub base_store: Store,
     pub groups: Vec<Group>,
     pub staging: Staging,
+    /// The job's time (`SOURCE_DATE_EPOCH`) and manifest annotations.
+    pub stamp: Stamp,
 }
 
 impl Prepared {
-    /// mtime of every entry.
+    /// mtime of every entry: the recipe's `created` when it is a time, else the epoch;
+    /// clamped to `SOURCE_DATE_EPOCH` when it is set, as BuildKit's `rewrite-timestamp`
+    /// clamps (so the default, the epoch, stays, and layers are shared with runs without it).
     pub fn mtime(&self) -> u64 {
-        match self.recipe.created_at() {
+        let written = match self.recipe.created_at() {
             Ok(CreatedAt::Fixed(s)) => s,
             _ => 0,
-        }
+        };
+        self.stamp.epoch.map_or(written, |epoch| written.min(epoch))
     }
 
+    /// The config's and the new history entries' `created`: `SOURCE_DATE_EPOCH` when it
+    /// is set (whatever the recipe's `created` says: the run's time wins, as it does for
+    /// engine builds), else the recipe's.
     fn created(&self) -> String {
+        if let Some(epoch) = self.stamp.epoch {
+            return rfc3339(epoch);
+        }
         match self.recipe.created_at() {
             Ok(CreatedAt::Now) => rfc3339(
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -291,24 +304,6 @@ pub fn merge_env(base: &[String], add: &[String]) -> Vec<String> {
     out
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// Prepares the assembly of `job` (an image.yaml job). `parent_manifest`: the farm
 /// base's manifest digest in `store`, when `from` names a farm image. Blocking (it may
 /// download); call from a blocking thread with a runtime handle.
@@ -402,7 +397,16 @@ pub fn prepare(
         )));
     }
     let groups = layers::fit(groups, max.saturating_sub(base_layers));
-    Ok(Prepared { recipe, platform: job.platform.clone(), key: job.key.clone(), base, base_store, groups, staging })
+    Ok(Prepared {
+        recipe,
+        platform: job.platform.clone(),
+        key: job.key.clone(),
+        base,
+        base_store,
+        groups,
+        staging,
+        stamp: job.stamp.clone(),
+    })
 }
 
 /// A layer already made: the layer cache's record (`<store>/assemble/layers/<key>.json`).
@@ -468,7 +472,13 @@ pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) 
         }
     }
     let config = staged.put_blob(OCI_CONFIG, &p.config(&diff_ids))?;
-    let manifest = ManifestOut { schema_version: 2, media_type: OCI_MANIFEST, config: config.clone(), layers };
+    let manifest = ManifestOut {
+        schema_version: 2,
+        media_type: OCI_MANIFEST,
+        config: config.clone(),
+        layers,
+        annotations: &p.stamp.annotations,
+    };
     let manifest = staged.put_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).expect("manifests serialize"))?;
     p.staging.commit(store)?;
     for (key, layer) in made {
@@ -482,13 +492,16 @@ pub fn write_to_store(p: Prepared, store: &Store, sink: Option<&dyn LayerSink>) 
 }
 
 #[derive(Serialize)]
-struct ManifestOut {
+struct ManifestOut<'a> {
     #[serde(rename = "schemaVersion")]
     schema_version: u32,
     #[serde(rename = "mediaType")]
     media_type: &'static str,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    /// Left out when empty, so an image without annotations has the bytes it always had.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
 }
 
 fn write_layer(store: &Store, g: &Group, mtime: u64) -> Result<(String, Descriptor)> {
@@ -538,12 +551,5 @@ mod tests {
         let base = vec!["PATH=/usr/bin".to_string(), "A=1".to_string()];
         let add = vec!["PATH=/bin".to_string(), "GREETING=one".to_string(), "GREETING=two".to_string()];
         assert_eq!(merge_env(&base, &add), ["PATH=/bin", "A=1", "GREETING=two"]);
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }
