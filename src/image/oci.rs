@@ -73,6 +73,15 @@ pub struct ManifestDoc {
     pub layers: Vec<Descriptor>,
 }
 
+/// The blobs (config and layers) of the manifest `bytes`, each once; `what` names it in
+/// the error.
+pub fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
+    let doc: ManifestDoc =
+        serde_json::from_slice(bytes).map_err(|e| Error::failure(format!("{what}: invalid manifest: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    Ok(std::iter::once(doc.config).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect())
+}
+
 /// An image index (OCI index or Docker manifest list).
 #[derive(Debug, Deserialize)]
 pub struct IndexDoc {

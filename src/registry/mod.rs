@@ -97,6 +97,14 @@ pub struct PushStats {
 }
 
 impl PushStats {
+    /// Adds another transfer's counts to these.
+    pub fn merge(&mut self, o: PushStats) {
+        self.blobs_uploaded += o.blobs_uploaded;
+        self.bytes_uploaded += o.bytes_uploaded;
+        self.blobs_skipped += o.blobs_skipped;
+        self.blobs_mounted += o.blobs_mounted;
+    }
+
     pub fn add(&mut self, o: BlobOutcome) {
         match o {
             BlobOutcome::Present => self.blobs_skipped += 1,
