@@ -406,3 +406,40 @@ fn release_to_another_registry_carries_every_referrer_and_records_them() {
     let (_, bytes) = rt.block_on(http_manifest(&b.addr, dst, &cosign_tag(&index_digest, "sig").unwrap())).unwrap();
     assert_eq!(digest_of(&bytes), resigned["digest"].as_str().unwrap());
 }
+
+#[test]
+fn concurrent_attaches_to_one_subject_all_end_up_listed() {
+    if !tools_up("referrers_concurrent") {
+        return;
+    }
+    let a = TestRegistry::start(Auth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let image = client(&a.addr)
+            .push_image(&store, "app", "v1", &store.image(&make_image(&store, "amd64", 1)).unwrap())
+            .await
+            .unwrap();
+        // Eight writers with clients of their own, at once: each reads the index, adds its
+        // entry and writes it back, and none may lose another's.
+        let writers = (0..8).map(|i| {
+            let (addr, image) = (a.addr.clone(), image.clone());
+            tokio::spawn(async move {
+                let a = Artifact::new("application/vnd.example.note+json", &image)
+                    .blob("application/json", format!("{{\"note\":{i}}}").into_bytes());
+                client(&addr).put_referrer("app", &a).await.unwrap()
+            })
+        });
+        let writers: Vec<_> = writers.collect();
+        let mut want: Vec<String> = Vec::new();
+        for w in writers {
+            want.push(w.await.unwrap().digest);
+        }
+        let listed = tag_schema(&a.addr, "app", &image.digest).await;
+        want.sort();
+        let mut have: Vec<String> = digests(&listed).into_iter().map(String::from).collect();
+        have.sort();
+        assert_eq!(have, want, "every entry listed, each once");
+    });
+}

@@ -1457,6 +1457,10 @@ mod tests {
         is_send(r.fetch_image(s, "a", "b", p));
         is_send(r.push_blob(s, "a", d, Some("b")));
         is_send(r.copy_blob(r, "a", "b", d));
+        let artifact = referrers::Artifact::new("application/spdx+json", d);
+        is_send(r.put_referrer("a", &artifact));
+        is_send(r.referrers("a", "b"));
+        is_send(r.add_referrers("a", "b", &[]));
     }
 
     #[test]

@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::oci::{digest_hex, digest_of, Descriptor, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
 use crate::registry::auth::scopes;
-use crate::registry::{check_repo, header_str, is_manifest_type, next_page, strip_params, Registry, BLOB_CONCURRENCY};
+use crate::registry::{check_repo, collect_futures, header_str, is_manifest_type, next_page, strip_params};
+use crate::registry::{Registry, BLOB_CONCURRENCY};
 use crate::support::error::{Error, Result};
 
 /// The referrers tag schema's tag for `subject` (`sha256-<hex>`): on a registry without
@@ -317,7 +318,7 @@ impl Registry {
                 blobs.push((b.descriptor(), b.bytes.clone()));
             }
         }
-        futures::stream::iter(blobs.iter().map(|(d, b)| self.push_bytes(repo, d, b)))
+        futures::stream::iter(collect_futures(blobs.iter().map(|(d, b)| self.push_bytes(repo, d, b))))
             .buffer_unordered(BLOB_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await
