@@ -60,11 +60,7 @@ fn stitchers_racing_on_one_tag_from_a_staging_repository_leave_a_complete_index(
         for m in [&amd, &arm] {
             for blob in store.manifest_blobs(&m.digest).unwrap() {
                 let size = std::fs::metadata(store.blob_path(&blob).unwrap()).unwrap().len();
-                let d = archfarm::image::oci::Descriptor {
-                    media_type: "application/octet-stream".into(),
-                    digest: blob,
-                    size,
-                };
+                let d = archfarm::image::oci::Descriptor::new("application/octet-stream", blob, size);
                 assert_eq!(
                     r.push_blob(&store, target, &d, None).await.unwrap(),
                     archfarm::registry::BlobOutcome::Present

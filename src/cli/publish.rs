@@ -68,13 +68,16 @@ pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) 
         println!("{} {}", report.destination, report.digest);
     }
     eprintln!(
-        "{}: {} platform(s); {} blob(s) uploaded ({} bytes), {} mounted, {} already there",
+        "{}: {} platform(s); {} blob(s) uploaded ({} bytes), {} mounted, {} already there; {} attached \
+         artifact(s) (referrers, signatures), {} manifest(s) and tag(s) of them written",
         if report.changed { "copied" } else { "nothing to do, already there" },
         report.platforms.len(),
         report.blobs_uploaded,
         report.bytes_uploaded,
         report.blobs_mounted,
-        report.blobs_skipped
+        report.blobs_skipped,
+        report.referrers.len(),
+        report.referrers_written
     );
     Ok(true)
 }

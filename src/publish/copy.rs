@@ -5,7 +5,9 @@
 //! Order is what makes it safe to interrupt: blobs first, then child manifests by digest,
 //! then a HEAD of every child in the target, and only then the tags. A tag therefore never
 //! points at content that is not there; an interrupted copy leaves only untagged content,
-//! and running it again finishes it (everything present is skipped).
+//! and running it again finishes it (everything present is skipped). What is attached to
+//! the image (referrers, cosign's tags: [`crate::publish::attached`]) goes the same way,
+//! its tags before the image's.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +15,11 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::image::oci::{manifest_blobs, IndexDoc};
 use crate::image::oci::{Descriptor, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::image::oci::{IndexDoc, ManifestDoc};
 use crate::image::platform::Platform;
 use crate::image::reference::{self, Reference};
+use crate::publish::attached::{self, AttachedRecord};
 use crate::registry::{BlobOutcome, PushStats, Registry, BLOB_CONCURRENCY};
 use crate::support::error::{Error, Result};
 
@@ -61,6 +64,11 @@ impl SourceImage {
 
     pub fn is_index(&self) -> bool {
         is_index(&self.desc.media_type)
+    }
+
+    /// The per-platform manifests' descriptors.
+    pub fn manifests(&self) -> Vec<Descriptor> {
+        self.children.iter().map(|(_, d, _)| d.clone()).collect()
     }
 }
 
@@ -134,14 +142,6 @@ pub async fn read_image(reg: &Registry, repo: &str, reference: &str) -> Result<S
     Ok(SourceImage { desc, bytes, children })
 }
 
-/// The blobs (config and layers) of a manifest, deduplicated.
-fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
-    let doc: ManifestDoc =
-        serde_json::from_slice(bytes).map_err(|e| Error::failure(format!("{what}: invalid manifest: {e}")))?;
-    let mut seen = std::collections::BTreeSet::new();
-    Ok(std::iter::once(doc.config).chain(doc.layers).filter(|d| seen.insert(d.digest.clone())).collect())
-}
-
 /// Copies the content of `image` (from `src`/`src_repo`) into `dst`/`dst_repo`: every
 /// blob (skipped, mounted or streamed), then every child manifest by digest. No tag is
 /// written. Returns what was transferred.
@@ -183,21 +183,6 @@ pub async fn copy_content(
         .await?;
     }
     Ok(stats)
-}
-
-/// Writes `tags` in `dst_repo` over `image` (copied there before): every child is first
-/// checked present with a HEAD, so a tag never points at missing content. Tags that
-/// already point at it are left alone; returns the tags written.
-pub async fn put_tags(dst: &Registry, dst_repo: &str, image: &SourceImage, tags: &[String]) -> Result<Vec<String>> {
-    verify_present(dst, dst_repo, image).await?;
-    let mut missing = Vec::new();
-    for tag in tags {
-        if !tag_points_at(dst, dst_repo, tag, &image.desc.digest).await? {
-            missing.push(tag.clone());
-        }
-    }
-    write_tags(dst, dst_repo, image, &missing).await?;
-    Ok(missing)
 }
 
 /// HEADs every child of `image` in `dst_repo`; fails naming the missing platforms.
@@ -266,20 +251,48 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     /// False when the destination already had it (nothing was written).
     pub changed: bool,
+    /// What is attached to the image (and now to the copy): referrers and cosign tags.
+    pub referrers: Vec<AttachedRecord>,
+    /// Attached manifests and their tags (tag-schema indexes, cosign tags) written.
+    pub referrers_written: usize,
 }
 
 /// Copies one image, all platforms, from `from` (its digest if pinned, else its tag) in
-/// `src` to `to` in `dst`: `to`'s tag is written (`latest` if none); a digest in `to` must
-/// be the source's, and alone it writes the content only.
+/// `src` to `to` in `dst`, with everything attached to it: `to`'s tag is written
+/// (`latest` if none); a digest in `to` must be the source's, and alone it writes the
+/// content only. The target is checked for attachments it would lose before anything is
+/// written, and every manifest is HEADed there before the first tag.
 pub async fn copy(src: &Registry, from: &Reference, dst: &Registry, to: &Reference) -> Result<CopyReport> {
     let image = read_image(src, &from.repository, from.lookup()).await?;
     if let Some(d) = to.digest.as_ref().filter(|d| **d != image.desc.digest) {
         return Err(Error::usage(format!("destination {to} names digest {d} but the source is {}", image.desc.digest)));
     }
-    let stats = copy_content(src, &from.repository, &image, dst, &to.repository).await?;
+    let attached = attached::read(src, &from.repository, &image.desc, &image.manifests()).await?;
+    // Within one repository everything attached is there already.
+    let elsewhere = !(dst.same_registry(src) && from.repository == to.repository);
+    let plan = match elsewhere {
+        true => Some(attached::check_target(dst, &to.repository, &image.desc.digest, &attached).await?),
+        false => None,
+    };
+    let mut stats = copy_content(src, &from.repository, &image, dst, &to.repository).await?;
+    let mut referrers_written = 0;
+    if let Some(plan) = &plan {
+        let (more, manifests) = attached.copy(src, &from.repository, dst, &to.repository).await?;
+        stats.merge(more);
+        verify_present(dst, &to.repository, &image).await?;
+        attached.verify_present(dst, &to.repository).await?;
+        referrers_written = manifests + attached.tag(dst, &to.repository, plan).await?;
+    }
     // A destination digest (checked above) writes the content only; a tag is written last.
-    let tags = vec![to.tag_or_latest().unwrap_or(&image.desc.digest).to_string()];
-    let written = put_tags(dst, &to.repository, &image, &tags).await?;
+    let tag = to.tag_or_latest().unwrap_or(&image.desc.digest).to_string();
+    let mut written = Vec::new();
+    if !tag_points_at(dst, &to.repository, &tag, &image.desc.digest).await? {
+        if plan.is_none() {
+            verify_present(dst, &to.repository, &image).await?;
+        }
+        written.push(tag);
+    }
+    write_tags(dst, &to.repository, &image, &written).await?;
     Ok(CopyReport {
         source: from.to_string(),
         destination: to.to_string(),
@@ -290,7 +303,9 @@ pub async fn copy(src: &Registry, from: &Reference, dst: &Registry, to: &Referen
         bytes_uploaded: stats.bytes_uploaded,
         blobs_mounted: stats.blobs_mounted,
         blobs_skipped: stats.blobs_skipped,
-        changed: !written.is_empty() || stats.blobs_uploaded + stats.blobs_mounted > 0,
+        changed: !written.is_empty() || stats.blobs_uploaded + stats.blobs_mounted + referrers_written > 0,
+        referrers: attached.records,
+        referrers_written,
     })
 }
 
@@ -386,6 +401,88 @@ mod tests {
                 let want = Reference::parse(bare).ok().filter(|_| reference::names_registry(bare));
                 prop_assert_eq!(parse_image("source", &text).ok(), want);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod carries {
+    use crate::image::oci::{Descriptor, OCI_INDEX};
+    use crate::image::oci::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+    use crate::image::reference::Reference;
+    use crate::publish::copy::copy;
+    use crate::registry::in_process::InProcess;
+    use crate::registry::referrers::Artifact;
+
+    const REPO: &str = "src/app";
+
+    /// A two-platform index seeded in `reg` as `REPO:idx`; returns (index, children).
+    fn seed_index(reg: &InProcess) -> (String, Vec<Descriptor>) {
+        let mut children = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let config = serde_json::json!({ "architecture": arch, "os": "linux" }).to_string();
+            let config = Descriptor::new(OCI_CONFIG, reg.put_blob(REPO, config.as_bytes()), config.len() as u64);
+            let layer = Descriptor::new(OCI_LAYER_GZIP, reg.put_blob(REPO, arch.as_bytes()), arch.len() as u64);
+            let m = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer] });
+            let bytes = m.to_string();
+            let digest = reg.put_manifest(REPO, &format!("{arch}-1"), bytes.as_bytes(), OCI_MANIFEST);
+            children.push(serde_json::json!({
+                "mediaType": OCI_MANIFEST, "digest": digest, "size": bytes.len(),
+                "platform": { "os": "linux", "architecture": arch },
+            }));
+        }
+        let index =
+            serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children }).to_string();
+        let digest = reg.put_manifest(REPO, "idx", index.as_bytes(), OCI_INDEX);
+        let children = children.iter().map(|c| serde_json::from_value(c.clone()).unwrap()).collect();
+        (digest, children)
+    }
+
+    fn reference(reg: &InProcess, tag: &str) -> Reference {
+        Reference::parse(&format!("{}/{tag}", reg.addr())).unwrap()
+    }
+
+    /// The copy meets the referrers API on either side: a target with it lists what was
+    /// copied by itself (no tag-schema index is written there), a target without it gets
+    /// the index; reruns write nothing.
+    #[tokio::test]
+    async fn referrers_cross_between_registries_with_and_without_the_api() {
+        for (source_api, target_api) in [(false, true), (true, false)] {
+            let (a, b) = (InProcess::start().await, InProcess::start().await);
+            a.set_referrers_api(source_api);
+            b.set_referrers_api(target_api);
+            let (index, children) = seed_index(&a);
+            let sbom =
+                Artifact::new("application/spdx+json", &children[1]).blob("application/spdx+json", b"{}".to_vec());
+            let sbom = a.client().put_referrer(REPO, &sbom).await.unwrap();
+            let sig = Artifact::new("application/vnd.example.sig", &sbom);
+            let sig = a.client().put_referrer(REPO, &sig).await.unwrap();
+
+            let report = copy(&a.client(), &reference(&a, "src/app:idx"), &b.client(), &reference(&b, "dst/app:v1"))
+                .await
+                .unwrap();
+            assert_eq!(report.referrers.len(), 2, "{source_api} -> {target_api}: {:?}", report.referrers);
+            let dst = b.client();
+            assert_eq!(dst.referrers("dst/app", &children[1].digest).await.unwrap(), std::slice::from_ref(&sbom));
+            assert_eq!(dst.referrers("dst/app", &sbom.digest).await.unwrap(), std::slice::from_ref(&sig));
+            assert_eq!(dst.referrers("dst/app", &index).await.unwrap(), []);
+            let tag_schema = b.tags("dst/app").iter().filter(|t| t.starts_with("sha256-")).count();
+            assert_eq!(
+                tag_schema,
+                if target_api { 0 } else { 2 },
+                "{source_api} -> {target_api}: {:?}",
+                b.tags("dst/app")
+            );
+            assert_eq!(report.referrers_written, if target_api { 2 } else { 4 });
+
+            let writes = |r: &InProcess| {
+                r.requests().iter().filter(|l| l.method != http::Method::GET && l.method != http::Method::HEAD).count()
+            };
+            let before = writes(&b);
+            let again = copy(&a.client(), &reference(&a, "src/app:idx"), &b.client(), &reference(&b, "dst/app:v1"))
+                .await
+                .unwrap();
+            assert_eq!((again.changed, again.referrers_written, writes(&b)), (false, 0, before));
         }
     }
 }

@@ -5,11 +5,14 @@
 //! Three phases, each finished for every image before the next begins:
 //! 1. check: the canonical index `<registry>/<ns>/<image>:<index key>` exists, lists
 //!    exactly the planned platforms, and every child manifest is readable; a version tag
-//!    already in the target must point at the same index (versions never move);
-//! 2. copy: blobs (skipped, mounted within one registry, streamed across registries) and
-//!    child manifests by digest, untagged;
-//! 3. tag: every child HEADed in the target (not needed when the target is the very
-//!    repository phase 1 read every child from), then `:VERSION` (and `:latest`).
+//!    already in the target must point at the same index (versions never move); what is
+//!    attached to the index and its children (referrers, cosign tags) is read, and the
+//!    target is checked for attachments the carry would overwrite;
+//! 2. copy: blobs (skipped, mounted within one registry, streamed across registries),
+//!    child manifests and attached manifests by digest, untagged;
+//! 3. tag: every child and attached manifest HEADed in the target (not needed when the
+//!    target is the very repository phase 1 read them from), then the attachments' tags
+//!    (tag-schema indexes, cosign tags) of every image, then `:VERSION` (and `:latest`).
 //!
 //! A failure in phase 1 or 2 moves no tag at all. Running it again is a no-op.
 //!
@@ -22,6 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::plan::ImagePlan;
+use crate::publish::attached::{self, Attached, AttachedRecord, TargetPlan};
 use crate::publish::copy::{self, PlatformDigest, SourceImage};
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::Registry;
@@ -56,8 +60,14 @@ pub struct ReleaseRecord {
     pub platforms: Vec<PlatformDigest>,
     /// Every tag that points at it in the target (`VERSION`, and `latest` with --latest).
     pub tags: Vec<String>,
-    /// `released`, `unchanged` (already released), or `dry-run`.
+    /// `released`, `unchanged` (already released), or `dry-run`: what became of the tags.
     pub action: String,
+    /// What is attached to the index and its children (referrers and cosign tags, and
+    /// theirs), which the target has once the release is done.
+    pub referrers: Vec<AttachedRecord>,
+    /// Attached manifests and their tags this run wrote in the target (a version
+    /// released before its signatures were made gets them on a rerun).
+    pub referrers_written: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +82,7 @@ pub struct ReleaseReport {
 impl ReleaseReport {
     /// True when nothing was (or would be) written.
     pub fn unchanged(&self) -> bool {
-        self.images.iter().all(|r| r.action == "unchanged")
+        self.images.iter().all(|r| r.action == "unchanged" && r.referrers_written == 0)
     }
 }
 
@@ -82,6 +92,9 @@ struct Checked {
     source: String,
     /// The target tags that do not point at the index yet.
     missing: Vec<String>,
+    attached: Attached,
+    /// What the attachments need in the target; `None` when the target is the source.
+    target_plan: Option<TargetPlan>,
 }
 
 pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOptions) -> Result<ReleaseReport> {
@@ -110,6 +123,7 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
     if opts.latest && opts.version != "latest" {
         tags.push("latest".to_string());
     }
+    let same_place = target.host == config.registry.host && target.namespace == config.registry.namespace;
 
     // 1. Check every image before anything is written.
     let checked: Vec<Checked> = futures::stream::iter(images.iter().map(|plan| {
@@ -159,73 +173,117 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
                     _ => missing.push(tag.clone()),
                 }
             }
-            Ok(Checked { plan: plan.clone(), image, source, missing })
+            let attached = attached::read(src, &repo, &image.desc, &image.manifests())
+                .await
+                .map_err(|e| e.context(format!("{} (nothing was released)", plan.name)))?;
+            let target_plan = match same_place {
+                true => None,
+                false => Some(
+                    attached::check_target(dst, &dst_repo, &image.desc.digest, &attached)
+                        .await
+                        .map_err(|e| e.context(format!("{} (nothing was released)", plan.name)))?,
+                ),
+            };
+            Ok(Checked { plan: plan.clone(), image, source, missing, attached, target_plan })
         }
     }))
     .buffered(IMAGE_CONCURRENCY)
     .try_collect()
     .await?;
 
-    // 2. Copy the content of every image that needs it, untagged.
+    // 2. Copy the content of every image that needs it, and everything attached, untagged.
+    let carries = |c: &Checked| c.target_plan.is_some() && !c.attached.is_empty();
+    let mut copied = vec![0usize; checked.len()];
     if !opts.dry_run {
-        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
+        copied = futures::stream::iter(checked.iter().map(|c| {
             let (src, dst, target) = (&src, &dst, &target);
             async move {
                 let repo = config.registry.repository(&c.plan.name);
-                copy::copy_content(src, &repo, &c.image, dst, &target.repository(&c.plan.name))
-                    .await
-                    .map_err(|e| e.context(format!("{}: copying {} (no tag was moved)", c.plan.name, c.source)))
+                let dst_repo = target.repository(&c.plan.name);
+                let what = |e: Error| e.context(format!("{}: copying {} (no tag was moved)", c.plan.name, c.source));
+                if !c.missing.is_empty() {
+                    copy::copy_content(src, &repo, &c.image, dst, &dst_repo).await.map_err(what)?;
+                }
+                match carries(c) {
+                    true => c.attached.copy(src, &repo, dst, &dst_repo).await.map(|(_, n)| n).map_err(what),
+                    false => Ok(0),
+                }
             }
         }))
-        .buffer_unordered(IMAGE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
+        .buffered(IMAGE_CONCURRENCY)
+        .try_collect()
         .await?;
     }
 
-    // 3. Every child of every image HEADed in the target (unless the target is the very
-    //    repository phase 1 read them from), then the tags.
-    let same_place = target.host == config.registry.host && target.namespace == config.registry.namespace;
+    // 3. Every child and attached manifest of every image HEADed in the target (unless the
+    //    target is the very repository phase 1 read them from), then the attachments'
+    //    tags, then the version tags.
     if !opts.dry_run && !same_place {
-        futures::stream::iter(checked.iter().filter(|c| !c.missing.is_empty()).map(|c| {
+        futures::stream::iter(checked.iter().map(|c| {
             let (dst, target) = (&dst, &target);
             async move {
-                copy::verify_present(dst, &target.repository(&c.plan.name), &c.image)
-                    .await
-                    .map_err(|e| e.context(format!("{} (no tag was moved)", c.plan.name)))
+                let dst_repo = target.repository(&c.plan.name);
+                let what = |e: Error| e.context(format!("{} (no tag was moved)", c.plan.name));
+                if !c.missing.is_empty() {
+                    copy::verify_present(dst, &dst_repo, &c.image).await.map_err(what)?;
+                }
+                c.attached.verify_present(dst, &dst_repo).await.map_err(what)
             }
         }))
         .buffer_unordered(IMAGE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
     }
-    let records: Vec<ReleaseRecord> = futures::stream::iter(checked.iter().map(|c| {
-        let (dst, target, tags) = (&dst, &target, &tags);
-        async move {
-            let action = if c.missing.is_empty() {
-                "unchanged"
-            } else if opts.dry_run {
-                "dry-run"
-            } else {
-                copy::write_tags(dst, &target.repository(&c.plan.name), &c.image, &c.missing)
-                    .await
-                    .map_err(|e| e.context(&c.plan.name))?;
-                "released"
-            };
-            Ok::<_, Error>(ReleaseRecord {
-                image: c.plan.name.clone(),
-                version: opts.version.clone(),
-                source: c.source.clone(),
-                tag: target.reference(&c.plan.name, &opts.version),
-                digest: c.image.desc.digest.clone(),
-                platforms: c.image.platforms(),
-                tags: tags.iter().map(|t| target.reference(&c.plan.name, t)).collect(),
-                action: action.to_string(),
-            })
-        }
-    }))
-    .buffered(IMAGE_CONCURRENCY)
-    .try_collect()
-    .await?;
+    let mut tagged = vec![0usize; checked.len()];
+    if !opts.dry_run {
+        tagged = futures::stream::iter(checked.iter().map(|c| {
+            let (dst, target) = (&dst, &target);
+            async move {
+                match &c.target_plan {
+                    Some(plan) if carries(c) => c
+                        .attached
+                        .tag(dst, &target.repository(&c.plan.name), plan)
+                        .await
+                        .map_err(|e| e.context(format!("{} (no version tag was moved)", c.plan.name))),
+                    _ => Ok(0),
+                }
+            }
+        }))
+        .buffered(IMAGE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    }
+    let records: Vec<ReleaseRecord> =
+        futures::stream::iter(checked.iter().zip(copied.iter().zip(&tagged)).map(|(c, (copied, tagged))| {
+            let (dst, target, tags) = (&dst, &target, &tags);
+            async move {
+                let action = if c.missing.is_empty() {
+                    "unchanged"
+                } else if opts.dry_run {
+                    "dry-run"
+                } else {
+                    copy::write_tags(dst, &target.repository(&c.plan.name), &c.image, &c.missing)
+                        .await
+                        .map_err(|e| e.context(&c.plan.name))?;
+                    "released"
+                };
+                Ok::<_, Error>(ReleaseRecord {
+                    image: c.plan.name.clone(),
+                    version: opts.version.clone(),
+                    source: c.source.clone(),
+                    tag: target.reference(&c.plan.name, &opts.version),
+                    digest: c.image.desc.digest.clone(),
+                    platforms: c.image.platforms(),
+                    tags: tags.iter().map(|t| target.reference(&c.plan.name, t)).collect(),
+                    action: action.to_string(),
+                    referrers: c.attached.records.clone(),
+                    referrers_written: copied + tagged,
+                })
+            }
+        }))
+        .buffered(IMAGE_CONCURRENCY)
+        .try_collect()
+        .await?;
     Ok(ReleaseReport {
         version: opts.version.clone(),
         registry: format!("{}/{}", target.host, target.namespace).trim_end_matches('/').to_string(),

@@ -3,10 +3,11 @@
 
 use http::Method;
 
-use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::image::platform::Platform;
 use crate::image::store::Store;
 use crate::registry::in_process::InProcess;
+use crate::registry::referrers::{fallback_tag, Artifact};
 use crate::registry::BlobOutcome;
 
 const REPO: &str = "archfarm/test/hello";
@@ -179,7 +180,7 @@ async fn the_registry_refuses_a_wrong_digest_and_a_manifest_over_missing_blobs()
     assert!(put.text().await.unwrap().contains("DIGEST_INVALID"));
     assert!(!reg.has_blob(REPO, &wrong));
 
-    let missing = Descriptor { media_type: OCI_CONFIG.into(), digest: wrong, size: 5 };
+    let missing = Descriptor::new(OCI_CONFIG, wrong, 5);
     let doc = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": missing, "layers": [] });
     let put = http
         .put(format!("{base}/v2/{REPO}/manifests/v1"))
@@ -220,11 +221,8 @@ async fn the_registry_takes_chunks_in_order_only() {
 #[tokio::test]
 async fn a_seeded_image_is_fetched_like_a_pushed_one() {
     let reg = InProcess::start().await;
-    let seed = |media_type: &str, bytes: &[u8]| Descriptor {
-        media_type: media_type.into(),
-        digest: reg.put_blob(REPO, bytes),
-        size: bytes.len() as u64,
-    };
+    let seed =
+        |media_type: &str, bytes: &[u8]| Descriptor::new(media_type, reg.put_blob(REPO, bytes), bytes.len() as u64);
     let config = seed(OCI_CONFIG, serde_json::json!({ "architecture": "amd64", "os": "linux" }).to_string().as_bytes());
     let layer = seed(OCI_LAYER_GZIP, b"seeded");
     let manifest =
@@ -236,4 +234,138 @@ async fn a_seeded_image_is_fetched_like_a_pushed_one() {
     let fetched = reg.client().fetch_image(&store, REPO, "seeded", &amd64()).await.unwrap();
     assert_eq!(fetched.digest, digest);
     assert_eq!(store.read_blob(&layer.digest).unwrap(), b"seeded");
+}
+
+// ---- referrers ----
+
+/// A pushed image in `REPO` to attach artifacts to (the store stays alive with it).
+async fn subject(reg: &InProcess) -> (tempfile::TempDir, Descriptor) {
+    let (dir, store, manifest) = image(&amd64(), b"subject layer");
+    reg.client().push_image(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.unwrap();
+    (dir, manifest)
+}
+
+fn sbom(subject: &Descriptor, text: &str) -> Artifact {
+    Artifact::new("application/spdx+json", subject)
+        .blob("application/spdx+json", text.as_bytes().to_vec())
+        .annotation("org.example.kind", "sbom")
+}
+
+/// Requests that write (PUT, POST, PATCH) so far.
+fn writes(reg: &InProcess) -> usize {
+    reg.requests().iter().filter(|r| [Method::PUT, Method::POST, Method::PATCH].contains(&r.method)).count()
+}
+
+/// The descriptors of the tag schema's index, read around the client.
+fn tag_schema(reg: &InProcess, subject: &str) -> Vec<Descriptor> {
+    let (media_type, bytes) = reg.manifest(REPO, &fallback_tag(subject).unwrap()).expect("the tag schema's index");
+    assert_eq!(media_type, OCI_INDEX);
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    serde_json::from_value(v["manifests"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn without_the_referrers_api_a_referrer_is_listed_under_the_tag_schema_once() {
+    let reg = InProcess::start().await;
+    let client = reg.client();
+    let (_dir, image) = subject(&reg).await;
+    let a = client.put_referrer(REPO, &sbom(&image, "one")).await.unwrap();
+    assert_eq!(a.artifact_type.as_deref(), Some("application/spdx+json"));
+
+    // The manifest by digest is an OCI 1.1 artifact about the image.
+    let (media_type, bytes) = reg.manifest(REPO, &a.digest).unwrap();
+    assert_eq!(media_type, OCI_MANIFEST);
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (doc["subject"]["digest"].as_str(), doc["artifactType"].as_str()),
+        (Some(image.digest.as_str()), Some("application/spdx+json"))
+    );
+    assert!(
+        reg.has_blob(REPO, doc["config"]["digest"].as_str().unwrap())
+            && reg.has_blob(REPO, doc["layers"][0]["digest"].as_str().unwrap())
+    );
+    assert_eq!(tag_schema(&reg, &image.digest), std::slice::from_ref(&a));
+    assert_eq!(a.annotations.as_ref().unwrap()["org.example.kind"], "sbom");
+    assert_eq!(client.referrers(REPO, &image.digest).await.unwrap(), std::slice::from_ref(&a));
+
+    // Again: found listed, nothing written.
+    let before = writes(&reg);
+    assert_eq!(client.put_referrer(REPO, &sbom(&image, "one")).await.unwrap(), a);
+    assert_eq!(writes(&reg), before);
+
+    // Another one is appended; the first stays first.
+    let b = client.put_referrer(REPO, &sbom(&image, "two")).await.unwrap();
+    assert_eq!(tag_schema(&reg, &image.digest), [a, b]);
+}
+
+#[tokio::test]
+async fn with_the_referrers_api_the_registry_lists_it_and_no_tag_is_written() {
+    let reg = InProcess::start().await;
+    reg.set_referrers_api(true);
+    let client = reg.client();
+    let (_dir, image) = subject(&reg).await;
+    let a = client.put_referrer(REPO, &sbom(&image, "one")).await.unwrap();
+    assert_eq!(reg.tags(REPO), ["v1"], "OCI-Subject came back: no tag schema index");
+    assert_eq!(client.referrers(REPO, &image.digest).await.unwrap(), std::slice::from_ref(&a));
+    assert_eq!(client.referrers_api(REPO, &image.digest).await.unwrap(), Some(vec![a.clone()]));
+    let before = writes(&reg);
+    client.put_referrer(REPO, &sbom(&image, "one")).await.unwrap();
+    assert_eq!(writes(&reg), before);
+
+    // The same registry without the API: the client finds nothing there, and says so.
+    reg.set_referrers_api(false);
+    assert_eq!(client.referrers_api(REPO, &image.digest).await.unwrap(), None);
+    assert_eq!(client.referrers(REPO, &image.digest).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn an_entry_a_concurrent_writer_overwrote_is_added_again() {
+    let reg = InProcess::start().await;
+    let client = reg.client();
+    let (_dir, image) = subject(&reg).await;
+    let a = client.put_referrer(REPO, &sbom(&image, "a")).await.unwrap();
+    // Another writer read [a], added c and writes [a, c] just after our PUT of [a, b].
+    let (c, c_bytes) = sbom(&image, "c").manifest().unwrap();
+    reg.put_manifest(REPO, &c.digest, &c_bytes, OCI_MANIFEST);
+    let stale = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [a, c] });
+    let tag = fallback_tag(&image.digest).unwrap();
+    reg.race_next_put(REPO, &tag, stale.to_string().as_bytes(), 1);
+
+    let b = client.put_referrer(REPO, &sbom(&image, "b")).await.unwrap();
+    assert_eq!(tag_schema(&reg, &image.digest), [a, c, b]);
+    assert_eq!(count(&reg, Method::PUT, &format!("/manifests/{tag}")), 3, "a's, b's, b's again");
+
+    // A writer that loses every time gives up, bounded, and says why.
+    let attempts = crate::support::retry::attempts() as usize;
+    reg.race_next_put(REPO, &tag, stale.to_string().as_bytes(), attempts);
+    let e = client.put_referrer(REPO, &sbom(&image, "d")).await.unwrap_err();
+    assert!(e.message().contains("concurrent writers"), "{}", e.message());
+    assert_eq!(count(&reg, Method::PUT, &format!("/manifests/{tag}")), 3 + attempts);
+}
+
+#[tokio::test]
+async fn a_referrers_failure_is_an_error_and_a_foreign_tag_is_never_overwritten() {
+    let reg = InProcess::start().await;
+    let client = reg.client();
+    let (_dir, image) = subject(&reg).await;
+    assert_eq!(client.referrers(REPO, &image.digest).await.unwrap(), [], "404 twice: none");
+
+    reg.fail_when(Some(Method::GET), "/referrers/", 1, 401);
+    let e = client.referrers(REPO, &image.digest).await.unwrap_err();
+    assert!(e.message().contains("401"), "{}", e.message());
+    let attempts = crate::support::retry::attempts() as usize;
+    reg.fail_when(Some(Method::GET), "/referrers/", attempts, 503);
+    let e = client.referrers(REPO, &image.digest).await.unwrap_err();
+    assert!(e.message().contains("503"), "{}", e.message());
+    reg.fail_when(Some(Method::GET), "/manifests/sha256-", attempts, 503);
+    assert!(client.referrers(REPO, &image.digest).await.is_err(), "the tag schema's 503 too");
+
+    // Something else under the tag: neither read as "none" nor overwritten.
+    let (_, image_bytes) = reg.manifest(REPO, "v1").unwrap();
+    let tag = fallback_tag(&image.digest).unwrap();
+    reg.put_manifest(REPO, &tag, &image_bytes, OCI_MANIFEST);
+    let before = writes(&reg);
+    let e = client.put_referrer(REPO, &sbom(&image, "x")).await.unwrap_err();
+    assert!(e.message().contains(&tag) && e.message().contains("move that tag away"), "{}", e.message());
+    assert_eq!(writes(&reg), before);
 }

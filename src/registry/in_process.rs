@@ -6,7 +6,11 @@
 //! What it serves: `GET /v2/`; HEAD/GET/PUT manifests by tag or digest (with
 //! `Content-Type`, `Docker-Content-Digest` and `Content-Length`); HEAD/GET blobs; blob
 //! uploads (POST, with `?mount=&from=`; PATCH chunks with `Content-Range`; the status GET;
-//! the closing PUT with `?digest=`); the tags list with `n`/`last` pages and `Link`.
+//! the closing PUT with `?digest=`); the tags list with `n`/`last` pages and `Link`; and,
+//! when switched on ([`InProcess::set_referrers_api`]), the OCI 1.1 referrers API
+//! (`GET /v2/<repo>/referrers/<digest>`, and the `OCI-Subject` header on the PUT of a
+//! manifest with a `subject`). Off, as by default, it answers that path as
+//! docker-registry 2.8 does: a plain-text 404.
 //!
 //! Like a real registry it keeps these rules, so a client that breaks them fails here:
 //! a blob PUT whose bytes do not hash to `?digest=` is refused (400 `DIGEST_INVALID`), a
@@ -16,7 +20,8 @@
 //! repository only when that repository has it; otherwise the POST starts an upload (202),
 //! the fallback the client must handle.
 //!
-//! For tests: faults ([`InProcess::fail_next`], [`InProcess::fail_when`]), a log of every
+//! For tests: faults ([`InProcess::fail_next`], [`InProcess::fail_when`]), another
+//! writer's PUT landing just after one of the client's ([`InProcess::race_next_put`]), a log of every
 //! request with the status it got ([`InProcess::requests`]), and seeding and inspection
 //! helpers that bypass HTTP. Injected 429 and 503 answers carry `Retry-After: 0`, so the
 //! client's retries do not wait out its backoff.
@@ -79,7 +84,19 @@ struct State {
     uploads: HashMap<String, (String, Vec<u8>)>,
     next_upload: u64,
     faults: Vec<Fault>,
+    /// Manifests stored under (repository, tag) right after a PUT there, and how often.
+    races: Vec<Race>,
+    referrers_api: bool,
     log: Vec<Logged>,
+}
+
+/// Another writer's PUT of `bytes` to `repo:tag`, landing right after the next `remaining`
+/// PUTs there.
+struct Race {
+    repo: String,
+    tag: String,
+    bytes: Bytes,
+    remaining: usize,
 }
 
 impl InProcess {
@@ -133,6 +150,19 @@ impl InProcess {
     /// `path_contains` with `status`; other requests are served.
     pub fn fail_when(&self, method: Option<Method>, path_contains: &str, n: usize, status: u16) {
         self.push_fault(method, Some(path_contains.to_string()), n, status);
+    }
+
+    /// Switches the referrers API (and the `OCI-Subject` header) on or off.
+    pub fn set_referrers_api(&self, on: bool) {
+        self.lock().referrers_api = on;
+    }
+
+    /// After each of the next `n` PUTs of the manifest `repo:tag` (answered as usual),
+    /// stores the OCI index `bytes` under that tag: what a concurrent writer that read the
+    /// tag before that PUT writes back.
+    pub fn race_next_put(&self, repo: &str, tag: &str, bytes: &[u8], n: usize) {
+        let race = Race { repo: repo.into(), tag: tag.into(), bytes: Bytes::copy_from_slice(bytes), remaining: n };
+        self.lock().races.push(race);
     }
 
     fn push_fault(&self, method: Option<Method>, path_contains: Option<String>, n: usize, status: u16) {
@@ -233,6 +263,7 @@ enum Route<'a> {
     Upload { repo: &'a str, id: &'a str },
     Blob { repo: &'a str, digest: &'a str },
     Tags { repo: &'a str },
+    Referrers { repo: &'a str, digest: &'a str },
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -248,6 +279,9 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
     if let Some((repo, id)) = rest.rsplit_once("/blobs/uploads/") {
         return Some(Route::Upload { repo, id });
+    }
+    if let Some((repo, digest)) = rest.rsplit_once("/referrers/").filter(|(_, d)| !d.contains('/')) {
+        return Some(Route::Referrers { repo, digest });
     }
     let (repo, digest) = rest.rsplit_once("/blobs/")?;
     Some(Route::Blob { repo, digest })
@@ -277,6 +311,7 @@ async fn handle(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> An
                 Some(Route::Blob { repo, digest }) => blob(&s, &req, repo, digest),
                 Some(Route::Upload { repo, id }) => upload(&mut s, &req, repo, id),
                 Some(Route::Tags { repo }) => tags(&s, &req, repo),
+                Some(Route::Referrers { repo, digest }) => referrers(&s, &req, repo, digest),
                 None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "not a registry v2 path"),
             }
         }
@@ -315,7 +350,17 @@ fn manifest(s: &mut State, req: &Incoming, repo: &str, reference: &str) -> Answe
                 return error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", &format!("blob unknown: {missing}"));
             }
             s.store_manifest(repo, reference, &digest, media_type, req.body.clone());
-            created(&format!("/v2/{repo}/manifests/{digest}"), &digest)
+            if let Some(i) = s.races.iter().position(|r| r.repo == repo && r.tag == reference && r.remaining > 0) {
+                let race = &mut s.races[i];
+                race.remaining -= 1;
+                let bytes = race.bytes.clone();
+                s.store_manifest(repo, reference, &digest_of(&bytes), OCI_INDEX, bytes);
+            }
+            let answer = created(&format!("/v2/{repo}/manifests/{digest}"), &digest);
+            match subject_of(&req.body).filter(|_| s.referrers_api) {
+                Some(subject) => with_headers(answer, &[("oci-subject", &subject)]),
+                None => answer,
+            }
         }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed"),
     }
@@ -415,6 +460,45 @@ fn session(repo: &str, id: &str, have: usize) -> Answer {
 /// The `Range` of an upload holding `have` bytes (`0-0` for none, as the spec has it).
 fn range(have: usize) -> String {
     format!("0-{}", have.saturating_sub(1))
+}
+
+/// The `subject` digest of a manifest, if it has one.
+fn subject_of(body: &[u8]) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(doc.get("subject")?.get("digest")?.as_str()?.to_string())
+}
+
+/// The referrers API: every manifest of `repo` whose subject is `digest`, described as
+/// the spec asks (`artifactType`, else an image manifest's config media type; the
+/// manifest's annotations), in digest order.
+fn referrers(s: &State, req: &Incoming, repo: &str, digest: &str) -> Answer {
+    if !s.referrers_api {
+        let a = ok(StatusCode::NOT_FOUND, Bytes::from_static(b"404 page not found\n"));
+        return with_headers(a, &[("content-type", "text/plain; charset=utf-8")]);
+    }
+    if *req.method != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed");
+    }
+    let mut found: Vec<(&String, serde_json::Value)> = Vec::new();
+    for ((r, d), (media_type, bytes)) in &s.manifests {
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else { continue };
+        if r != repo || doc.get("subject").and_then(|s| s.get("digest")).and_then(|d| d.as_str()) != Some(digest) {
+            continue;
+        }
+        let mut entry = serde_json::json!({ "mediaType": media_type, "digest": d, "size": bytes.len() });
+        let artifact_type = doc.get("artifactType").or_else(|| doc.get("config").and_then(|c| c.get("mediaType")));
+        if let Some(t) = artifact_type {
+            entry["artifactType"] = t.clone();
+        }
+        if let Some(a) = doc.get("annotations") {
+            entry["annotations"] = a.clone();
+        }
+        found.push((d, entry));
+    }
+    found.sort_by(|a, b| a.0.cmp(b.0));
+    let manifests: Vec<serde_json::Value> = found.into_iter().map(|(_, e)| e).collect();
+    let body = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    with_headers(ok(StatusCode::OK, Bytes::from(body.to_string())), &[("content-type", OCI_INDEX)])
 }
 
 fn tags(s: &State, req: &Incoming, repo: &str) -> Answer {

@@ -80,6 +80,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+/// A registry with the referrers API names the subject of a manifest it took (OCI 1.1).
+const OCI_SUBJECT: &str = "oci-subject";
 /// The loopback registry `ci/services.sh` starts, where the embedded default
 /// configuration publishes: only a connection refused there gets advice about it.
 const BUNDLED_REGISTRY: &str = "127.0.0.1:5000";
@@ -95,6 +97,14 @@ pub struct PushStats {
 }
 
 impl PushStats {
+    /// Adds another transfer's counts to these.
+    pub fn merge(&mut self, o: PushStats) {
+        self.blobs_uploaded += o.blobs_uploaded;
+        self.bytes_uploaded += o.bytes_uploaded;
+        self.blobs_skipped += o.blobs_skipped;
+        self.blobs_mounted += o.blobs_mounted;
+    }
+
     pub fn add(&mut self, o: BlobOutcome) {
         match o {
             BlobOutcome::Present => self.blobs_skipped += 1,
@@ -124,6 +134,8 @@ enum Source<'a> {
     Store(&'a Store, Arc<Outgoing>),
     /// Another repository, possibly on another registry: streamed through, verified.
     Remote(&'a Registry, &'a str),
+    /// Bytes in memory (an artifact's small documents), checked against the digest first.
+    Memory(&'a Bytes),
 }
 
 /// A failed attempt of a multi-request operation, and whether another may help.
@@ -257,7 +269,7 @@ impl Registry {
                 if reference.starts_with("sha256:") && digest != reference {
                     return Err(self.digest_error(&what, reference, &digest));
                 }
-                Ok(Some(Descriptor { media_type, digest, size }))
+                Ok(Some(Descriptor::new(media_type, digest, size)))
             }
             // Not enough in the headers to describe it: fetch it and hash it ourselves.
             _ => self.get_manifest(repo, reference).await.map(|(d, _)| Some(d)).map_err(not_a_miss),
@@ -286,9 +298,7 @@ impl Registry {
                 StatusCode::NOT_FOUND if tags.is_empty() => return Ok(None),
                 s => return Err(not_a_miss(self.status_error(&what, s, None))),
             }
-            let next = header_str(resp.headers(), "link")
-                .filter(|l| l.contains("rel=\"next\""))
-                .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()));
+            let next = next_page(resp.headers());
             let body = resp.bytes().await.map_err(|e| self.transport_error(&what, &e, 1))?;
             let list: TagList = serde_json::from_slice(&body)
                 .map_err(|e| Error::failure(format!("registry {}: {what}: not a tag list: {e}", self.host)))?;
@@ -512,6 +522,13 @@ impl Registry {
 
     /// GETs a manifest (any accepted type), verifying its digest. Bounded in size.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Descriptor, Bytes)> {
+        self.find_manifest(repo, reference).await?.ok_or_else(|| {
+            Error::failure(format!("{}/{repo}:{reference} does not exist (GET manifest answered HTTP 404)", self.host))
+        })
+    }
+
+    /// [`Registry::get_manifest`], with `Ok(None)` for a clear "not found" (404).
+    pub async fn find_manifest(&self, repo: &str, reference: &str) -> Result<Option<(Descriptor, Bytes)>> {
         check_repo(repo)?;
         check_reference(reference)?;
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
@@ -521,10 +538,7 @@ impl Registry {
         let mut resp = self.send(&what, &scopes(repo, false, None), &make).await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
-            return Err(Error::failure(format!(
-                "{}/{repo}:{reference} does not exist (GET manifest answered HTTP 404)",
-                self.host
-            )));
+            return Ok(None);
         }
         if status != StatusCode::OK {
             let body = resp.text().await.ok();
@@ -570,7 +584,7 @@ impl Registry {
             }
         };
         let size = body.len() as u64;
-        Ok((Descriptor { media_type, digest, size }, Bytes::from(body)))
+        Ok(Some((Descriptor::new(media_type, digest, size), Bytes::from(body))))
     }
 
     /// PUTs manifest bytes exactly as given under `reference` (a tag, or the digest of the
@@ -582,6 +596,18 @@ impl Registry {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Descriptor> {
+        self.put_manifest_answer(repo, reference, media_type, bytes).await.map(|(d, _)| d)
+    }
+
+    /// [`Registry::put_manifest`], also giving the registry's `OCI-Subject` header: the
+    /// subject digest a registry with the referrers API says it indexed the manifest under.
+    pub async fn put_manifest_answer(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(Descriptor, Option<String>)> {
         check_repo(repo)?;
         check_reference(reference)?;
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
@@ -616,7 +642,8 @@ impl Registry {
                 return Err(self.digest_error(&what, &digest, &theirs));
             }
         }
-        Ok(Descriptor { media_type: media_type.to_string(), digest, size })
+        let subject = header_str(resp.headers(), OCI_SUBJECT);
+        Ok((Descriptor::new(media_type, digest, size), subject))
     }
 
     // ---- blobs ----
@@ -640,6 +667,22 @@ impl Registry {
         }
         let outgoing = Arc::new(Outgoing::new(blob));
         self.transfer_blob(Source::Store(store, outgoing), repo, blob, mount_from).await
+    }
+
+    /// Makes `blob` present in `repo` from `bytes` in memory: skipped if there, else
+    /// uploaded. The bytes must be the blob's (checked before anything is sent).
+    pub async fn push_bytes(&self, repo: &str, blob: &Descriptor, bytes: &Bytes) -> Result<BlobOutcome> {
+        digest_hex(&blob.digest)?;
+        if digest_of(bytes) != blob.digest || bytes.len() as u64 != blob.size {
+            return Err(Error::failure(format!(
+                "pushing {} to {}/{repo}: the bytes given are not that blob's ({} bytes, {})",
+                blob.digest,
+                self.host,
+                bytes.len(),
+                digest_of(bytes)
+            )));
+        }
+        self.transfer_blob(Source::Memory(bytes), repo, blob, None).await
     }
 
     /// Makes `blob` present in `repo` with its bytes from `src_repo` on `src` (another
@@ -763,6 +806,18 @@ impl Registry {
                     let resp =
                         cell.lock().unwrap().take().ok_or_else(|| Error::failure("the source stream was used"))?;
                     let stream = resp.bytes_stream().inspect(move |_| *progress.lock().unwrap() = Instant::now());
+                    Ok(reqwest::Body::wrap_stream(stream))
+                };
+                self.finish_upload(repo, blob, location, sc, &make).await
+            }
+            Source::Memory(bytes) => {
+                let make = move |progress: Arc<Mutex<Instant>>| -> Result<reqwest::Body> {
+                    let chunks: Vec<std::io::Result<Bytes>> = (0..bytes.len())
+                        .step_by(64 << 10)
+                        .map(|at| Ok(bytes.slice(at..bytes.len().min(at + (64 << 10)))))
+                        .collect();
+                    let stream =
+                        futures::stream::iter(chunks).inspect(move |_| *progress.lock().unwrap() = Instant::now());
                     Ok(reqwest::Body::wrap_stream(stream))
                 };
                 self.finish_upload(repo, blob, location, sc, &make).await
@@ -1366,6 +1421,14 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
 }
 
+/// The `rel="next"` target of a `Link` header (RFC 5988), which paginated lists (tags,
+/// referrers) give while there is more.
+fn next_page(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, "link")
+        .filter(|l| l.contains("rel=\"next\""))
+        .and_then(|l| Some(l[l.find('<')? + 1..l.find('>')?].to_string()))
+}
+
 fn strip_params(t: String) -> String {
     t.split(';').next().unwrap_or_default().trim().to_string()
 }
@@ -1403,7 +1466,7 @@ mod tests {
     }
 
     fn d(n: u8) -> Descriptor {
-        Descriptor { media_type: OCI_MANIFEST.into(), digest: digest_of(&[n]), size: 10 + n as u64 }
+        Descriptor::new(OCI_MANIFEST, digest_of(&[n]), 10 + n as u64)
     }
 
     /// The futures can be spawned on a multi-threaded runtime.
@@ -1417,6 +1480,10 @@ mod tests {
         is_send(r.fetch_image(s, "a", "b", p));
         is_send(r.push_blob(s, "a", d, Some("b")));
         is_send(r.copy_blob(r, "a", "b", d));
+        let artifact = referrers::Artifact::new("application/spdx+json", d);
+        is_send(r.put_referrer("a", &artifact));
+        is_send(r.referrers("a", "b"));
+        is_send(r.add_referrers("a", "b", &[]));
     }
 
     #[test]

@@ -80,17 +80,23 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start(auth: Auth) -> TestRegistry {
-        TestRegistry::start_with(auth, "")
+        TestRegistry::start_with(auth, "", false)
+    }
+
+    /// An anonymous registry that writes an access log line per request to its log, so a
+    /// test can count what a client sent it ([`TestRegistry::writes`]).
+    pub fn start_logged() -> TestRegistry {
+        TestRegistry::start_with(Auth::None, "", true)
     }
 
     /// An anonymous registry that answers reads and refuses every write (docker-registry's
     /// read-only maintenance mode): a push to it fails after `/v2/` said all is well.
     pub fn start_read_only() -> TestRegistry {
-        TestRegistry::start_with(Auth::None, "  maintenance:\n    readonly:\n      enabled: true\n")
+        TestRegistry::start_with(Auth::None, "  maintenance:\n    readonly:\n      enabled: true\n", false)
     }
 
     /// `storage` is more YAML for the config's `storage:` section, indented two spaces.
-    fn start_with(auth: Auth, storage: &str) -> TestRegistry {
+    fn start_with(auth: Auth, storage: &str, access_log: bool) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -110,8 +116,9 @@ impl TestRegistry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    \
              rootdirectory: {}\n  delete:\n    enabled: true\n{storage}http:\n  addr: {addr}\n  secret: archfarm-test-secret\n{auth_yaml}",
+            !access_log,
             dir.path().join("data").display()
         );
         let cfg = dir.path().join("config.yml");
@@ -137,6 +144,16 @@ impl TestRegistry {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The writing requests (PUT, POST, PATCH, DELETE) in the access log so far (a
+    /// registry from [`TestRegistry::start_logged`]).
+    pub fn writes(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| ["\"PUT /v2/", "\"POST /v2/", "\"PATCH /v2/", "\"DELETE /v2/"].iter().any(|m| l.contains(m)))
+            .map(String::from)
+            .collect()
     }
 }
 

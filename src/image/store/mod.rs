@@ -538,7 +538,7 @@ impl BlobWriter {
         if !fs::metadata(&dest).is_ok_and(|m| m.len() == self.size) {
             crate::support::fs::persist(self.tmp, &dest)?;
         }
-        Ok(Descriptor { media_type: media_type.to_string(), digest, size: self.size })
+        Ok(Descriptor::new(media_type, digest, self.size))
     }
 }
 
