@@ -199,8 +199,10 @@ fn copy_carries_every_referrer_and_cosign_tag_and_a_failed_carry_moves_no_tag() 
             r.push_image(&store, src, "amd64-1", &store.image(&make_image(&store, "amd64", 1)).unwrap()).await.unwrap();
         let arm =
             r.push_image(&store, src, "arm64-1", &store.image(&make_image(&store, "arm64", 1)).unwrap()).await.unwrap();
-        let index =
-            r.put_index(src, "idx", &[(linux("amd64"), amd.clone()), (linux("arm64"), arm.clone())]).await.unwrap();
+        let index = r
+            .put_index(src, "idx", &[(linux("amd64"), amd.clone()), (linux("arm64"), arm.clone())], &Default::default())
+            .await
+            .unwrap();
         // By archfarm: an SBOM of the amd64 image, and a signature bundle of that SBOM.
         let sbom = Artifact::new("application/spdx+json", &amd)
             .blob("application/spdx+json", br#"{"spdxVersion":"SPDX-2.3"}"#.to_vec())
