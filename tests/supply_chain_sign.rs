@@ -2,7 +2,8 @@
 //! `release --sign` against a docker-registry of the test's own, with keys made by
 //! openssl, every signature checked independently by Python's `cryptography` over the
 //! payload bytes it fetches itself (plain HTTP), tampering and wrong keys refused, reruns
-//! that write nothing, and the private key found in no output and no file archfarm wrote.
+//! that write nothing, and the private key found in no output and no file archfarm wrote;
+//! DSSE envelopes checked both ways with securesystemslib.
 
 mod common;
 mod publish_support;
@@ -381,4 +382,62 @@ fn sign_keeps_other_keys_signatures_and_verify_names_a_missing_one() {
         let out = archfarm(&["verify", &image, "--key", p]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
+}
+
+/// Verifies the envelope file argv[1] with securesystemslib (public key argv[2], keyid
+/// argv[3]), then checks that a changed payload is refused; writes an envelope of its
+/// own, signed with `cryptography` over the PAE with the private key argv[4], to argv[5].
+const DSSE_CHECK: &str = r#"
+import base64, json, sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from securesystemslib.dsse import Envelope
+from securesystemslib.exceptions import VerificationError
+from securesystemslib.signer import SSlibKey
+env_file, pub, keyid, private, out = sys.argv[1:6]
+key = SSlibKey.from_crypto(serialization.load_pem_public_key(open(pub, "rb").read()), keyid=keyid)
+env = Envelope.from_dict(json.load(open(env_file)))
+assert env.payload_type == "application/vnd.in-toto+json" and env.payload == b'{"_type":"test"}', env
+assert keyid in env.verify([key], 1)
+env.payload = b'{"_type":"tampered"}'
+try:
+    env.verify([key], 1)
+    raise SystemExit("a changed payload verified")
+except VerificationError:
+    pass
+signer = serialization.load_pem_private_key(open(private, "rb").read(), None)
+payload = b'{"from":"python"}'
+pae = b"DSSEv1 %d %s %d %s" % (len("text/plain"), b"text/plain", len(payload), payload)
+sig = signer.sign(pae, ec.ECDSA(hashes.SHA256()))
+json.dump({"payloadType": "text/plain", "payload": base64.b64encode(payload).decode(),
+           "signatures": [{"sig": base64.b64encode(sig).decode()}]}, open(out, "w"))
+"#;
+
+#[test]
+fn dsse_envelopes_verify_with_securesystemslib_and_the_other_way_round() {
+    let have = Command::new("python3").args(["-c", "import securesystemslib.dsse"]).status().is_ok_and(|s| s.success());
+    if !have {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "python3 securesystemslib missing");
+        eprintln!("SKIP dsse: python3 securesystemslib missing; run ci/python-tools.sh");
+        return;
+    }
+    use archfarm::trust::{dsse, keys};
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, pub_file) = keypair(dir.path(), "k");
+    let key = keys::SigningKey::load(&key_file).unwrap();
+    let env = dsse::sign("application/vnd.in-toto+json", br#"{"_type":"test"}"#, Some(&key)).unwrap();
+    let env_file = dir.path().join("env.json");
+    std::fs::write(&env_file, env.to_json()).unwrap();
+    let theirs = dir.path().join("theirs.json");
+    let out = Command::new("python3")
+        .args(["-c", DSSE_CHECK, env_file.to_str().unwrap(), &pub_file, key.key_id(), &key_file])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "securesystemslib: {}", stderr(&out));
+    let theirs: dsse::Envelope = serde_json::from_slice(&std::fs::read(&theirs).unwrap()).unwrap();
+    let public = keys::VerifyingKey::load(&pub_file).unwrap();
+    assert_eq!(theirs.verify(&public).unwrap(), br#"{"from":"python"}"#);
+    let (_, other) = keypair(dir.path(), "other");
+    assert!(theirs.verify(&keys::VerifyingKey::load(&other).unwrap()).is_err());
 }
