@@ -23,9 +23,11 @@ mod push;
 mod rebuild;
 mod report;
 pub mod selection;
+mod sign;
 mod stitch;
 pub mod store;
 mod test;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use crate::plan;
 use crate::recipe::catalog;
 use crate::recipe::config::{Config, Overrides};
 use crate::support::error::{Error, Result};
+use crate::trust::keys::SigningKey;
 
 #[derive(Debug, Parser)]
 #[command(name = "archfarm", version, about = "Cross-architecture container image build farm")]
@@ -110,6 +113,10 @@ pub enum Command {
         /// per platform; one final `archfarm stitch` writes the tags).
         #[arg(long, requires = "push")]
         no_stitch: bool,
+        /// With --push: sign each canonical index written and its platform manifests
+        /// (cosign format) with this PEM P-256 private key: a file, or env://NAME.
+        #[arg(long, value_name = "KEY", requires = "push", conflicts_with = "no_stitch")]
+        sign: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -257,6 +264,10 @@ pub enum Command {
         /// Also write the release record (JSON) to FILE.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Sign each released index and its platform manifests (cosign format) with this
+        /// PEM P-256 private key: a file, or env://NAME.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<String>,
     },
     /// Upkeep of the local store: `gc` removes what nothing needs, `verify` checks
     /// every blob and memo entry (docs/ARCHITECTURE.md, "The store's upkeep").
@@ -272,6 +283,30 @@ pub enum Command {
         /// host[:port]/repository[:tag]
         #[arg(value_name = "DST")]
         destination: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign an image (the index and every platform manifest) in cosign's key-based format,
+    /// stored under the `sha256-<digest>.sig` tags; signatures already there are kept.
+    Sign {
+        /// host[:port]/repository[:tag|@digest]
+        #[arg(value_name = "REF")]
+        image: String,
+        /// The PEM PKCS#8 P-256 private key: a file, or env://NAME.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the index and every platform manifest carry a valid signature by the
+    /// key; exit 1 naming each manifest and what failed.
+    Verify {
+        /// host[:port]/repository[:tag|@digest]
+        #[arg(value_name = "REF")]
+        image: String,
+        /// The PEM public key (`openssl pkey -pubout`): a file, or env://NAME.
+        #[arg(long, value_name = "PUB")]
+        key: String,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +338,8 @@ pub async fn run(cli: Cli) -> Result<bool> {
             return publish::copy(&config, &source, &destination, json).await
         }
         Command::Store { command } => return store::run(&config, command),
+        Command::Sign { image, key, json } => return sign::run(&config, &image, &key, json).await,
+        Command::Verify { image, key, json } => return verify::run(&config, &image, &key, json).await,
         other => other,
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
@@ -315,9 +352,10 @@ pub async fn run(cli: Cli) -> Result<bool> {
         }
         Command::List { json, .. } => list::run(config, &catalog, progress, json, bases).await,
         Command::Hash { image, platform } => hash::run(&config, &catalog, &image, platform.as_deref(), bases).await,
-        Command::Build { names, platform, push, no_stitch, json } => {
+        Command::Build { names, platform, push, no_stitch, sign, json } => {
+            let sign = sign.as_deref().map(SigningKey::load).transpose()?.map(Arc::new);
             let farm = Arc::new(Farm::new(config, progress)?);
-            let opts = BuildOptions { push, no_stitch, ..Default::default() };
+            let opts = BuildOptions { push, no_stitch, sign, ..Default::default() };
             build::run(farm, &catalog, &names, platform.as_deref(), &opts, json, bases).await
         }
         Command::Assemble { image, platform, output, json } => {
@@ -353,16 +391,19 @@ pub async fn run(cli: Cli) -> Result<bool> {
             let farm = Farm::new(config, progress)?;
             stitch::run(&farm, &catalog, &names, platform.as_deref(), staging.as_deref(), json, bases).await
         }
-        Command::Release { version, names, to, latest, dry_run, json, record } => {
+        Command::Release { version, names, to, latest, dry_run, json, record, sign } => {
+            let sign = sign.as_deref().map(SigningKey::load).transpose()?.map(Arc::new);
             let farm = Farm::new(config, progress)?;
-            publish::release(&farm, &catalog, &names, bases, &version, to.as_deref(), latest, dry_run, json, record)
-                .await
+            let to = to.as_deref();
+            publish::release(&farm, &catalog, &names, bases, &version, to, latest, dry_run, json, record, sign).await
         }
         Command::Builders { .. }
         | Command::Binfmt { .. }
         | Command::Login { .. }
         | Command::Copy { .. }
-        | Command::Store { .. } => Err(Error::failure("internal: this command runs before the catalog is read")),
+        | Command::Store { .. }
+        | Command::Sign { .. }
+        | Command::Verify { .. } => Err(Error::failure("internal: this command runs before the catalog is read")),
     }
 }
 

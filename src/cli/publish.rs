@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::cli::planning::{make_plan, require_resolved, resolve_names, BaseFlags};
 use crate::farm::Farm;
@@ -14,6 +15,7 @@ use crate::registry::auth::{self, Credential, Stored};
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
 use crate::support::secret::Secret;
+use crate::trust::keys::SigningKey;
 
 /// `archfarm login REGISTRY -u USER --password-stdin`.
 pub async fn login(config: &Config, server: &str, username: &str, password_stdin: bool) -> Result<bool> {
@@ -53,8 +55,8 @@ pub async fn login(config: &Config, server: &str, username: &str, password_stdin
 
 /// `archfarm copy SRC DST`.
 pub async fn copy(config: &Config, source: &str, destination: &str, json: bool) -> Result<bool> {
-    let from = copy::parse_image("source", source)?;
-    let to = copy::parse_image("destination", destination)?;
+    let from = copy::parse_image("copy source", source)?;
+    let to = copy::parse_image("copy destination", destination)?;
     let src = Registry::new(&RegistryRef::serving(&from, &config.insecure_registries))?;
     let dst = if to.registry == from.registry {
         src.clone()
@@ -96,6 +98,7 @@ pub async fn release(
     dry_run: bool,
     json: bool,
     record: Option<PathBuf>,
+    sign: Option<Arc<SigningKey>>,
 ) -> Result<bool> {
     let names = resolve_names(catalog, names)?;
     let plan = make_plan(farm, catalog, &names, &PlatformChoice::Defaults, bases).await?;
@@ -106,8 +109,8 @@ pub async fn release(
         Some(t) => Some(RegistryRef::parse(t, &config.insecure_registries).map_err(|e| e.context("--to"))?),
         None => None,
     };
-    let opts = ReleaseOptions { version: version.to_string(), to, latest, dry_run };
-    let report = release::release(config, &images, &opts).await?;
+    let opts = ReleaseOptions { version: version.to_string(), to, latest, dry_run, sign };
+    let report = release::release(config, &farm.store, &images, &opts).await?;
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     if let Some(path) = &record {
         write_record(path, &text)?;
@@ -119,7 +122,10 @@ pub async fn release(
             println!("{} {} {}", r.tag, r.digest, r.action);
         }
     }
-    if report.unchanged() {
+    if let Some(n) = report.signatures_written {
+        eprintln!("{n} signature(s) written");
+    }
+    if report.unchanged() && report.signatures_written.unwrap_or(0) == 0 {
         eprintln!("nothing to do: {version} is already released for every image");
     } else if dry_run {
         eprintln!("dry run: every check passed, nothing was written");

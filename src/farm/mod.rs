@@ -35,6 +35,7 @@ use crate::publish::preupload::Preupload;
 use crate::recipe::config::Config;
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
+use crate::trust::keys::SigningKey;
 
 /// How many images are stitched at once.
 pub const STITCH_CONCURRENCY: usize = 16;
@@ -176,6 +177,8 @@ pub struct BuildOptions {
     /// With `push`: publish every platform by key but write no canonical tag (CI jobs
     /// that each push one platform; `archfarm stitch` writes the tag once, at the end).
     pub no_stitch: bool,
+    /// With `push`: sign each canonical index written, and its children, with this key.
+    pub sign: Option<Arc<SigningKey>>,
 }
 
 /// What [`Farm::stitch_complete`] did for one image.
@@ -350,10 +353,11 @@ impl Farm {
         let mut tags = Vec::new();
         if opts.push && !opts.no_stitch {
             // Stitches are independent: run them concurrently (bounded), report in plan order.
-            let stitched: Vec<_> = futures::stream::iter(plan.images.iter().map(|image| self.stitch(image, &jobs)))
-                .buffered(STITCH_CONCURRENCY)
-                .collect()
-                .await;
+            let stitched: Vec<_> =
+                futures::stream::iter(plan.images.iter().map(|image| self.stitch(image, &jobs, opts.sign.as_deref())))
+                    .buffered(STITCH_CONCURRENCY)
+                    .collect()
+                    .await;
             for (image, result) in plan.images.iter().zip(stitched) {
                 match result {
                     Ok(Some(t)) => tags.push(t),
@@ -583,8 +587,13 @@ impl Farm {
     }
 
     /// Writes the canonical index of `image` once every planned platform is in the
-    /// registry; `None` when a platform failed.
-    async fn stitch(&self, image: &crate::plan::ImagePlan, jobs: &[JobReport]) -> Result<Option<TagReport>> {
+    /// registry (and signs it and its children when given a key); `None` when a platform failed.
+    async fn stitch(
+        &self,
+        image: &crate::plan::ImagePlan,
+        jobs: &[JobReport],
+        sign: Option<&SigningKey>,
+    ) -> Result<Option<TagReport>> {
         for (_, key) in &image.platforms {
             let Some(j) = jobs.iter().find(|j| j.image == image.name && &j.key == key) else { return Ok(None) };
             if j.outcome == Outcome::Failed {
@@ -592,13 +601,34 @@ impl Farm {
             }
         }
         match self.stitch_complete(image).await? {
-            Stitched::Written(t) => Ok(Some(t)),
+            Stitched::Written(t) => {
+                if let Some(key) = sign {
+                    self.sign_index(&image.name, &t.digest, key).await?;
+                }
+                Ok(Some(t))
+            }
             Stitched::Missing(missing) => Err(Error::failure(format!(
                 "{} for {} is not in the registry after push",
                 image.name,
                 missing.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
             ))),
         }
+    }
+
+    /// Signs the index `digest` of `image` and every child it lists, as the registry has
+    /// them (cosign format; a signature already there by the key is not written again).
+    async fn sign_index(&self, image: &str, digest: &str, key: &SigningKey) -> Result<()> {
+        let repo = self.config.registry.repository(image);
+        let (_, bytes) = self.registry.get_manifest(&repo, digest).await?;
+        let index: crate::image::oci::IndexDoc = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::failure(format!("{image}: the index {digest} just written does not parse: {e}")))?;
+        let mut subjects = vec![digest.to_string()];
+        subjects.extend(index.manifests.into_iter().map(|c| c.digest));
+        let done = crate::trust::cosign::sign_all(&self.registry, &self.store, &repo, &subjects, key).await?;
+        let written = done.iter().filter(|s| **s != crate::trust::cosign::Signed::Present).count();
+        let host = &self.config.registry.host;
+        self.progress.note(&format!("signed {host}/{repo}@{digest} and its children ({written} signature(s) written)"));
+        Ok(())
     }
 
     /// Writes the canonical index of `image` when every planned platform's manifest is

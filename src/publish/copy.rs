@@ -23,17 +23,18 @@ use crate::publish::attached::{self, AttachedRecord};
 use crate::registry::{BlobOutcome, PushStats, Registry, BLOB_CONCURRENCY};
 use crate::support::error::{Error, Result};
 
-/// An image as `archfarm copy` takes it (`role` is `source` or `destination`):
+/// An image as `archfarm copy`, `sign` and `verify` take it:
 /// `[docker://]host[:port]/repository[:tag][@sha256:digest]`, a [`Reference`] that names
 /// its registry (a copy between registries says which ones).
+/// `role` starts each message: `copy source`, `sign REF`.
 pub fn parse_image(role: &str, text: &str) -> Result<Reference> {
     let t = text.trim();
     let t = t.strip_prefix("docker://").unwrap_or(t);
     let expected = "expected host[:port]/repository[:tag|@sha256:digest], e.g. 127.0.0.1:5000/archfarm/uname:v1";
-    let r = Reference::parse(t).map_err(|e| Error::usage(format!("copy {role}: {}; {expected}", e.message())))?;
+    let r = Reference::parse(t).map_err(|e| Error::usage(format!("{role}: {}; {expected}", e.message())))?;
     if !reference::names_registry(t) {
         return Err(Error::usage(format!(
-            "copy {role}: '{t}' does not name its registry (the first part must be a registry host, e.g. \
+            "{role}: '{t}' does not name its registry (the first part must be a registry host, e.g. \
              docker.io/{}); {expected}",
             r.repository
         )));
@@ -351,20 +352,20 @@ mod tests {
 
     #[test]
     fn images_are_references_that_name_their_registry() {
-        let r = parse_image("source", "127.0.0.1:5000/ns/img:v1").unwrap();
+        let r = parse_image("copy source", "127.0.0.1:5000/ns/img:v1").unwrap();
         assert_eq!((r.registry.as_str(), r.repository.as_str(), r.lookup()), ("127.0.0.1:5000", "ns/img", "v1"));
-        let r = parse_image("source", "docker://reg.example/a/b").unwrap();
+        let r = parse_image("copy source", "docker://reg.example/a/b").unwrap();
         assert_eq!(r.lookup(), "latest");
         let d = format!("sha256:{}", "a".repeat(64));
-        let r = parse_image("destination", &format!("localhost:5000/x@{d}")).unwrap();
+        let r = parse_image("copy destination", &format!("localhost:5000/x@{d}")).unwrap();
         assert_eq!((r.lookup(), r.tag_or_latest()), (d.as_str(), None));
         assert_eq!(r.to_string(), format!("localhost:5000/x@{d}"));
-        let r = parse_image("destination", &format!("localhost:5000/x:v2@{d}")).unwrap();
+        let r = parse_image("copy destination", &format!("localhost:5000/x:v2@{d}")).unwrap();
         assert_eq!((r.lookup(), r.tag_or_latest()), (d.as_str(), Some("v2")));
-        let r = parse_image("source", "docker.io/busybox:1").unwrap();
+        let r = parse_image("copy source", "docker.io/busybox:1").unwrap();
         assert_eq!((r.api_host(), r.repository.as_str()), ("registry-1.docker.io", "library/busybox"));
         for bad in ["img:v1", "ns/img", "127.0.0.1:5000/", "127.0.0.1:5000/Upper:v1"] {
-            let e = parse_image("source", bad).unwrap_err();
+            let e = parse_image("copy source", bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(e.message().starts_with("copy source: ") && e.message().contains("e.g. 127.0.0.1:5000"), "{bad}");
         }
@@ -378,7 +379,7 @@ mod tests {
             ("h.io/x@latest", "not algorithm:hex"),
             ("h.io/x:v1@sha256:abc", "64 lowercase hex"),
         ] {
-            let e = parse_image("destination", bad).unwrap_err();
+            let e = parse_image("copy destination", bad).unwrap_err();
             assert!(
                 e.message().starts_with("copy destination: ") && e.message().contains(says),
                 "{bad}: {}",
@@ -399,7 +400,7 @@ mod tests {
             fn copy_images_agree_with_references(text in "(docker://)?[a-zA-Z0-9:/@._\\[\\]-]{0,40}") {
                 let bare = text.strip_prefix("docker://").unwrap_or(&text);
                 let want = Reference::parse(bare).ok().filter(|_| reference::names_registry(bare));
-                prop_assert_eq!(parse_image("source", &text).ok(), want);
+                prop_assert_eq!(parse_image("copy source", &text).ok(), want);
             }
         }
     }

@@ -20,16 +20,26 @@
 //! canonical tag does (its digest, its signatures, its referrers). An index that says
 //! which version it is (`org.opencontainers.image.version`, stitched from archfarm.yaml
 //! `annotations:`) must say VERSION, or nothing is released.
+//!
+//! With a signing key, phase 4 signs every released index and child in the target
+//! (cosign's `.sig` tags, `trust::cosign`), after the tags are written: a signature
+//! vouches for content that is already complete there. A signature by the same key is
+//! never written twice, so a rerun writes nothing.
+
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::image::store::Store;
 use crate::plan::ImagePlan;
 use crate::publish::attached::{self, Attached, AttachedRecord, TargetPlan};
 use crate::publish::copy::{self, PlatformDigest, SourceImage};
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
+use crate::trust::cosign::{self, Signed};
+use crate::trust::keys::SigningKey;
 
 /// How many images are checked and copied at once.
 pub const IMAGE_CONCURRENCY: usize = 32;
@@ -44,6 +54,8 @@ pub struct ReleaseOptions {
     pub to: Option<RegistryRef>,
     pub latest: bool,
     pub dry_run: bool,
+    /// Sign what was released with this key.
+    pub sign: Option<Arc<SigningKey>>,
 }
 
 /// One image's release record.
@@ -77,6 +89,9 @@ pub struct ReleaseReport {
     pub registry: String,
     pub dry_run: bool,
     pub images: Vec<ReleaseRecord>,
+    /// With a signing key: how many signatures were written (0 when every one was there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures_written: Option<usize>,
 }
 
 impl ReleaseReport {
@@ -97,7 +112,13 @@ struct Checked {
     target_plan: Option<TargetPlan>,
 }
 
-pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOptions) -> Result<ReleaseReport> {
+/// Releases `images` as `opts` says; signature blobs pass through `store`.
+pub async fn release(
+    config: &Config,
+    store: &Store,
+    images: &[ImagePlan],
+    opts: &ReleaseOptions,
+) -> Result<ReleaseReport> {
     crate::registry::check_reference(&opts.version)
         .map_err(|e| Error::usage(format!("release VERSION: {}", e.message())))?;
     if opts.version.starts_with("sha256:") {
@@ -284,10 +305,33 @@ pub async fn release(config: &Config, images: &[ImagePlan], opts: &ReleaseOption
         .buffered(IMAGE_CONCURRENCY)
         .try_collect()
         .await?;
+
+    // 4. Signatures, over what the tags now point at.
+    let signatures_written = match (&opts.sign, opts.dry_run) {
+        (Some(key), false) => {
+            let written: Vec<usize> = futures::stream::iter(checked.iter().map(|c| {
+                let (dst, target) = (&dst, &target);
+                async move {
+                    let mut subjects = vec![c.image.desc.digest.clone()];
+                    subjects.extend(c.image.children.iter().map(|(_, d, _)| d.digest.clone()));
+                    let done = cosign::sign_all(dst, store, &target.repository(&c.plan.name), &subjects, key)
+                        .await
+                        .map_err(|e| e.context(format!("{}: released, but not signed", c.plan.name)))?;
+                    Ok::<_, Error>(done.iter().filter(|s| **s != Signed::Present).count())
+                }
+            }))
+            .buffer_unordered(IMAGE_CONCURRENCY)
+            .try_collect()
+            .await?;
+            Some(written.iter().sum())
+        }
+        _ => None,
+    };
     Ok(ReleaseReport {
         version: opts.version.clone(),
         registry: format!("{}/{}", target.host, target.namespace).trim_end_matches('/').to_string(),
         dry_run: opts.dry_run,
         images: records,
+        signatures_written,
     })
 }

@@ -990,8 +990,8 @@ impl Registry {
     }
 
     /// Downloads one blob into the store, verified; returns its size. A fault mid-stream
-    /// starts the download again (bounded).
-    async fn fetch_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<u64> {
+    /// starts the download again (bounded). Also how `trust` reads signature payloads.
+    pub async fn fetch_blob(&self, store: &Store, repo: &str, blob: &Descriptor) -> Result<u64> {
         let attempts = crate::support::retry::attempts();
         let mut attempt = 0;
         loop {
