@@ -2,3 +2,6 @@
 //! Signing keys, cosign-compatible signatures, DSSE envelopes, SLSA provenance and SBOMs,
 //! attached to images as OCI referrers. Imports `support`, `image`, `recipe`, `plan`,
 //! `registry`, `engine` and `build` only.
+
+pub mod provenance;
+pub mod sbom;
