@@ -27,6 +27,9 @@ use archfarm::trust::{provenance, sbom};
 
 const STATUS: &str = "Package: busybox-static\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.35.0-4+b3\n\nPackage: removed-one\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 9\n\nPackage: archfarm-demo\nStatus: install ok installed\nArchitecture: all\nVersion: 2.0-1\n";
 
+const APK: &str =
+    "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\nL:GPL-2.0-only WITH odd\n\n";
+
 /// Runs `script` with python3 on `file`, returning its stdout; fails with its stderr.
 fn python(script: &str, file: &Path) -> String {
     let out = Command::new("python3").args(["-c", script, file.to_str().unwrap()]).output().unwrap();
@@ -76,8 +79,11 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
         return;
     }
     let repo = Repo::new("attest");
-    repo.write("images/dpkg-app/Dockerfile", "FROM archfarm.local/images/base/busybox\nARG FLAVOUR=plain\nRUN --mount=type=secret,id=token true\nCOPY status /var/lib/dpkg/status\n");
+    repo.write("images/dpkg-app/Dockerfile", "FROM archfarm.local/images/base/busybox\nARG FLAVOUR=plain\nRUN --mount=type=secret,id=token true\nCOPY status /var/lib/dpkg/status\nCOPY installed /lib/apk/db/installed\n");
     repo.write("images/dpkg-app/status", STATUS);
+    repo.write("images/dpkg-app/installed", APK);
+    // The engine writes the removal as a whiteout (`lib/.wh.apk`) in the child's layer.
+    repo.write("images/dpkg-gone/Dockerfile", "FROM archfarm.local/images/dpkg-app\nRUN rm -r /lib/apk\n");
     let secret = repo.path().join("token.txt");
     std::fs::write(&secret, "s3cr3t-value-never-in-documents").unwrap();
     repo.write(
@@ -88,7 +94,7 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
         ),
     );
     let amd64 = "linux/amd64";
-    let report = repo.json(&["build", "dpkg-app", "pkg-shell", "--platform", amd64, "--json"]);
+    let report = repo.json(&["build", "dpkg-app", "dpkg-gone", "pkg-shell", "--platform", amd64, "--json"]);
 
     let config =
         Config::load(repo.path(), &Overrides { store: Some(repo.path().join("store")), ..Overrides::default() })
@@ -101,9 +107,12 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
     let docker_version = stdout(&docker(&["version", "--format", "{{.Server.Version}}"]));
     let docs = tempfile::tempdir().unwrap();
 
-    for (image, wanted) in [
-        ("pkg-shell", vec!["bash", "jq", "libjq1", "libc6"]),
-        ("dpkg-app", vec!["busybox-static 1:1.35.0-4+b3", "archfarm-demo 2.0-1"]),
+    let dpkg = ["busybox-static 1:1.35.0-4+b3", "archfarm-demo 2.0-1"];
+    let apk = ["musl 1.2.4-r2", "busybox 1.36.1-r5"];
+    for (image, wanted, absent) in [
+        ("pkg-shell", vec!["bash", "jq", "libjq1", "libc6"], vec!["removed-one"]),
+        ("dpkg-app", [dpkg, apk].concat(), vec!["removed-one"]),
+        ("dpkg-gone", dpkg.to_vec(), vec!["removed-one", "musl", "busybox"]),
     ] {
         let job_report = jobs_by(&report, image).remove(0);
         let (_, job) = rt.block_on(plan_one(&farm, &catalog, image, &platform, &BaseFlags::default())).unwrap();
@@ -151,7 +160,9 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
             };
             assert!(found, "{image}: {w} is not in the SBOM:\n{listed}");
         }
-        assert!(!listed.contains("removed-one"), "{image}: a removed package is not listed");
+        for a in &absent {
+            assert!(!listed.lines().any(|l| l.split(' ').next() == Some(a)), "{image}: {a} is listed:\n{listed}");
+        }
         if let Some(r) = &packages {
             for d in &r.debs {
                 assert!(
@@ -191,6 +202,8 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
             let ext = &v["predicate"]["buildDefinition"]["externalParameters"];
             assert_eq!(ext["buildArgs"]["FLAVOUR"], "tasty");
             assert_eq!(ext["secrets"], serde_json::json!(["token"]));
+        }
+        if image != "pkg-shell" {
             let parent = deps.iter().find(|d| d["annotations"]["archfarm.dependency"] == "parent").unwrap();
             let (_, base) = parents.iter().next().unwrap();
             assert_eq!(format!("sha256:{}", parent["digest"]["sha256"].as_str().unwrap()), base.stored.manifest.digest);

@@ -128,11 +128,12 @@ fn route(job: &Job, route: Route) -> &'static str {
     }
 }
 
+/// The fleet builder's name (`builders:`), or the assembler, which runs in archfarm.
 fn builder_id(produced: &Produced) -> String {
     match (&produced.placed, produced.by) {
         (Some(p), _) => format!("urn:archfarm:builder:{}", p.builder),
         (None, BackendKind::Assembler) => "urn:archfarm:builder:assembler".into(),
-        (None, by) => format!("urn:archfarm:builder:{}", json!(by).as_str().unwrap_or("engine")),
+        (None, BackendKind::BuildKit | BackendKind::Classic) => "urn:archfarm:builder:engine".into(),
     }
 }
 

@@ -156,9 +156,9 @@ fn spdx(image: &StoredImage, name: &str, packages: &[Package], created: &str) ->
             pkg["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": sha}]);
         }
         if let Some(l) = &p.license {
-            // As the database declares it, not checked against SPDX license ids.
-            pkg["licenseDeclared"] = json!(format!("LicenseRef-{}", enc(l).replace('%', ".")));
-            pkg["licenseComments"] = json!(l);
+            // As the database declares it: not always a valid SPDX expression, so a
+            // comment rather than `licenseDeclared`.
+            pkg["licenseComments"] = json!(format!("declared by the package database: {l}"));
         }
         spdx_packages.push(pkg);
         relationships.push(json!({
