@@ -22,7 +22,7 @@ use crate::build::assemble::debian::Resolution;
 use crate::build::fleet::Route;
 use crate::build::{BackendKind, Parents, Produced};
 use crate::plan::Job;
-use crate::recipe::context::{Context, EntryKind};
+use crate::recipe::context::Context;
 use crate::recipe::image_yaml::{BASE_APT, BASE_REGISTRY};
 
 /// The in-toto Statement type.
@@ -203,12 +203,7 @@ pub fn context_digest(context: &Context) -> String {
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut h = Sha256::new();
     for e in entries {
-        let (kind, value) = match &e.kind {
-            EntryKind::File { executable: false, sha256, .. } => ("file", hex::encode(sha256)),
-            EntryKind::File { executable: true, sha256, .. } => ("exec", hex::encode(sha256)),
-            EntryKind::Symlink { target } => ("symlink", target.clone()),
-            EntryKind::Dir => ("dir", String::new()),
-        };
+        let (kind, value) = e.kind_and_value();
         h.update(format!("{kind} {} {value}\n", e.path).as_bytes());
     }
     hex::encode(h.finalize())
@@ -231,7 +226,7 @@ mod tests {
     use crate::image::platform::Platform;
     use crate::image::store::{Entry, StoredImage};
     use crate::plan::{JobKind, Needs};
-    use crate::recipe::context::ContextEntry;
+    use crate::recipe::context::{ContextEntry, EntryKind};
 
     fn platform(arch: &str) -> Platform {
         Platform { os: "linux".into(), architecture: arch.into(), variant: None }
