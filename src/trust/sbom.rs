@@ -28,6 +28,10 @@ use crate::image::oci::{digest_hex, ManifestDoc};
 use crate::image::store::{Store, StoredImage};
 use crate::support::error::{Error, Result};
 
+/// The media type of an SPDX JSON document (an `artifactType` for the referrer, and the
+/// in-toto predicate type `https://spdx.dev/Document` if it is wrapped in a statement).
+pub const MEDIA_TYPE: &str = "application/spdx+json";
+
 /// Where dpkg keeps what is installed.
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
 /// Where apk keeps what is installed.
@@ -42,7 +46,9 @@ pub struct Package {
     pub arch: String,
     /// The `.deb`'s SHA-256 (hex), when known (assembled images).
     pub sha256: Option<String>,
+    /// Where the `.deb` was downloaded from (assembled images).
     pub download: Option<String>,
+    /// The license the package database declares (apk's `L:`).
     pub license: Option<String>,
 }
 
