@@ -42,7 +42,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::image::platform::Platform;
 use crate::image::reproducible::Stamp;
-use crate::recipe::context::{ContextEntry, EntryKind};
+use crate::recipe::context::ContextEntry;
 
 /// Labels archfarm puts on every image it builds; the key label is the engine memo.
 pub const LABEL_KEY: &str = "dev.archfarm.key";
@@ -108,12 +108,7 @@ pub fn encode(input: &KeyInput) -> Vec<u8> {
     let mut entries: Vec<&ContextEntry> = input.entries.iter().collect();
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     for e in entries {
-        let (kind, value) = match &e.kind {
-            EntryKind::File { executable: false, sha256, .. } => ("file", hex::encode(sha256)),
-            EntryKind::File { executable: true, sha256, .. } => ("exec", hex::encode(sha256)),
-            EntryKind::Symlink { target } => ("symlink", target.clone()),
-            EntryKind::Dir => ("dir", String::new()),
-        };
+        let (kind, value) = e.kind_and_value();
         record(&mut out, "entry", &[e.path.as_bytes(), kind.as_bytes(), value.as_bytes()]);
     }
     for (name, map) in [("arg", input.build_args), ("parent", input.parents), ("base", input.bases)] {
@@ -165,6 +160,7 @@ pub fn index_key(children: &[(Platform, String)], annotations: &BTreeMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::context::EntryKind;
 
     fn amd64() -> Platform {
         Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }

@@ -23,6 +23,20 @@ pub struct ContextEntry {
     pub kind: EntryKind,
 }
 
+impl ContextEntry {
+    /// What the content key and the provenance's context digest record of it: `file`,
+    /// `exec` (an executable file), `symlink` or `dir`, and the file's SHA-256 (hex), the
+    /// link's target, or nothing for a folder.
+    pub fn kind_and_value(&self) -> (&'static str, String) {
+        match &self.kind {
+            EntryKind::File { executable: false, sha256, .. } => ("file", hex::encode(sha256)),
+            EntryKind::File { executable: true, sha256, .. } => ("exec", hex::encode(sha256)),
+            EntryKind::Symlink { target } => ("symlink", target.clone()),
+            EntryKind::Dir => ("dir", String::new()),
+        }
+    }
+}
+
 /// The scanned folder of one image. `entries` are sorted by `path` bytes.
 #[derive(Debug, Clone)]
 pub struct Context {

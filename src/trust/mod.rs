@@ -6,3 +6,5 @@
 pub mod cosign;
 pub mod dsse;
 pub mod keys;
+pub mod provenance;
+pub mod sbom;
