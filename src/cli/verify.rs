@@ -1,6 +1,7 @@
 //! `archfarm verify REF --key PUB`: every manifest of an image (the index and each child)
-//! must pass every check. The checks are a list of kinds, one function each, so more kinds
-//! (attestations' subjects and signatures) join as more functions in [`checks`].
+//! must pass every check: its cosign signature, and every attestation attached to it
+//! (signed by the key, about that manifest). The checks are a list of kinds, one function
+//! each, in [`checks`].
 
 use serde::Serialize;
 
@@ -9,8 +10,8 @@ use crate::publish::copy;
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
-use crate::trust::cosign;
 use crate::trust::keys::VerifyingKey;
+use crate::trust::{attestation, cosign};
 
 /// What every check of one image reads.
 struct Context<'a> {
@@ -23,7 +24,7 @@ struct Context<'a> {
 /// One check of one manifest.
 #[derive(Debug, Serialize)]
 struct Check {
-    /// The kind: `signature` (cosign key-based) so far.
+    /// The kind: `signature` (cosign key-based) or `attestations` (provenance, SBOM).
     kind: &'static str,
     ok: bool,
     /// What was found (the `.sig` manifest) or what failed.
@@ -50,7 +51,21 @@ struct Report {
 
 /// Every kind of check, for one manifest.
 async fn checks(cx: &Context<'_>, digest: &str) -> Vec<Check> {
-    vec![signature(cx, digest).await]
+    vec![signature(cx, digest).await, attestations(cx, digest).await]
+}
+
+/// Every attestation attached to `digest`: signed by the key, about `digest`, of the
+/// predicate type it says. None attached passes (an image built elsewhere has none).
+async fn attestations(cx: &Context<'_>, digest: &str) -> Check {
+    match attestation::verify(cx.reg, cx.store, cx.repo, digest, cx.key).await {
+        Ok(kinds) if kinds.is_empty() => Check { kind: "attestations", ok: true, detail: "none attached".into() },
+        Ok(kinds) => Check {
+            kind: "attestations",
+            ok: true,
+            detail: format!("signed by {}: {}", cx.key.source(), kinds.join(", ")),
+        },
+        Err(e) => Check { kind: "attestations", ok: false, detail: e.message().to_string() },
+    }
 }
 
 /// A cosign signature by the key whose payload names `digest`.

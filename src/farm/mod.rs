@@ -7,6 +7,7 @@
 //! publishes from the store; and stitches each image's canonical index only once every
 //! platform's manifest is in the registry.
 
+mod attest;
 pub mod bases;
 pub mod progress;
 pub mod stitch;
@@ -225,6 +226,8 @@ pub struct Farm {
     engines: Arc<dyn Backend>,
     /// Produces [`JobKind::Assemble`] jobs.
     assembler: Arc<dyn Backend>,
+    /// This run's id, in the provenance of everything it builds.
+    invocation: String,
 }
 
 impl Report for Progress {
@@ -257,6 +260,7 @@ impl Farm {
             progress,
             engines: Arc::new(engines),
             assembler: Arc::new(assembler),
+            invocation: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
         })
     }
 
@@ -305,7 +309,7 @@ impl Farm {
             let job = job.clone();
             let materialize = opts.materialize.contains(&(job.image.clone(), job.platform.clone()));
             let rebuild = opts.rebuild.contains(&(job.image.clone(), job.platform.clone()));
-            let push = opts.push;
+            let push = opts.push.then(|| opts.sign.clone());
             tasks.push(tokio::spawn(async move {
                 let start = Instant::now();
                 let result = farm.run_job(&job, parents, push, materialize, rebuild).await;
@@ -404,7 +408,8 @@ impl Farm {
         &self,
         job: &Job,
         parents: Vec<(ParentKey, Slot)>,
-        push: bool,
+        // With a push: the key that signs its attestations, if any.
+        push: Option<Option<Arc<SigningKey>>>,
         materialize: bool,
         rebuild: bool,
     ) -> std::result::Result<(Done, (Outcome, Source)), JobFailure> {
@@ -429,25 +434,33 @@ impl Farm {
         let tag = platform_tag(&job.platform, &job.key);
 
         let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await.map_err(at(Stage::Memo))? };
+        let mut built = None;
         let (mut done, how) = match found {
             Some(found) => found,
             None => {
-                let (entry, produced) =
-                    self.build(job, &parent_done, push.then_some(repo.as_str())).await.map_err(at(Stage::Build))?;
+                let push_to = push.is_some().then_some(repo.as_str());
+                let (entry, produced, parents) =
+                    self.build(job, &parent_done, push_to).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
                 done.backend = Some(produced.by);
-                done.placed = produced.placed;
+                done.placed = produced.placed.clone();
+                built = Some(attest::Built { produced, parents });
                 (done, (Outcome::Built, Source::Build))
             }
         };
         // From here on the image exists: a failure keeps saying where it came from.
         let after = |stage: Stage| move |error: Error| JobFailure { error, stage, source: Some(how.1) };
-        if push && done.remote.is_none() {
+        if let (Some(key), None) = (&push, &done.remote) {
             done.remote = match self.registry.manifest_head(&repo, &tag).await.map_err(after(Stage::Push))? {
                 Some(d) => Some(d),
                 None => {
                     let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
-                    let pushed = self.registry.push_image(&self.store, &repo, &tag, &entry.stored).await;
+                    // Only an image this run built has the facts of its provenance; one
+                    // built by an earlier run without --push goes up without attestations.
+                    let pushed = match &built {
+                        Some(b) => self.push_attested(job, entry, b, &repo, &tag, key.as_deref()).await,
+                        None => self.registry.push_image(&self.store, &repo, &tag, &entry.stored).await,
+                    };
                     Some(pushed.map_err(after(Stage::Push))?)
                 }
             };
@@ -479,7 +492,12 @@ impl Farm {
     /// Builds a memo miss: its secrets checked (before any builder is asked, so a job
     /// found in the memo never needs them), its parents put in the store, then
     /// [`Farm::produce`].
-    async fn build(&self, job: &Job, finished: &ParentsDone, push_to: Option<&str>) -> Result<(Entry, Produced)> {
+    async fn build(
+        &self,
+        job: &Job,
+        finished: &ParentsDone,
+        push_to: Option<&str>,
+    ) -> Result<(Entry, Produced, Parents)> {
         self.check_secrets(job)?;
         let mut parents = Parents::new();
         for p in &job.parents {
@@ -488,7 +506,8 @@ impl Farm {
                 slot.insert(entry);
             }
         }
-        self.produce(job, &parents, push_to).await
+        let (entry, produced) = self.produce(job, &parents, push_to).await?;
+        Ok((entry, produced, parents))
     }
 
     /// Produces `job` with the backend of its kind and records the result as the store's

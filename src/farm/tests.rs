@@ -147,6 +147,7 @@ fn farm_with(config: Config, store: Store, registry: Registry, engines: Arc<Fake
         progress: Progress::new(false),
         engines,
         assembler,
+        invocation: "test".into(),
     })
 }
 
@@ -483,4 +484,41 @@ async fn a_parent_only_in_the_registry_is_fetched_into_the_store_before_its_chil
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_pushed_build_gets_its_attestations_before_its_key_tag_and_a_rerun_writes_none() {
+    let reg = InProcess::start().await;
+    let (_dir, config, store) = setup();
+    let web = job("web", "amd64", JobKind::Engine, &[]);
+    let farm = farm_on(&reg, config, store.clone(), Arc::new(Fake::new(&store, BackendKind::Classic)));
+    let plan = plan(vec![web.clone()]);
+    let opts = BuildOptions { push: true, ..BuildOptions::default() };
+    let report = farm.run(&plan, &opts).await.unwrap();
+    assert!(!report.failed(), "{:?}", report.errors);
+
+    let manifest = store.entry(&web.key).unwrap().unwrap().stored.manifest;
+    let referrers = farm.registry().referrers("web", &manifest.digest).await.unwrap();
+    let mut predicates: Vec<_> = referrers
+        .iter()
+        .map(|r| r.annotations.as_ref().unwrap()[crate::trust::attestation::PREDICATE_ANNOTATION].clone())
+        .collect();
+    predicates.sort();
+    assert_eq!(predicates, ["https://slsa.dev/provenance/v1", "https://spdx.dev/Document"]);
+    assert!(referrers.iter().all(|r| r.artifact_type.as_deref() == Some(crate::trust::attestation::ARTIFACT_TYPE)));
+    // The key tag is the registry memo: it is written after the attestations.
+    let puts: Vec<String> = reg.requests().into_iter().filter(|r| r.method == Method::PUT).map(|r| r.target).collect();
+    let key_tag = puts.iter().position(|t| t.ends_with(&platform_tag(&web.platform, &web.key))).unwrap();
+    let attached = puts.iter().rposition(|t| t.contains(&referrers_tag(&manifest.digest))).unwrap();
+    assert!(attached < key_tag, "{puts:?}");
+
+    let before = reg.requests().iter().filter(|r| r.method != Method::GET && r.method != Method::HEAD).count();
+    let again = farm.run(&plan, &opts).await.unwrap();
+    assert!(!again.failed(), "{:?}", again.errors);
+    let after = reg.requests().iter().filter(|r| r.method != Method::GET && r.method != Method::HEAD).count();
+    assert_eq!(after, before, "a no-op run writes no attestation");
+}
+
+fn referrers_tag(digest: &str) -> String {
+    crate::registry::referrers::fallback_tag(digest).unwrap()
 }

@@ -3,6 +3,7 @@
 //! attached to images as OCI referrers. Imports `support`, `image`, `recipe`, `plan`,
 //! `registry`, `engine` and `build` only.
 
+pub mod attestation;
 pub mod cosign;
 pub mod dsse;
 pub mod keys;
