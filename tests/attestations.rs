@@ -140,6 +140,7 @@ fn documents_of_an_assembled_and_an_engine_built_image_pass_independent_validato
         let placed = job_report["builder"].as_str().map(|b| Placement {
             builder: b.to_string(),
             route: if job_report["route"] == "emulated" { Route::Emulated } else { Route::Native },
+            engine_version: None,
         });
         let engine_version = placed.as_ref().map(|_| docker_version.trim());
         let produced = Produced { image: entry.stored.clone(), by, placed };

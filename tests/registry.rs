@@ -231,7 +231,8 @@ async fn fetch_image_of_an_index_brings_the_platform_into_a_fresh_store() {
     assert!(blobs.iter().all(|b| fresh.has_blob(b)));
     let config_digest = blobs[0].clone();
     let stored = StoredImage { manifest: got, config_digest };
-    let entry = Entry { key: "b".repeat(64), image: "multi".into(), platform: platform("arm64"), stored };
+    let entry =
+        Entry { key: "b".repeat(64), image: "multi".into(), platform: platform("arm64"), stored, provenance: None };
     fresh.put_entry(&entry).unwrap();
     assert_eq!(fresh.entry(&entry.key).unwrap(), Some(entry));
 

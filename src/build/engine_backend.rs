@@ -122,7 +122,11 @@ impl EngineBackend {
                         engine::request::Backend::BuildKit => BackendKind::BuildKit,
                         engine::request::Backend::Classic => BackendKind::Classic,
                     };
-                    let placed = Placement { builder: lease.builder().to_string(), route: lease.route };
+                    let placed = Placement {
+                        builder: lease.builder().to_string(),
+                        route: lease.route,
+                        engine_version: lease.engine_version(),
+                    };
                     return Ok(Produced { image, by, placed: Some(placed) });
                 }
                 Err(BuildFailure::Local(e)) => return Err(e),

@@ -36,6 +36,8 @@ pub enum Route {
 pub struct Placement {
     pub builder: String,
     pub route: Route,
+    /// The version its engine reported, for the provenance.
+    pub engine_version: Option<String>,
 }
 
 /// What a job needs of a builder.
@@ -386,6 +388,11 @@ impl Lease<'_> {
     /// Builds there use BuildKit.
     pub(crate) fn buildkit(&self) -> bool {
         self.chosen().facts.get().is_some_and(|f| f.buildkit)
+    }
+
+    /// The version the builder's engine reported when it was probed.
+    pub(crate) fn engine_version(&self) -> Option<String> {
+        self.chosen().facts.get().and_then(|f| f.version.clone())
     }
 
     /// The first platform the builder runs natively.

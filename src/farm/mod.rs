@@ -434,17 +434,14 @@ impl Farm {
         let tag = platform_tag(&job.platform, &job.key);
 
         let found = if rebuild { None } else { self.lookup(job, &repo, &tag).await.map_err(at(Stage::Memo))? };
-        let mut built = None;
         let (mut done, how) = match found {
             Some(found) => found,
             None => {
                 let push_to = push.is_some().then_some(repo.as_str());
-                let (entry, produced, parents) =
-                    self.build(job, &parent_done, push_to).await.map_err(at(Stage::Build))?;
+                let (entry, produced) = self.build(job, &parent_done, push_to).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
                 done.backend = Some(produced.by);
-                done.placed = produced.placed.clone();
-                built = Some(attest::Built { produced, parents });
+                done.placed = produced.placed;
                 (done, (Outcome::Built, Source::Build))
             }
         };
@@ -455,10 +452,10 @@ impl Farm {
                 Some(d) => Some(d),
                 None => {
                     let entry = done.entry.as_ref().expect("a job not in the registry is in the store");
-                    // Only an image this run built has the facts of its provenance; one
-                    // built by an earlier run without --push goes up without attestations.
-                    let pushed = match &built {
-                        Some(b) => self.push_attested(job, entry, b, &repo, &tag, key.as_deref()).await,
+                    // Only an image archfarm built has the facts of a provenance; one found
+                    // in an engine or fetched from a registry goes up without attestations.
+                    let pushed = match &entry.provenance {
+                        Some(_) => self.push_attested(job, entry, &repo, &tag, key.as_deref()).await,
                         None => self.registry.push_image(&self.store, &repo, &tag, &entry.stored).await,
                     };
                     Some(pushed.map_err(after(Stage::Push))?)
@@ -492,12 +489,7 @@ impl Farm {
     /// Builds a memo miss: its secrets checked (before any builder is asked, so a job
     /// found in the memo never needs them), its parents put in the store, then
     /// [`Farm::produce`].
-    async fn build(
-        &self,
-        job: &Job,
-        finished: &ParentsDone,
-        push_to: Option<&str>,
-    ) -> Result<(Entry, Produced, Parents)> {
+    async fn build(&self, job: &Job, finished: &ParentsDone, push_to: Option<&str>) -> Result<(Entry, Produced)> {
         self.check_secrets(job)?;
         let mut parents = Parents::new();
         for p in &job.parents {
@@ -506,8 +498,7 @@ impl Farm {
                 slot.insert(entry);
             }
         }
-        let (entry, produced) = self.produce(job, &parents, push_to).await?;
-        Ok((entry, produced, parents))
+        self.produce(job, &parents, push_to).await
     }
 
     /// Produces `job` with the backend of its kind and records the result as the store's
@@ -515,7 +506,8 @@ impl Farm {
     /// `push_to` (a repository of the registry), a backend may start uploading there.
     pub async fn produce(&self, job: &Job, parents: &Parents, push_to: Option<&str>) -> Result<(Entry, Produced)> {
         let produced = self.backend(job.kind).produce(job, parents, push_to).await?;
-        let entry = self.record(job, produced.image.clone())?;
+        let provenance = self.provenance(job, &produced, parents)?;
+        let entry = self.put_entry(&job.image, &job.platform, &job.key, produced.image.clone(), Some(provenance))?;
         Ok((entry, produced))
     }
 
@@ -564,7 +556,7 @@ impl Farm {
     async fn fetch_entry(&self, image: &str, platform: &Platform, key: &str, reference: &str) -> Result<Entry> {
         let repo = self.config.registry.repository(image);
         let d = self.registry.fetch_image(&self.store, &repo, reference, platform).await?;
-        self.put_entry(image, platform, key, self.store.image(&d)?)
+        self.put_entry(image, platform, key, self.store.image(&d)?, None)
     }
 
     /// Makes `job`'s image exist in the local engine from what this machine already has
@@ -595,12 +587,20 @@ impl Farm {
 
     /// Records what `job` produced (or a backend found) as the store's memo entry for its key.
     fn record(&self, job: &Job, image: StoredImage) -> Result<Entry> {
-        self.put_entry(&job.image, &job.platform, &job.key, image)
+        self.put_entry(&job.image, &job.platform, &job.key, image, None)
     }
 
     /// The one place that writes the store's memo entries.
-    fn put_entry(&self, image: &str, platform: &Platform, key: &str, stored: StoredImage) -> Result<Entry> {
-        let entry = Entry { key: key.to_string(), image: image.to_string(), platform: platform.clone(), stored };
+    fn put_entry(
+        &self,
+        image: &str,
+        platform: &Platform,
+        key: &str,
+        stored: StoredImage,
+        provenance: Option<Descriptor>,
+    ) -> Result<Entry> {
+        let entry =
+            Entry { key: key.to_string(), image: image.to_string(), platform: platform.clone(), stored, provenance };
         self.store.put_entry(&entry)?;
         Ok(entry)
     }

@@ -522,3 +522,21 @@ async fn a_pushed_build_gets_its_attestations_before_its_key_tag_and_a_rerun_wri
 fn referrers_tag(digest: &str) -> String {
     crate::registry::referrers::fallback_tag(digest).unwrap()
 }
+
+#[tokio::test]
+async fn an_image_built_without_push_is_attested_when_a_later_run_pushes_it() {
+    let reg = InProcess::start().await;
+    let (_dir, config, store) = setup();
+    let web = job("web", "amd64", JobKind::Assemble, &[]);
+    let farm = farm_on(&reg, config, store.clone(), Arc::new(Fake::new(&store, BackendKind::Classic)));
+    let plan = plan(vec![web.clone()]);
+    let built = farm.run(&plan, &BuildOptions::default()).await.unwrap();
+    assert!(!built.failed() && reg.tags("web").is_empty(), "{:?}", built.errors);
+    let entry = store.entry(&web.key).unwrap().unwrap();
+    assert!(entry.provenance.is_some(), "the build's provenance is kept with its memo entry");
+
+    let pushed = farm.run(&plan, &BuildOptions { push: true, ..BuildOptions::default() }).await.unwrap();
+    assert_eq!(report_of(&pushed, "web", "amd64").source, Some(Source::Store));
+    let referrers = farm.registry().referrers("web", &entry.stored.manifest.digest).await.unwrap();
+    assert_eq!(referrers.len(), 2, "{referrers:?}");
+}

@@ -271,13 +271,14 @@ mod tests {
         Produced {
             image: StoredImage { manifest: manifest(&digest('a')), config_digest: digest('c') },
             by: BackendKind::BuildKit,
-            placed: Some(Placement { builder: "arm-box".into(), route: Route::Emulated }),
+            placed: Some(Placement { builder: "arm-box".into(), route: Route::Emulated, engine_version: None }),
         }
     }
 
     fn parents() -> Parents {
         let stored = StoredImage { manifest: manifest(&digest('d')), config_digest: digest('e') };
-        let entry = Entry { key: "p".repeat(64), image: "base".into(), platform: platform("arm64"), stored };
+        let entry =
+            Entry { key: "p".repeat(64), image: "base".into(), platform: platform("arm64"), stored, provenance: None };
         BTreeMap::from([(("base".to_string(), platform("arm64")), entry)])
     }
 

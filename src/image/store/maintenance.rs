@@ -82,6 +82,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
             Ok(entry) => {
                 live_blobs.extend(store.manifest_blobs_unverified(&entry.stored.manifest.digest).unwrap_or_default());
                 live_blobs.insert(entry.stored.manifest.digest);
+                live_blobs.extend(entry.provenance.map(|p| p.digest));
                 live_keys.insert(key);
             }
             Err(unusable) => {

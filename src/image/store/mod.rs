@@ -57,6 +57,11 @@ pub struct Entry {
     pub platform: Platform,
     #[serde(flatten)]
     pub stored: StoredImage,
+    /// The SLSA provenance statement (a blob here) of the build that made it, when
+    /// archfarm built it: attached when the image is pushed. Absent in older entries and
+    /// for images found in an engine or fetched from a registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Descriptor>,
 }
 
 /// The `sha256:` digest and length of a file's content.
@@ -593,6 +598,7 @@ mod tests {
             image: "x".into(),
             platform: platform(),
             stored: StoredImage { manifest: m, config_digest: config.digest },
+            provenance: None,
         }
     }
 
