@@ -363,17 +363,19 @@ fn release_to_another_registry_carries_every_referrer_and_records_them() {
     for w in &want {
         assert!(listed.contains(w), "{w:?} not in {listed:?}");
     }
-    assert_eq!(listed.len(), 3);
-    assert_eq!(image["referrers_written"], 6, "3 manifests, 2 tag schema indexes, 1 cosign tag: {image:#}");
+    // Besides these, archfarm's own provenance and SBOM of each platform (4).
+    assert_eq!(listed.len(), 3 + 4, "{listed:?}");
+    assert_eq!(image["referrers_written"], 10, "7 manifests, 2 tag schema indexes, 1 cosign tag: {image:#}");
     assert_eq!(
         image["referrers"][listed.iter().position(|l| l.1 == "sig").unwrap()]["tag"],
         cosign_tag(&index_digest, "sig").unwrap()
     );
 
     rt.block_on(async {
+        // Beside archfarm's own attestations of each platform.
         let on_c0 = tag_schema(&b.addr, dst, c0).await;
-        assert_eq!(desc(&on_c0[0]), provenance);
-        assert_eq!(tag_schema(&b.addr, dst, c1).await, std::slice::from_ref(&scan));
+        assert!(on_c0.iter().any(|d| desc(d) == provenance), "{on_c0:?}");
+        assert!(tag_schema(&b.addr, dst, c1).await.contains(&scan));
         let (_, bytes) = http_manifest(&b.addr, dst, &cosign_tag(&index_digest, "sig").unwrap()).await.unwrap();
         assert_eq!(digest_of(&bytes), sig["digest"].as_str().unwrap());
         for d in [&provenance.digest, scan["digest"].as_str().unwrap(), sig["digest"].as_str().unwrap()] {

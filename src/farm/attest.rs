@@ -74,7 +74,10 @@ impl Farm {
                 .map_err(|e| {
                     Error::failure(format!("the SBOM of {} for {}: {}", job.image, job.platform, e.message()))
                 })?;
-        out.push((sbom::PREDICATE_TYPE, sbom::statement(&job.image, &entry.stored, &document)?));
+        out.push((
+            attestation::SBOM_PREDICATE_TYPE,
+            attestation::sbom_statement(&job.image, &entry.stored, &document)?,
+        ));
         Ok(out)
     }
 

@@ -320,10 +320,14 @@ pub async fn check_target(dst: &Registry, dst_repo: &str, image: &str, attached:
             }
             let ours = attached.bytes(&d.digest);
             let what = format!("{}/{dst_repo}:{tag}", dst.host());
-            let missing: Vec<String> = parts(&theirs.media_type, &theirs_bytes, &what)?
-                .difference(&parts(&d.media_type, ours, &what)?)
-                .cloned()
-                .collect();
+            let (theirs_parts, ours_parts) =
+                (parts(&theirs.media_type, &theirs_bytes, &what)?, parts(&d.media_type, ours, &what)?);
+            // The target already holds every signature the source has, and more (a
+            // release signed there, in the target's own name): nothing to carry.
+            if ours_parts.is_subset(&theirs_parts) {
+                continue;
+            }
+            let missing: Vec<String> = theirs_parts.difference(&ours_parts).cloned().collect();
             if !missing.is_empty() {
                 return Err(Error::failure(format!(
                     "{what} already holds {} with {} that the source's {} lacks ({}); overwriting it would drop \

@@ -4,15 +4,16 @@
 //! theirs), so a reader can pick provenance or SBOM from the referrers list alone.
 
 use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::image::oci::{digest_hex, Descriptor, ManifestDoc};
-use crate::image::store::Store;
+use crate::image::store::{Store, StoredImage};
 use crate::registry::referrers::Artifact;
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
 use crate::trust::dsse::Envelope;
 use crate::trust::keys::VerifyingKey;
-use crate::trust::provenance::PAYLOAD_TYPE;
+use crate::trust::provenance::{PAYLOAD_TYPE, STATEMENT_TYPE};
 
 /// The artifact type of an attestation referrer: an in-toto statement.
 pub const ARTIFACT_TYPE: &str = PAYLOAD_TYPE;
@@ -26,6 +27,24 @@ pub fn artifact(subject: &Descriptor, predicate_type: &str, envelope: &Envelope)
     Artifact::new(ARTIFACT_TYPE, subject)
         .blob(ENVELOPE, envelope.to_json())
         .annotation(PREDICATE_ANNOTATION, predicate_type)
+}
+
+/// The in-toto predicate type of an SPDX document.
+pub const SBOM_PREDICATE_TYPE: &str = "https://spdx.dev/Document";
+
+/// `document` (an SPDX JSON document of `image`, named `name`) as an in-toto Statement v1,
+/// the payload of the SBOM's DSSE envelope.
+pub fn sbom_statement(name: &str, image: &StoredImage, document: &[u8]) -> Result<Vec<u8>> {
+    let predicate: Value =
+        serde_json::from_slice(document).map_err(|e| Error::failure(format!("the SBOM of {name} is not JSON: {e}")))?;
+    let hex = digest_hex(&image.manifest.digest)?;
+    let statement = json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": hex}}],
+        "predicateType": SBOM_PREDICATE_TYPE,
+        "predicate": predicate,
+    });
+    Ok(serde_json::to_vec(&statement).expect("json"))
 }
 
 #[derive(Deserialize)]

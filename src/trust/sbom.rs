@@ -31,23 +31,6 @@ use crate::support::time::rfc3339;
 /// The media type of an SPDX JSON document (an `artifactType` for the referrer, and the
 /// in-toto predicate type `https://spdx.dev/Document` if it is wrapped in a statement).
 pub const MEDIA_TYPE: &str = "application/spdx+json";
-/// The in-toto predicate type of an SPDX document.
-pub const PREDICATE_TYPE: &str = "https://spdx.dev/Document";
-
-/// `document` (an SPDX JSON document of `image`, named `name`) as an in-toto Statement v1,
-/// the payload of the SBOM's DSSE envelope.
-pub fn statement(name: &str, image: &StoredImage, document: &[u8]) -> Result<Vec<u8>> {
-    let predicate: Value =
-        serde_json::from_slice(document).map_err(|e| Error::failure(format!("SBOM of {name} is not JSON: {e}")))?;
-    let hex = digest_hex(&image.manifest.digest)?;
-    let statement = json!({
-        "_type": crate::trust::provenance::STATEMENT_TYPE,
-        "subject": [{"name": name, "digest": {"sha256": hex}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": predicate,
-    });
-    Ok(serde_json::to_vec(&statement).expect("json"))
-}
 
 /// Where dpkg keeps what is installed.
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
