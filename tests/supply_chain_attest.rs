@@ -187,6 +187,32 @@ fn pushed_images_carry_signed_provenance_and_sbom_as_referrers() {
         .collect();
     assert!(again.is_empty(), "a no-op rerun wrote {again:?}");
 
+    // Built and pushed unsigned: its attestations are not evidence for the key, and
+    // verify says so; `sign` signs the image and its attestations, once per key.
+    repo.write(
+        "images/unsigned/Dockerfile",
+        &format!("FROM archfarm.local/images/base/busybox\nRUN echo {} > /unsigned\n", repo.namespace),
+    );
+    let out = run(&["build", "--push", "unsigned", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plain_tag = plain["tags"].as_array().unwrap().iter().find(|t| t["image"] == "unsigned").unwrap()["tag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = run(&["verify", &plain_tag, "--key", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("none signed by"), "{}", stderr(&out));
+    let out = run(&["sign", &plain_tag, "--key", &key]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(" 4 attestation(s) signed"), "{}", stderr(&out));
+    let out = run(&["verify", &plain_tag, "--key", &public]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = reg.writes().len();
+    let out = run(&["sign", &plain_tag, "--key", &key]);
+    assert!(out.status.success() && stderr(&out).contains(" 0 attestation(s) signed"), "{}", stderr(&out));
+    assert_eq!(reg.writes().len(), before, "signing again writes nothing");
+
     // A copy to another registry carries them; the copy verifies.
     let tag = built["tags"].as_array().unwrap().iter().find(|t| t["image"] == "hello-assembled").unwrap();
     let tag = tag["tag"].as_str().unwrap();

@@ -8,6 +8,7 @@ use crate::publish::copy;
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::Registry;
 use crate::support::error::Result;
+use crate::trust::attestation;
 use crate::trust::cosign::{self, Signed};
 use crate::trust::keys::SigningKey;
 
@@ -33,6 +34,11 @@ pub async fn run(config: &Config, image: &str, key: &str, json: bool) -> Result<
     }
     let digests: Vec<String> = subjects.iter().map(|(d, _)| d.clone()).collect();
     let done = cosign::sign_all(&reg, &store, &r.repository, &digests, &key).await?;
+    // Each platform's attestations get an envelope signed by the key, once per key.
+    let mut attested = 0;
+    for (_, child, _) in &source.children {
+        attested += attestation::countersign(&reg, &store, &r.repository, child, &key).await?;
+    }
     let records: Vec<SignedManifest> = subjects
         .into_iter()
         .zip(done)
@@ -51,7 +57,7 @@ pub async fn run(config: &Config, image: &str, key: &str, json: bool) -> Result<
     }
     let written = records.iter().filter(|m| m.action == "signed").count();
     eprintln!(
-        "{}/{}: {written} signature(s) written, {} already there (key {})",
+        "{}/{}: {written} signature(s) written, {} already there, {attested} attestation(s) signed (key {})",
         reg.host(),
         r.repository,
         records.len() - written,

@@ -38,6 +38,7 @@ use crate::publish::copy::{self, PlatformDigest, SourceImage};
 use crate::recipe::config::{Config, RegistryRef};
 use crate::registry::Registry;
 use crate::support::error::{Error, Result};
+use crate::trust::attestation;
 use crate::trust::cosign::{self, Signed};
 use crate::trust::keys::SigningKey;
 
@@ -314,10 +315,16 @@ pub async fn release(
                 async move {
                     let mut subjects = vec![c.image.desc.digest.clone()];
                     subjects.extend(c.image.children.iter().map(|(_, d, _)| d.digest.clone()));
-                    let done = cosign::sign_all(dst, store, &target.repository(&c.plan.name), &subjects, key)
-                        .await
-                        .map_err(|e| e.context(format!("{}: released, but not signed", c.plan.name)))?;
-                    Ok::<_, Error>(done.iter().filter(|s| **s != Signed::Present).count())
+                    let repo = target.repository(&c.plan.name);
+                    let unsigned = |e: Error| e.context(format!("{}: released, but not signed", c.plan.name));
+                    let done = cosign::sign_all(dst, store, &repo, &subjects, key).await.map_err(unsigned)?;
+                    // The platforms' attestations (unsigned from `build --push`) get an
+                    // envelope signed by the key, once per key.
+                    let mut attested = 0;
+                    for (_, child, _) in &c.image.children {
+                        attested += attestation::countersign(dst, store, &repo, child, key).await.map_err(unsigned)?;
+                    }
+                    Ok::<_, Error>(done.iter().filter(|s| **s != Signed::Present).count() + attested)
                 }
             }))
             .buffer_unordered(IMAGE_CONCURRENCY)
