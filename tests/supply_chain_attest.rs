@@ -10,7 +10,6 @@
 mod common;
 mod publish_support;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -75,30 +74,6 @@ for digest in sys.argv[4:]:
         print(digest, ptype)
 "#;
 
-fn python_up(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import securesystemslib, in_toto_attestation, spdx_tools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: the Python checkers are missing");
-        eprintln!("SKIP {test}: Python checkers missing; run ci/python-tools.sh");
-    }
-    ok
-}
-
-fn keypair(dir: &Path) -> (String, String) {
-    let (key, public) = (dir.join("k.pem"), dir.join("k.pub"));
-    for args in [
-        vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()],
-        vec!["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()],
-    ] {
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    }
-    (key.display().to_string(), public.display().to_string())
-}
-
 /// The canonical index's child digests and platforms, as skopeo reads them.
 fn children(reference: &str) -> (Vec<String>, Vec<String>) {
     let index = skopeo_raw_insecure(reference);
@@ -124,13 +99,15 @@ fn independently_checked(host: &str, repo: &str, public: &str, digests: &[String
 
 #[test]
 fn pushed_images_carry_signed_provenance_and_sbom_as_referrers() {
-    if !tools_up("attest_push") || !python_up("attest_push") {
+    if !tools_up("attest_push")
+        || !python_modules_up("attest_push", "securesystemslib, in_toto_attestation, spdx_tools")
+    {
         return;
     }
     let reg = TestRegistry::start_logged();
     let repo = Repo::new("attest");
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(keys.path());
+    let (key, public) = keypair(keys.path(), "k");
     let registry = format!("{}/{}", reg.addr, repo.namespace);
     let run = |args: &[&str]| repo.command(args).env("ARCHFARM_REGISTRY", &registry).output().unwrap();
 

@@ -58,29 +58,6 @@ for digest in sys.argv[4:]:
     print(digest, valid)
 "#;
 
-/// True when python3 has `cryptography` (ci/python-tools.sh installs it); in CI its
-/// absence fails the test.
-fn python_up(test: &str) -> bool {
-    let ok = Command::new("python3").args(["-c", "import cryptography"]).status().is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: python3 cryptography missing");
-        eprintln!("SKIP {test}: python3 cryptography missing; run ci/python-tools.sh");
-    }
-    ok
-}
-
-/// A P-256 key pair as openssl makes it: (private PEM file, public PEM file).
-fn keypair(dir: &Path, name: &str) -> (String, String) {
-    let key = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub"));
-    openssl(
-        dir,
-        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()],
-    );
-    openssl(dir, &["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
-    (key.display().to_string(), public.display().to_string())
-}
-
 /// The base64 body of a PEM file (what must never leak), as one line.
 fn pem_body(path: &str) -> String {
     std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.starts_with("-----")).collect()
@@ -168,7 +145,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn build_push_sign_verify_release_tamper() {
-    if !tools_up("sign_build") || !python_up("sign_build") {
+    if !tools_up("sign_build") || !python_modules_up("sign_build", "cryptography") {
         return;
     }
     let reg = TestRegistry::start(Auth::None);
@@ -338,7 +315,7 @@ fn build_push_sign_verify_release_tamper() {
 
 #[test]
 fn sign_keeps_other_keys_signatures_and_verify_names_a_missing_one() {
-    if !tools_up("sign_keys") || !python_up("sign_keys") {
+    if !tools_up("sign_keys") || !python_modules_up("sign_keys", "cryptography") {
         return;
     }
     let reg = TestRegistry::start(Auth::None);

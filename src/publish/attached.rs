@@ -402,17 +402,11 @@ impl Attached {
 
     /// HEADs every attached manifest in `dst_repo`; fails naming the missing ones.
     pub async fn verify_present(&self, dst: &Registry, dst_repo: &str) -> Result<()> {
-        let found: Vec<Option<Descriptor>> =
-            futures::stream::iter(self.manifests.iter().map(|(d, _)| dst.manifest_head(dst_repo, &d.digest)))
-                .buffered(BLOB_CONCURRENCY)
-                .try_collect()
-                .await?;
-        let missing: Vec<&str> = self
-            .manifests
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|((d, _), _)| d.digest.as_str())
+        let missing: Vec<&str> = dst
+            .missing_manifests(dst_repo, &self.manifests, |(d, _)| &d.digest)
+            .await?
+            .into_iter()
+            .map(|(d, _)| d.digest.as_str())
             .collect();
         if !missing.is_empty() {
             return Err(Error::failure(format!(

@@ -191,17 +191,11 @@ pub async fn verify_present(dst: &Registry, dst_repo: &str, image: &SourceImage)
     if !image.is_index() {
         return Ok(());
     }
-    let found: Vec<Option<Descriptor>> =
-        futures::stream::iter(image.children.iter().map(|(_, d, _)| dst.manifest_head(dst_repo, &d.digest)))
-            .buffered(BLOB_CONCURRENCY)
-            .try_collect()
-            .await?;
-    let missing: Vec<String> = image
-        .children
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|((p, d, _), _)| format!("{p} ({})", d.digest))
+    let missing: Vec<String> = dst
+        .missing_manifests(dst_repo, &image.children, |(_, d, _)| &d.digest)
+        .await?
+        .into_iter()
+        .map(|(p, d, _)| format!("{p} ({})", d.digest))
         .collect();
     if !missing.is_empty() {
         return Err(Error::failure(format!(

@@ -385,16 +385,11 @@ impl Registry {
         let (media_type, bytes) =
             index_bytes(children, annotations).map_err(|e| e.context(format!("stitching {repo}:{tag}")))?;
 
-        let found: Vec<Option<Descriptor>> =
-            futures::stream::iter(collect_futures(children.iter().map(|(_, d)| self.manifest_head(repo, &d.digest))))
-                .buffered(BLOB_CONCURRENCY)
-                .try_collect()
-                .await?;
-        let missing: Vec<String> = children
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|((p, d), _)| format!("{p} ({})", d.digest))
+        let missing: Vec<String> = self
+            .missing_manifests(repo, children, |(_, d)| &d.digest)
+            .await?
+            .into_iter()
+            .map(|(p, d)| format!("{p} ({})", d.digest))
             .collect();
         if !missing.is_empty() {
             return Err(Error::failure(format!(
@@ -405,6 +400,22 @@ impl Registry {
             )));
         }
         self.put_manifest(repo, tag, &media_type, bytes).await
+    }
+
+    /// The items whose manifest (`digest(item)`) is not in `repo`, by a HEAD of each
+    /// (concurrently), in their order.
+    pub async fn missing_manifests<'a, T: Sync>(
+        &self,
+        repo: &str,
+        items: &'a [T],
+        digest: impl Fn(&T) -> &str,
+    ) -> Result<Vec<&'a T>> {
+        let found: Vec<Option<Descriptor>> =
+            futures::stream::iter(collect_futures(items.iter().map(|i| self.manifest_head(repo, digest(i)))))
+                .buffered(BLOB_CONCURRENCY)
+                .try_collect()
+                .await?;
+        Ok(items.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(i, _)| i).collect())
     }
 
     /// [`Registry::put_index`] for a caller that has just found every child in `repo` with

@@ -271,6 +271,29 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
 }
 
+/// A P-256 key pair in `dir` as openssl makes it: (private PEM file, public PEM file).
+pub fn keypair(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    openssl(
+        dir,
+        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()],
+    );
+    openssl(dir, &["pkey", "-in", key.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    (key.display().to_string(), public.display().to_string())
+}
+
+/// True when python3 can import every module of `modules` (ci/python-tools.sh installs
+/// them); in CI their absence fails the test.
+pub fn python_modules_up(test: &str, modules: &str) -> bool {
+    let ok = Command::new("python3").args(["-c", &format!("import {modules}")]).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: python3 lacks {modules}");
+        eprintln!("SKIP {test}: python3 lacks {modules}; run ci/python-tools.sh");
+    }
+    ok
+}
+
 /// `openssl req` options for a fresh unencrypted P-256 key.
 const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
