@@ -117,6 +117,19 @@ async fn a_failed_blob_upload_starts_a_new_session() {
     assert!(reg.manifest(REPO, "v1").is_some());
 }
 
+/// distribution answers 404 BLOB_UPLOAD_INVALID to a session it cancelled (a cut chunk
+/// that landed late moved its offset): the blob goes up in a new session.
+#[tokio::test]
+async fn a_lost_upload_session_starts_a_new_one() {
+    let reg = InProcess::start().await;
+    let client = reg.client();
+    let (_dir, store, manifest) = image(&amd64(), b"layer");
+    reg.fail_when(Some(Method::PUT), "/blobs/uploads/", 1, 404);
+    client.push_image(&store, REPO, "v1", &store.image(&manifest).unwrap()).await.unwrap();
+    assert_eq!(count(&reg, Method::POST, "/blobs/uploads/"), 3, "two blobs, one of them twice");
+    assert!(reg.manifest(REPO, "v1").is_some());
+}
+
 #[tokio::test]
 async fn a_failed_blob_means_no_manifest_put() {
     let reg = InProcess::start().await;

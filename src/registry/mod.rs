@@ -860,9 +860,7 @@ impl Registry {
         let resp = self.send_once(&what, sc, &make, &progress).await?;
         let status = resp.status();
         if status != StatusCode::CREATED {
-            let body = resp.text().await.ok();
-            let transient = crate::support::retry::retryable_status(status);
-            return Err(Attempt { error: self.status_error(&what, status, body.as_deref()), transient });
+            return Err(self.session_fault(&what, resp).await);
         }
         if let Some(theirs) = header_str(resp.headers(), DOCKER_CONTENT_DIGEST) {
             if theirs != blob.digest {
@@ -918,12 +916,7 @@ impl Registry {
                     offset = end;
                     continue;
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.ok();
-                    let transient = crate::support::retry::retryable_status(status);
-                    Attempt { error: self.status_error(&what, status, body.as_deref()), transient }
-                }
+                Ok(resp) => self.session_fault(&what, resp).await,
                 Err(a) => a,
             };
             if !fault.transient || resumes >= crate::support::retry::attempts() || out.wrong().is_some() {
@@ -955,13 +948,24 @@ impl Registry {
                 &Arc::new(Mutex::new(Instant::now())),
             )
             .await?;
-        let status = resp.status();
-        if status != StatusCode::CREATED {
-            let body = resp.text().await.ok();
-            let transient = crate::support::retry::retryable_status(status);
-            return Err(Attempt { error: self.status_error(&what, status, body.as_deref()), transient });
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.session_fault(&what, resp).await);
         }
         Ok(BlobOutcome::Uploaded(blob.size))
+    }
+
+    /// A failed answer to a request of an upload session. Besides 5xx and 429, a 404 or 416
+    /// means the registry lost the session or is out of step with it (distribution cancels
+    /// a session whose `_state` offset no longer matches what it holds, as when a cut or
+    /// stalled chunk lands after the client gave up on it; a load balancer may send a
+    /// session to a node that never saw it): a new session may succeed, so the caller
+    /// starts one, within the attempts.
+    async fn session_fault(&self, what: &str, resp: reqwest::Response) -> Attempt {
+        let status = resp.status();
+        let body = resp.text().await.ok();
+        let lost = matches!(status, StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE);
+        let transient = lost || crate::support::retry::retryable_status(status);
+        Attempt { error: self.status_error(what, status, body.as_deref()), transient }
     }
 
     /// The session's next Location and how many bytes it holds (`Range: 0-N` is N+1
