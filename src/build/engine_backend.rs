@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::OnceCell;
 
 use crate::build::fleet::{watchdog, Fleet, Lease, Placement, Wants};
-use crate::build::{Backend, BackendKind, Parents, Produced, Report};
+use crate::build::{Backend, BackendKind, Fault, Parents, Produced, Report, Retry, Trace};
 use crate::engine::request::{BuildRequest, BuildSecret};
 use crate::engine::{self, BuildFailure, Engine};
 use crate::image::platform::Platform;
@@ -72,7 +72,7 @@ impl EngineBackend {
         EngineBackend { fleet, config, store, local, report }
     }
 
-    async fn build_on_fleet(&self, job: &Job, parents: &Parents) -> Result<Produced> {
+    async fn build_on_fleet(&self, job: &Job, parents: &Parents, trace: &Trace) -> Result<Produced> {
         let fleet = &self.fleet;
         let mut tried: Vec<usize> = Vec::new();
         let mut history = String::new();
@@ -84,7 +84,10 @@ impl EngineBackend {
                 build_platform: job.build_platform.as_ref(),
                 buildkit: job.needs.buildkit_only.is_some() || !job.needs.secrets.is_empty(),
             };
-            let lease = match fleet.acquire(wants, &tried).await {
+            let asked = Instant::now();
+            let acquired = fleet.acquire(wants, &tried).await;
+            trace.update(|t| t.waited_for_builder += asked.elapsed());
+            let lease = match acquired {
                 Ok(lease) => lease,
                 // Say what went wrong where it was tried, not only that nothing is left.
                 Err(e) => {
@@ -107,6 +110,15 @@ impl EngineBackend {
                 started = true;
             }
             tracing::debug!("{} {}: {}", job.image, job.platform, lease.reason);
+            let placed = Placement {
+                builder: lease.builder().to_string(),
+                route: lease.route,
+                engine_version: lease.engine_version(),
+            };
+            trace.update(|t| {
+                t.working_since = Some(SystemTime::now());
+                t.placed = Some(placed.clone());
+            });
             let preamble = format!("{history}# archfarm: {}\n", lease.reason);
             let attempt = match lease.engine().await {
                 // A hung engine never ends the build stream: the watchdog does.
@@ -122,23 +134,30 @@ impl EngineBackend {
                         engine::request::Backend::BuildKit => BackendKind::BuildKit,
                         engine::request::Backend::Classic => BackendKind::Classic,
                     };
-                    let placed = Placement {
-                        builder: lease.builder().to_string(),
-                        route: lease.route,
-                        engine_version: lease.engine_version(),
-                    };
                     return Ok(Produced { image, by, placed: Some(placed) });
                 }
-                Err(BuildFailure::Local(e)) => return Err(e),
+                Err(BuildFailure::Local(e)) => {
+                    trace.update(|t| t.fault = Some(Fault::Local));
+                    return Err(e);
+                }
                 Err(BuildFailure::Recipe(e)) => {
                     // The engine reported the failure; if it still answers, the recipe failed.
                     if answers(&lease).await {
+                        trace.update(|t| t.fault = Some(Fault::Recipe));
                         return Err(e);
                     }
                     e
                 }
                 Err(BuildFailure::Engine(e)) => e,
             };
+            trace.update(|t| {
+                t.fault = Some(Fault::Engine);
+                t.retries.push(Retry {
+                    builder: placed.builder.clone(),
+                    fault: Fault::Engine,
+                    error: e.message().to_string(),
+                });
+            });
             let answers = answers(&lease).await;
             if !answers {
                 lease.mark_unhealthy(&format!("stopped answering during {} for {}", job.image, job.platform));
@@ -243,9 +262,10 @@ impl Backend for EngineBackend {
         job: &'a Job,
         parents: &'a Parents,
         _: Option<&'a str>,
+        trace: &'a Trace,
     ) -> BoxFuture<'a, Result<Produced>> {
         // The fleet bounds concurrency: each builder runs at most its `jobs`.
-        self.build_on_fleet(job, parents).boxed()
+        self.build_on_fleet(job, parents, trace).boxed()
     }
 
     fn find<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Option<StoredImage>>> {

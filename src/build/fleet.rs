@@ -24,7 +24,7 @@ use crate::image::platform::{ArchTable, Platform};
 use crate::recipe::builders::{parse_endpoint, BuildKitMode, BuilderSpec, Endpoint, DEFAULT_BUILDER};
 
 /// Native or emulated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
     Native,

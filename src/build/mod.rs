@@ -15,6 +15,8 @@ pub mod engine_backend;
 pub mod fleet;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -26,7 +28,7 @@ use crate::plan::Job;
 use crate::support::error::{Error, Result};
 
 /// What produced an image: an engine's BuildKit or classic builder, or the assembler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     BuildKit,
@@ -59,11 +61,14 @@ pub trait Backend: Send + Sync {
     /// Produces `job`'s image into the store. `push_to`: the registry repository the
     /// image will be pushed to after it is recorded, for a backend that can start
     /// uploading layers early (a head start only: the push runs as always).
+    /// `trace`: what the backend saw on the way (builder waits, attempts, the failing
+    /// step, the fault), read by the coordinator whether the job succeeded or not.
     fn produce<'a>(
         &'a self,
         job: &'a Job,
         parents: &'a Parents,
         push_to: Option<&'a str>,
+        trace: &'a Trace,
     ) -> BoxFuture<'a, Result<Produced>>;
 
     /// The memo of the backend's own place: an image it already holds for `job.key`,
@@ -84,4 +89,64 @@ pub trait Report: Send + Sync {
     fn started(&self, image: &str, platform: &Platform);
     /// A line about the run (a builder that failed and the retry elsewhere).
     fn note(&self, message: &str);
+}
+
+/// Why a build failed, as the run record and the report tell it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// The recipe failed (a RUN step, a missing file): the same on any builder.
+    Recipe,
+    /// The emulator crashed in an emulated step (QEMU's own signal), not the recipe.
+    Emulator,
+    /// The engine or the connection to it failed.
+    Engine,
+    /// This machine failed (its disk, its store).
+    Local,
+}
+
+/// An attempt of a job that failed on one builder before the job went on elsewhere.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Retry {
+    pub builder: String,
+    pub fault: Fault,
+    pub error: String,
+}
+
+/// What a backend saw while producing one job, filled as it goes (see [`Traced`]).
+#[derive(Debug, Default)]
+pub struct Trace(Mutex<Traced>);
+
+/// The facts of a [`Trace`].
+#[derive(Debug, Clone, Default)]
+pub struct Traced {
+    /// Time spent waiting for a free builder slot, over every attempt.
+    pub waited_for_builder: Duration,
+    /// When the last attempt started work (got its builder; the assembler: began).
+    pub working_since: Option<SystemTime>,
+    /// Where the last attempt ran.
+    pub placed: Option<Placement>,
+    /// The recipe step that failed, as the engine names it.
+    pub failing_step: Option<String>,
+    /// Why the job failed, when it did.
+    pub fault: Option<Fault>,
+    /// Attempts that failed on a builder (the job went on to another, or none was left).
+    pub retries: Vec<Retry>,
+}
+
+impl Trace {
+    /// Changes the facts.
+    pub fn update(&self, f: impl FnOnce(&mut Traced)) {
+        f(&mut self.0.lock().expect("trace lock"))
+    }
+
+    /// The facts so far.
+    pub fn get(&self) -> Traced {
+        self.0.lock().expect("trace lock").clone()
+    }
+
+    /// The last attempt starts work now.
+    pub fn working(&self) {
+        self.update(|t| t.working_since = Some(SystemTime::now()))
+    }
 }

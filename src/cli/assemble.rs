@@ -74,7 +74,7 @@ pub async fn run(
                 Some(e) => e,
                 None => {
                     farm.progress().started(&name, &platform);
-                    farm.produce(&job, &parents, None).await?.0
+                    farm.produce(&job, &parents, None, &Default::default()).await?.0
                 }
             };
             if let Some(output) = &output {

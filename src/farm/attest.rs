@@ -41,7 +41,7 @@ impl Farm {
 
     /// Pushes `entry` (built by archfarm: it has a provenance) as `repo:tag` with its
     /// attestations attached before the tag (see the module doc). Returns the manifest
-    /// descriptor.
+    /// descriptor and the bytes of the image's blobs uploaded.
     pub(super) async fn push_attested(
         &self,
         job: &Job,
@@ -49,9 +49,10 @@ impl Farm {
         repo: &str,
         tag: &str,
         key: Option<&SigningKey>,
-    ) -> Result<Descriptor> {
+    ) -> Result<(Descriptor, u64)> {
         let manifest = &entry.stored.manifest;
-        let pushed = self.registry.push_image(&self.store, repo, &manifest.digest, &entry.stored).await?;
+        let (pushed, stats) =
+            self.registry.push_image_with_stats(&self.store, repo, &manifest.digest, &entry.stored).await?;
         for (predicate, statement) in self.statements(job, entry)? {
             let envelope = dsse::sign(provenance::PAYLOAD_TYPE, &statement, key)?;
             self.registry.put_referrer(repo, &attestation::artifact(&pushed, predicate, &envelope)).await.map_err(
@@ -59,7 +60,8 @@ impl Farm {
             )?;
         }
         let bytes = Bytes::from(self.store.read_blob(&manifest.digest)?);
-        self.registry.put_manifest(repo, tag, &manifest.media_type, bytes).await
+        let tagged = self.registry.put_manifest(repo, tag, &manifest.media_type, bytes).await?;
+        Ok((tagged, stats.bytes_uploaded))
     }
 
     /// The provenance and SBOM statements of `entry`'s image: (predicate type, payload).

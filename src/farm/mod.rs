@@ -10,22 +10,23 @@
 mod attest;
 pub mod bases;
 pub mod progress;
+pub mod report;
 pub mod stitch;
 
 use std::collections::{btree_map, BTreeMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{StreamExt, TryStreamExt};
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::build::assemble::{Assembler, EarlyUpload};
 use crate::build::engine_backend::{put_on_engine, EngineBackend, LocalEngine};
-use crate::build::fleet::{Placement, Route};
-use crate::build::{Backend, BackendKind, Parents, Produced, Report};
+use crate::build::fleet::Placement;
+use crate::build::{Backend, BackendKind, Fault, Parents, Produced, Report, Trace};
 use crate::engine::Engine;
 use crate::farm::progress::{Outcome, Progress, Source};
+pub use crate::farm::report::{BuildReport, JobReport, SkipReport, Stage, TagReport};
 use crate::image::oci::Descriptor;
 use crate::image::platform::Platform;
 use crate::image::store::StoredImage;
@@ -41,46 +42,6 @@ use crate::trust::keys::SigningKey;
 /// How many images are stitched at once.
 pub const STITCH_CONCURRENCY: usize = 16;
 
-/// Where a failed job stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
-    /// Its recipe, folder or FROM graph (or a parent's) is bad input: never run.
-    Recipe,
-    /// A base (or a parent's) could not be resolved: never run.
-    Base,
-    /// A farm parent failed.
-    Parent,
-    /// Asking the memo (store, engine, registry) failed.
-    Memo,
-    /// Building or assembling failed.
-    Build,
-    /// Publishing to the registry failed (the image was built or found).
-    Push,
-    /// Putting it into the local engine failed (the image was built or found).
-    Load,
-}
-
-impl Serialize for Stage {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl Stage {
-    /// Its name, as `--json` and the summary write it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Recipe => "recipe",
-            Stage::Base => "base",
-            Stage::Parent => "parent",
-            Stage::Memo => "memo",
-            Stage::Build => "build",
-            Stage::Push => "push",
-            Stage::Load => "load",
-        }
-    }
-}
-
 /// Why a job failed: the error, the stage it stopped at, and where its image came from
 /// when it was built or found before that stage (a cached job whose push failed is
 /// still a cached job).
@@ -90,80 +51,12 @@ pub(crate) struct JobFailure {
     source: Option<Source>,
 }
 
-/// One job's result, as reported in `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
-    pub image: String,
-    pub platform: String,
-    pub key: String,
-    pub outcome: Outcome,
-    pub seconds: f64,
-    /// Where the image came from: also on a failed job whose image was built or found
-    /// before a later stage failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<Source>,
-    /// Where a failed job stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<Stage>,
-    /// The per-platform manifest digest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// The per-platform registry reference, when it is (or was made) present there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pushed: Option<String>,
-    /// The image ID in the local engine, for jobs that were loaded there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The job failed on bad input (a recipe, a `from:` base, a field): the run exits 2.
-    #[serde(skip)]
-    pub bad_input: bool,
-    /// The builder that built it (built jobs only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<String>,
-    /// `native` or `emulated` (built jobs only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<Route>,
-    /// What produced it: `buildkit`, `classic` or `assembler` (built jobs only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend: Option<BackendKind>,
-    /// The builder's platform the key covers, for recipes that read BUILD* args.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build_platform: Option<String>,
-}
-
-/// A canonical multi-arch tag written (or confirmed) in the registry.
-#[derive(Debug, Clone, Serialize)]
-pub struct TagReport {
-    pub image: String,
-    pub tag: String,
-    pub digest: String,
-    pub platforms: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SkipReport {
-    pub image: String,
-    pub platform: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildReport {
-    pub jobs: Vec<JobReport>,
-    pub tags: Vec<TagReport>,
-    pub skipped: Vec<SkipReport>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
-
-impl BuildReport {
-    pub fn failed(&self) -> bool {
-        !self.errors.is_empty()
-    }
+/// What is measured of one job: by its backend (the [`Trace`]) and by the coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    trace: Trace,
+    waited_for_parents: Duration,
+    bytes_pushed: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -311,10 +204,12 @@ impl Farm {
             let rebuild = opts.rebuild.contains(&(job.image.clone(), job.platform.clone()));
             let push = opts.push.then(|| opts.sign.clone());
             tasks.push(tokio::spawn(async move {
-                let start = Instant::now();
-                let result = farm.run_job(&job, parents, push, materialize, rebuild).await;
+                let (started, start) = (SystemTime::now(), Instant::now());
+                let mut measured = Measured::default();
+                let result = farm.run_job(&job, parents, push, materialize, rebuild, &mut measured).await;
                 let seconds = start.elapsed().as_secs_f64();
-                let report = farm.job_report(&job, &result, seconds);
+                let span = (started, started + start.elapsed());
+                let report = farm.job_report(&job, &result, seconds, span, &measured);
                 let _ = tx.send(Some(result.map(|(d, _)| Arc::new(d)).map_err(|f| f.error.message().to_string())));
                 report
             }));
@@ -348,6 +243,17 @@ impl Farm {
             route: None,
             backend: None,
             build_platform: None,
+            cross: false,
+            parents: Vec::new(),
+            started_at: crate::support::time::rfc3339_millis(SystemTime::now()),
+            ended_at: crate::support::time::rfc3339_millis(SystemTime::now()),
+            working_at: None,
+            waited_for_parents: 0.0,
+            waited_for_builder: 0.0,
+            bytes_pushed: 0,
+            failing_step: None,
+            fault: None,
+            retries: Vec::new(),
         }));
         let mut errors: Vec<String> = jobs
             .iter()
@@ -378,7 +284,9 @@ impl Farm {
             .iter()
             .map(|s| SkipReport { image: s.image.clone(), platform: s.platform.to_string(), reason: s.reason.clone() })
             .collect();
-        Ok(BuildReport { jobs, tags, skipped, errors })
+        let report = BuildReport { jobs, tags, skipped, errors };
+        self.progress.report(&report);
+        Ok(report)
     }
 
     /// Every secret `job` mounts can be read (its variable is set, its file exists):
@@ -412,8 +320,10 @@ impl Farm {
         push: Option<Option<Arc<SigningKey>>>,
         materialize: bool,
         rebuild: bool,
+        measured: &mut Measured,
     ) -> std::result::Result<(Done, (Outcome, Source)), JobFailure> {
         let at = |stage: Stage| move |error: Error| JobFailure { error, stage, source: None };
+        let waiting = Instant::now();
         let mut parent_done = BTreeMap::new();
         for (parent, mut rx) in parents {
             let v = rx
@@ -430,6 +340,7 @@ impl Farm {
             };
             return Err(at(Stage::Parent)(Error::failure(why)));
         }
+        measured.waited_for_parents = waiting.elapsed();
         let repo = self.config.registry.repository(&job.image);
         let tag = platform_tag(&job.platform, &job.key);
 
@@ -438,7 +349,8 @@ impl Farm {
             Some(found) => found,
             None => {
                 let push_to = push.is_some().then_some(repo.as_str());
-                let (entry, produced) = self.build(job, &parent_done, push_to).await.map_err(at(Stage::Build))?;
+                let (entry, produced) =
+                    self.build(job, &parent_done, push_to, &measured.trace).await.map_err(at(Stage::Build))?;
                 let mut done = done_for(job, Some(entry), None);
                 done.backend = Some(produced.by);
                 done.placed = produced.placed;
@@ -456,9 +368,15 @@ impl Farm {
                     // in an engine or fetched from a registry goes up without attestations.
                     let pushed = match &entry.provenance {
                         Some(_) => self.push_attested(job, entry, &repo, &tag, key.as_deref()).await,
-                        None => self.registry.push_image(&self.store, &repo, &tag, &entry.stored).await,
+                        None => self
+                            .registry
+                            .push_image_with_stats(&self.store, &repo, &tag, &entry.stored)
+                            .await
+                            .map(|(d, stats)| (d, stats.bytes_uploaded)),
                     };
-                    Some(pushed.map_err(after(Stage::Push))?)
+                    let (pushed, bytes) = pushed.map_err(after(Stage::Push))?;
+                    measured.bytes_pushed = bytes;
+                    Some(pushed)
                 }
             };
         }
@@ -489,7 +407,13 @@ impl Farm {
     /// Builds a memo miss: its secrets checked (before any builder is asked, so a job
     /// found in the memo never needs them), its parents put in the store, then
     /// [`Farm::produce`].
-    async fn build(&self, job: &Job, finished: &ParentsDone, push_to: Option<&str>) -> Result<(Entry, Produced)> {
+    async fn build(
+        &self,
+        job: &Job,
+        finished: &ParentsDone,
+        push_to: Option<&str>,
+        trace: &Trace,
+    ) -> Result<(Entry, Produced)> {
         self.check_secrets(job)?;
         let mut parents = Parents::new();
         for p in &job.parents {
@@ -498,14 +422,21 @@ impl Farm {
                 slot.insert(entry);
             }
         }
-        self.produce(job, &parents, push_to).await
+        self.produce(job, &parents, push_to, trace).await
     }
 
     /// Produces `job` with the backend of its kind and records the result as the store's
     /// memo entry for its key. `parents`: every parent of the job, in the store. With
     /// `push_to` (a repository of the registry), a backend may start uploading there.
-    pub async fn produce(&self, job: &Job, parents: &Parents, push_to: Option<&str>) -> Result<(Entry, Produced)> {
-        let produced = self.backend(job.kind).produce(job, parents, push_to).await?;
+    /// `trace` gathers what the backend saw.
+    pub async fn produce(
+        &self,
+        job: &Job,
+        parents: &Parents,
+        push_to: Option<&str>,
+        trace: &Trace,
+    ) -> Result<(Entry, Produced)> {
+        let produced = self.backend(job.kind).produce(job, parents, push_to, trace).await?;
         let provenance = self.provenance(job, &produced, parents)?;
         let entry = self.put_entry(&job.image, &job.platform, &job.key, produced.image.clone(), Some(provenance))?;
         Ok((entry, produced))
@@ -718,8 +649,13 @@ impl Farm {
         job: &Job,
         result: &std::result::Result<(Done, (Outcome, Source)), JobFailure>,
         seconds: f64,
+        (started, ended): (SystemTime, SystemTime),
+        measured: &Measured,
     ) -> JobReport {
+        use crate::support::time::rfc3339_millis;
         let log = self.store.log_path(&job.image, &job.platform, &job.key);
+        let traced = measured.trace.get();
+        let round = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let mut r = JobReport {
             image: job.image.clone(),
             platform: job.platform.to_string(),
@@ -738,6 +674,17 @@ impl Farm {
             route: None,
             backend: None,
             build_platform: job.build_platform.as_ref().map(|p| p.to_string()),
+            cross: job.has_cross_stages(),
+            parents: job.parents.iter().map(|p| format!("{} {}", p.image, p.platform)).collect(),
+            started_at: rfc3339_millis(started),
+            ended_at: rfc3339_millis(ended),
+            working_at: traced.working_since.map(rfc3339_millis),
+            waited_for_parents: round(measured.waited_for_parents),
+            waited_for_builder: round(traced.waited_for_builder),
+            bytes_pushed: measured.bytes_pushed,
+            failing_step: None,
+            fault: None,
+            retries: traced.retries.clone(),
         };
         match result {
             Ok((done, (outcome, source))) => {
@@ -763,6 +710,14 @@ impl Farm {
                 r.bad_input = f.error.kind() == crate::support::error::Kind::Usage;
                 r.stage = Some(f.stage);
                 r.source = f.source;
+                if f.stage == Stage::Build {
+                    // A failed build still ran somewhere: its lane in the report.
+                    r.builder = traced.placed.as_ref().map(|p| p.builder.clone());
+                    r.route = traced.placed.as_ref().map(|p| p.route);
+                    r.failing_step = traced.failing_step.clone();
+                    r.fault = traced.fault.or_else(|| f.error.is_disk().then_some(Fault::Local));
+                    r.backend = (job.kind == JobKind::Assemble).then_some(BackendKind::Assembler);
+                }
                 self.progress.failed(&job.image, &job.platform, f.error.message());
             }
         }

@@ -8,28 +8,10 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use serde::Serialize;
-
+use crate::farm::report::BuildReport;
 use crate::image::platform::Platform;
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Built,
-    Cached,
-    Failed,
-}
-
-/// Where a cached result was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Store,
-    Engine,
-    Registry,
-    Build,
-}
+pub use crate::farm::report::{Outcome, Source};
 
 #[derive(Clone)]
 pub struct Progress {
@@ -40,13 +22,16 @@ struct Inner {
     live: Option<MultiProgress>,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
     verbose: bool,
+    /// Everything the run reported so far, for its run record.
+    reported: Mutex<BuildReport>,
 }
 
 impl Progress {
     /// Live bars when stderr is a terminal, plain lines otherwise.
     pub fn new(verbose: bool) -> Self {
         let live = std::io::stderr().is_terminal().then(MultiProgress::new);
-        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), verbose }) }
+        let reported = Mutex::new(BuildReport::default());
+        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), verbose, reported }) }
     }
 
     pub fn started(&self, image: &str, platform: &Platform) {
@@ -80,6 +65,21 @@ impl Progress {
 
     pub fn failed(&self, image: &str, platform: &Platform, message: &str) {
         self.line(&format!("{image} {platform}: FAILED: {message}"), image, platform);
+    }
+
+    /// Adds a farm run's report (or a command's own tags and errors) to what this run
+    /// reported; a command may run the farm more than once.
+    pub fn report(&self, report: &BuildReport) {
+        let mut all = self.inner.reported.lock().expect("progress lock");
+        all.jobs.extend(report.jobs.iter().cloned());
+        all.tags.extend(report.tags.iter().cloned());
+        all.skipped.extend(report.skipped.iter().cloned());
+        all.errors.extend(report.errors.iter().cloned());
+    }
+
+    /// Everything reported so far.
+    pub fn reported(&self) -> BuildReport {
+        self.inner.reported.lock().expect("progress lock").clone()
     }
 
     pub fn note(&self, message: &str) {

@@ -81,9 +81,11 @@ impl Backend for Fake {
         job: &'a Job,
         parents: &'a Parents,
         _: Option<&'a str>,
+        trace: &'a Trace,
     ) -> BoxFuture<'a, Result<Produced>> {
         async move {
             self.calls.lock().unwrap().push(format!("produce {}", name(job)));
+            trace.working();
             let keys =
                 job.parents.iter().map(|p| parents[&(p.image.clone(), p.platform.clone())].key.clone()).collect();
             self.given.lock().unwrap().insert(name(job), keys);

@@ -56,6 +56,16 @@ pub struct Job {
     pub stamp: Stamp,
 }
 
+impl Job {
+    /// Whether some of its stages run on the builder's platform rather than the job's
+    /// (`FROM --platform=$BUILDPLATFORM`, or a recipe that reads BUILD* args).
+    pub fn has_cross_stages(&self) -> bool {
+        self.build_platform.is_some()
+            || self.parents.iter().any(|p| p.platform != self.platform)
+            || self.bases.keys().any(|name| name.contains(' '))
+    }
+}
+
 /// Which backend produces a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JobKind {

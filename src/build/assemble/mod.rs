@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::{Backend, BackendKind, Parents, Produced};
+use crate::build::{Backend, BackendKind, Parents, Produced, Trace};
 use crate::image::oci::{Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::image::platform::Platform;
 use crate::image::reproducible::Stamp;
@@ -66,8 +66,10 @@ impl Backend for Assembler {
         job: &'a Job,
         parents: &'a Parents,
         push_to: Option<&'a str>,
+        trace: &'a Trace,
     ) -> BoxFuture<'a, Result<Produced>> {
         async move {
+            trace.working();
             // An image.yaml has at most one farm parent: its `from`.
             let parent = match job.parents.first() {
                 Some(p) => Some(
