@@ -35,6 +35,9 @@ pub mod publish;
 /// The coordinator: memo lookups, the job graph, stitching, progress.
 pub mod farm;
 
+/// Run records, the run history and the HTML report of a run.
+pub mod runs;
+
 /// The front ends: one file per command, and the make targets.
 pub mod cli;
 

@@ -49,6 +49,8 @@ struct RawConfig {
     /// OCI annotations of every image (src/recipe/annotations.rs).
     #[serde(default)]
     annotations: BTreeMap<String, serde_yaml_ng::Value>,
+    /// How many run records the store keeps (`runs/`); 0 records none.
+    history: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,7 +210,12 @@ pub struct Config {
     pub annotations: Annotations,
     /// `SOURCE_DATE_EPOCH`: the time builds stamp instead of the epoch (in every key).
     pub source_date_epoch: Option<u64>,
+    /// `history:`: how many run records the store keeps; 0 records none.
+    pub history: usize,
 }
+
+/// The default of `history`.
+pub const DEFAULT_HISTORY: usize = 200;
 
 /// The default of `base_ttl`.
 pub const DEFAULT_BASE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -476,6 +483,7 @@ impl Config {
             base_ttl,
             annotations: global_annotations,
             source_date_epoch: o.source_date_epoch,
+            history: raw.history.unwrap_or(DEFAULT_HISTORY),
         })
     }
 

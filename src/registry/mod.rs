@@ -314,13 +314,7 @@ impl Registry {
     /// The registry-push sink: pushes `image` from `store` as `repo:tag`; blobs already in
     /// the repository are skipped. Returns the manifest descriptor.
     pub async fn push_image(&self, store: &Store, repo: &str, tag: &str, image: &StoredImage) -> Result<Descriptor> {
-        let (desc, stats) = self.push_image_with_stats(store, repo, tag, image).await?;
-        tracing::info!(
-            registry = %self.host, repo, tag,
-            blobs_uploaded = stats.blobs_uploaded, bytes_uploaded = stats.bytes_uploaded,
-            blobs_skipped = stats.blobs_skipped, "pushed image"
-        );
-        Ok(desc)
+        Ok(self.push_image_with_stats(store, repo, tag, image).await?.0)
     }
 
     /// [`Registry::push_image`], also saying what was uploaded and what was skipped.
@@ -363,6 +357,11 @@ impl Registry {
         if desc.digest != manifest.digest {
             return Err(self.digest_error(&format!("PUT manifest {repo}:{tag}"), &manifest.digest, &desc.digest));
         }
+        tracing::info!(
+            registry = %self.host, repo, tag,
+            blobs_uploaded = stats.blobs_uploaded, bytes_uploaded = stats.bytes_uploaded,
+            blobs_skipped = stats.blobs_skipped, "pushed image"
+        );
         Ok((desc, stats))
     }
 
