@@ -10,5 +10,7 @@ bash ci/services.sh
 bash ci/extra-dockerd.sh
 # Python libraries the tests check archfarm's output with (signatures, attestations, SBOMs).
 bash ci/python-tools.sh
+# Headless Chromium and its driver: the HTML report pages are checked in it.
+bash ci/browser.sh
 export CI=${CI:-true}
 cargo test --locked --no-fail-fast --all-targets -- --test-threads 4
