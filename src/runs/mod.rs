@@ -4,12 +4,14 @@
 //!
 //! [`Config::history`]: crate::recipe::config::Config::history
 
+pub mod html;
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::farm::report::{BuildReport, JobReport, Outcome, Source, SkipReport, TagReport};
+use crate::farm::report::{BuildReport, JobReport, Outcome, SkipReport, Source, TagReport};
 use crate::support::error::{Error, Result};
 use crate::support::fs::{write_atomically, WriteOptions};
 use crate::support::time::{parse_rfc3339_millis, rfc3339_millis};
@@ -77,11 +79,7 @@ impl RunRecord {
             ended_at: rfc3339_millis(ended),
             wall_seconds: round_ms(ended.duration_since(started).unwrap_or_default().as_secs_f64()),
             exit_code,
-            jobs: report
-                .jobs
-                .iter()
-                .map(|j| JobRecord { job: j.clone(), log_tail: log_tail(j) })
-                .collect(),
+            jobs: report.jobs.iter().map(|j| JobRecord { job: j.clone(), log_tail: log_tail(j) }).collect(),
             tags: report.tags.clone(),
             skipped: report.skipped.clone(),
             errors: report.errors.clone(),
@@ -259,9 +257,8 @@ impl Runs {
     fn read(&self, id: &str) -> Result<RunRecord> {
         let path = self.path(id);
         let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-        let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::failure(format!("{} is not a run record ({e}); remove it", path.display()))
-        })?;
+        let record: RunRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::failure(format!("{} is not a run record ({e}); remove it", path.display())))?;
         if record.format > FORMAT {
             return Err(Error::failure(format!(
                 "{} was written by a newer archfarm (format {}); upgrade archfarm to read it",
