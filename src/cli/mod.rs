@@ -338,6 +338,35 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command runs jobs, and so leaves a run record.
+    fn runs_jobs(&self) -> bool {
+        use Command::*;
+        matches!(
+            self,
+            Build { .. }
+                | Assemble { .. }
+                | Load { .. }
+                | Pull { .. }
+                | Rebuild { .. }
+                | Push { .. }
+                | Tag { .. }
+                | Test { .. }
+                | LocalImage { .. }
+                | Stitch { .. }
+                | Release { .. }
+        )
+    }
+
+    /// Where the run's HTML report goes (`build --report`).
+    fn report_file(&self) -> Option<PathBuf> {
+        match self {
+            Command::Build { report, .. } => report.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1). A
 /// command that runs jobs leaves a run record in the store, whatever its outcome.
 pub async fn run(cli: Cli) -> Result<bool> {
@@ -356,7 +385,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
     let progress = Progress::new(cli.verbose);
-    let recording = Recording::of(&cli.command, &config, started);
+    let recording = cli.command.runs_jobs().then(|| Recording::new(&config, started, cli.command.report_file()));
     let result = dispatch(cli, config, progress.clone()).await;
     match recording {
         Some(recording) => recording.finish(&progress, result),

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::cli::Command;
 use crate::farm::progress::Progress;
 use crate::recipe::config::Config;
 use crate::runs::{RunRecord, Runs};
@@ -18,28 +17,10 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// What `command` records, if it runs jobs.
-    pub fn of(command: &Command, config: &Config, started: SystemTime) -> Option<Recording> {
-        use Command::*;
-        let report_to = match command {
-            Build { report, .. } => report.clone(),
-            _ => None,
-        };
-        let runs_jobs = matches!(
-            command,
-            Build { .. }
-                | Assemble { .. }
-                | Load { .. }
-                | Pull { .. }
-                | Rebuild { .. }
-                | Push { .. }
-                | Tag { .. }
-                | Test { .. }
-                | LocalImage { .. }
-                | Stitch { .. }
-                | Release { .. }
-        );
-        runs_jobs.then(|| Recording { started, store: config.store.clone(), history: config.history, report_to })
+    /// The recording of a run that started at `started`, writing its report to
+    /// `report_to` when asked.
+    pub fn new(config: &Config, started: SystemTime, report_to: Option<PathBuf>) -> Recording {
+        Recording { started, store: config.store.clone(), history: config.history, report_to }
     }
 
     /// Records the run that ended with `result` (in a store that exists: a command that
