@@ -47,3 +47,21 @@ ts=$(for _ in $(seq "$rounds"); do t shell_way; done | median)
 ta=$(for _ in $(seq "$rounds"); do t archfarm_way; done | median)
 printf '%-60s %8.3f s\n' "docker build+push per platform, docker manifest create/push" "$ts"
 printf '%-60s %8.3f s  (%.1fx faster)\n' "archfarm build --push (no change)" "$ta" "$(echo "$ts / $ta" | bc -l)"
+
+# What recording the run costs: the same no-op build --push in a copy of the tree whose
+# archfarm.yaml says `history: 0` (records nothing), against the tree as it is (one
+# record written and the history pruned). Same store, same registry, same keys.
+quiet=$(mktemp -d)
+trap 'rm -rf "$ARCHFARM_STORE" "$quiet"' EXIT
+cp -r images "$quiet/images"
+[ -f archfarm.yaml ] && cp archfarm.yaml "$quiet/archfarm.yaml"
+echo "history: 0" >>"$quiet/archfarm.yaml"
+unrecorded() { (cd "$quiet" && "$bin" build --push); }
+must unrecorded
+rounds_rec=$((rounds * 5))
+tn=$(for _ in $(seq "$rounds_rec"); do t unrecorded; done | median)
+tr=$(for _ in $(seq "$rounds_rec"); do t archfarm_way; done | median)
+runs=$(ls "$ARCHFARM_STORE/runs" | wc -l)
+[ "$runs" -ge "$rounds_rec" ] || bench_fail "expected at least $rounds_rec run records, found $runs"
+printf '%-60s %8.3f s\n' "archfarm build --push (no change), history: 0" "$tn"
+printf '%-60s %8.3f s  (recording: %+.1f ms)\n' "archfarm build --push (no change), recorded" "$tr" "$(echo "($tr - $tn) * 1000" | bc -l)"

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cli::planning::{plan_one, resolve_name, single_platform, BaseFlags};
-use crate::cli::report::finish_report;
+use crate::cli::summary::finish_report;
 use crate::farm::{BuildOptions, Farm};
 use crate::recipe::catalog::{self, Catalog};
 use crate::support::error::{Error, Result};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cli::planning::{make_plan, resolve_names, BaseFlags};
-use crate::cli::report::finish_report;
+use crate::cli::summary::finish_report;
 use crate::farm::{BuildOptions, Farm};
 use crate::plan::PlatformChoice;
 use crate::recipe::catalog::Catalog;

@@ -2,14 +2,16 @@
 //! command (or close family of commands). `main.rs` only maps the result to an exit code
 //! (0 ok, 1 build or push failure, 2 usage/config).
 //!
-//! Below the command modules: `planning` (base flags, names, the plan), `report` (a
-//! farm run's report and exit code), `selection` and `planned` (the make targets).
+//! Below the command modules: `planning` (base flags, names, the plan), `summary` (a
+//! farm run's report and exit code), `recording` (the run record every command that
+//! runs jobs leaves), `selection` and `planned` (the make targets).
 
 mod assemble;
 mod binfmt;
 mod build;
 mod builders;
 mod hash;
+mod history;
 mod list;
 mod load;
 mod local_image;
@@ -21,11 +23,13 @@ mod publish;
 mod pull;
 mod push;
 mod rebuild;
+mod recording;
 mod report;
 pub mod selection;
 mod sign;
 mod stitch;
 pub mod store;
+mod summary;
 mod test;
 mod verify;
 
@@ -36,6 +40,7 @@ use clap::{Parser, Subcommand};
 
 use self::matrix::MatrixFormat;
 use self::planning::BaseFlags;
+use self::recording::Recording;
 use self::selection::Selection;
 use self::store::StoreCommand;
 use crate::farm::progress::Progress;
@@ -119,6 +124,9 @@ pub enum Command {
         sign: Option<String>,
         #[arg(long)]
         json: bool,
+        /// At the end, write the run's HTML report (as `archfarm report`) to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Assemble an image.yaml image for one platform (no engine); report its tag and digest.
     Assemble {
@@ -275,6 +283,24 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// The recorded runs, newest first: id, when, command, wall time, built / cached /
+    /// failed, tags.
+    History {
+        #[arg(long)]
+        json: bool,
+        /// How many runs (default 20).
+        #[arg(short = 'n', value_name = "N", default_value_t = 20)]
+        n: usize,
+    },
+    /// Write a recorded run (default: the latest) as one self-contained HTML page.
+    Report {
+        /// The run's id (`archfarm history` lists them).
+        #[arg(value_name = "RUN")]
+        run: Option<String>,
+        /// The HTML file to write (- for stdout).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Copy one image, all platforms, between registries or repositories.
     Copy {
         /// host[:port]/repository[:tag|@digest]
@@ -312,9 +338,40 @@ pub enum Command {
     },
 }
 
-/// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1).
+impl Command {
+    /// Whether the command runs jobs, and so leaves a run record.
+    fn runs_jobs(&self) -> bool {
+        use Command::*;
+        matches!(
+            self,
+            Build { .. }
+                | Assemble { .. }
+                | Load { .. }
+                | Pull { .. }
+                | Rebuild { .. }
+                | Push { .. }
+                | Tag { .. }
+                | Test { .. }
+                | LocalImage { .. }
+                | Stitch { .. }
+                | Release { .. }
+        )
+    }
+
+    /// Where the run's HTML report goes (`build --report`).
+    fn report_file(&self) -> Option<PathBuf> {
+        match self {
+            Command::Build { report, .. } => report.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the parsed command; `Ok(false)` means it ran but a job failed (exit 1). A
+/// command that runs jobs leaves a run record in the store, whatever its outcome.
 pub async fn run(cli: Cli) -> Result<bool> {
     crate::support::env::check()?;
+    let started = std::time::SystemTime::now();
     let cwd = std::env::current_dir().map_err(|e| Error::failure(format!("cannot read the current folder: {e}")))?;
     let overrides = Overrides {
         config_file: cli.config.clone(),
@@ -327,6 +384,16 @@ pub async fn run(cli: Cli) -> Result<bool> {
     }
     .with_env();
     let config = Config::load(&cwd, &overrides)?;
+    let progress = Progress::new(cli.verbose);
+    let recording = cli.command.runs_jobs().then(|| Recording::new(&config, started, cli.command.report_file()));
+    let result = dispatch(cli, config, progress.clone()).await;
+    match recording {
+        Some(recording) => recording.finish(&progress, result),
+        None => result,
+    }
+}
+
+async fn dispatch(cli: Cli, config: Config, progress: Progress) -> Result<bool> {
     // Commands that need no images folder.
     let command = match cli.command {
         Command::Builders { json } => return builders::run(config, json).await,
@@ -338,13 +405,14 @@ pub async fn run(cli: Cli) -> Result<bool> {
             return publish::copy(&config, &source, &destination, json).await
         }
         Command::Store { command } => return store::run(&config, command),
+        Command::History { json, n } => return history::run(&config, n, json),
+        Command::Report { run, output } => return report::run(&config, run.as_deref(), &output),
         Command::Sign { image, key, json } => return sign::run(&config, &image, &key, json).await,
         Command::Verify { image, key, json } => return verify::run(&config, &image, &key, json).await,
         other => other,
     };
     let catalog = catalog::discover(&config.images_dir, &config.arches)?;
     plan::check_settings(&config, &catalog)?;
-    let progress = Progress::new(cli.verbose);
     let bases = &cli.bases;
     match command {
         Command::List { names: true, underscore, test_images, platform, .. } => {
@@ -352,7 +420,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         }
         Command::List { json, .. } => list::run(config, &catalog, progress, json, bases).await,
         Command::Hash { image, platform } => hash::run(&config, &catalog, &image, platform.as_deref(), bases).await,
-        Command::Build { names, platform, push, no_stitch, sign, json } => {
+        Command::Build { names, platform, push, no_stitch, sign, json, report: _ } => {
             let sign = sign.as_deref().map(SigningKey::load).transpose()?.map(Arc::new);
             let farm = Arc::new(Farm::new(config, progress)?);
             let opts = BuildOptions { push, no_stitch, sign, ..Default::default() };
@@ -402,6 +470,8 @@ pub async fn run(cli: Cli) -> Result<bool> {
         | Command::Login { .. }
         | Command::Copy { .. }
         | Command::Store { .. }
+        | Command::History { .. }
+        | Command::Report { .. }
         | Command::Sign { .. }
         | Command::Verify { .. } => Err(Error::failure("internal: this command runs before the catalog is read")),
     }

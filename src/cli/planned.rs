@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::cli::planning::{make_plan, single_platform, BaseFlags};
-use crate::cli::report::finish_report;
 use crate::cli::selection::{select, Selection};
+use crate::cli::summary::finish_report;
 use crate::farm::progress::Progress;
 use crate::farm::{BuildOptions, BuildReport, Farm};
 use crate::image::platform::Platform;

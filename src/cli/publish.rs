@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::planning::{make_plan, require_resolved, resolve_names, BaseFlags};
-use crate::farm::Farm;
+use crate::farm::{BuildReport, Farm, TagReport};
 use crate::plan::PlatformChoice;
 use crate::publish::copy;
 use crate::publish::release::{self, ReleaseOptions};
@@ -111,6 +111,15 @@ pub async fn release(
     };
     let opts = ReleaseOptions { version: version.to_string(), to, latest, dry_run, sign };
     let report = release::release(config, &farm.store, &images, &opts).await?;
+    let tags = report.images.iter().filter(|r| r.action != "dry-run").flat_map(|r| {
+        r.tags.iter().map(|tag| TagReport {
+            image: r.image.clone(),
+            tag: tag.clone(),
+            digest: r.digest.clone(),
+            platforms: r.platforms.iter().map(|p| p.platform.clone()).collect(),
+        })
+    });
+    farm.progress().report(&BuildReport { tags: tags.collect(), ..Default::default() });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     if let Some(path) = &record {
         write_record(path, &text)?;

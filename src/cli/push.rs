@@ -2,7 +2,7 @@
 
 use crate::cli::planned::Planned;
 use crate::cli::planning::{make_plan, BaseFlags};
-use crate::cli::report::finish_report;
+use crate::cli::summary::finish_report;
 use crate::farm::{BuildOptions, BuildReport, Farm, Stitched};
 use crate::image::platform::Platform;
 use crate::plan::PlatformChoice;

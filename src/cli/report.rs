@@ -1,55 +1,41 @@
-//! How a farm run's report is shown: JSON, or tags and a one-line summary; the errors on
-//! stderr; and the exit code it stands for.
+//! `archfarm report [RUN] --output FILE`: a recorded run as one self-contained HTML page.
 
-use crate::farm::{BuildReport, Farm};
+use std::io::Write;
+use std::path::Path;
+
+use crate::recipe::config::Config;
+use crate::runs::{RunRecord, Runs};
 use crate::support::error::{Error, Result};
 
-/// Prints the report (JSON, or tags and a summary) and the errors; exit 2 when a job
-/// failed on invalid input (the rest of the run still ran), 1 for any other failure.
-pub fn finish_report(farm: &Farm, report: &BuildReport, json: bool) -> Result<bool> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("report serializes"));
-    } else {
-        for s in &report.skipped {
-            farm.progress().note(&format!("note: {} {} skipped: {}", s.image, s.platform, s.reason));
-        }
-        for t in &report.tags {
-            println!("{} {} ({})", t.tag, t.digest, t.platforms.join(", "));
-        }
-        farm.progress().note(&summary(report));
+pub fn run(config: &Config, id: Option<&str>, output: &Path) -> Result<bool> {
+    let runs = Runs::in_store(&config.store);
+    let record = runs.load(id)?;
+    let previous = runs.previous(&record)?;
+    write(&record, previous.as_ref(), output)?;
+    if output != Path::new("-") {
+        eprintln!("report: {}", output.display());
     }
-    for e in &report.errors {
-        eprintln!("error: {e}");
-    }
-    let invalid = report.jobs.iter().filter(|j| j.bad_input).count();
-    if invalid > 0 {
-        return Err(Error::usage(format!(
-            "{invalid} job(s) not run or failed because of invalid input (above); fix it and run again"
-        )));
-    }
-    Ok(!report.failed())
+    Ok(true)
 }
 
-/// `2 built, 3 cached`, then what failed at which stage: `; 2 failed (push: 2)`. A job
-/// counts as built or cached by where its image came from, even when a later stage
-/// (push, load) failed; jobs that failed before they had an image count only as failed.
-fn summary(report: &BuildReport) -> String {
-    use crate::farm::progress::{Outcome, Source};
-    let from = |f: fn(Source) -> bool| report.jobs.iter().filter(|j| j.source.is_some_and(f)).count();
-    let built = from(|s| s == Source::Build);
-    let cached = from(|s| s != Source::Build);
-    let mut stages: std::collections::BTreeMap<crate::farm::Stage, usize> = Default::default();
-    for j in report.jobs.iter().filter(|j| j.outcome == Outcome::Failed) {
-        *stages.entry(j.stage.unwrap_or(crate::farm::Stage::Build)).or_default() += 1;
+/// Writes the report of `record` (compared with `previous`, the run of the same command
+/// before it) to `output`, atomically; `-` is stdout.
+pub fn write(record: &RunRecord, previous: Option<&RunRecord>, output: &Path) -> Result<()> {
+    let html = crate::runs::html::render(record, previous);
+    if output == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(html.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::failure(format!("writing the report to stdout: {e}")));
     }
-    let failed: usize = stages.values().sum();
-    let tail = if failed > 0 {
-        let per: Vec<String> = stages.iter().map(|(s, n)| format!("{}: {n}", s.name())).collect();
-        format!("; {failed} failed ({})", per.join(", "))
-    } else if built == 0 && report.errors.is_empty() {
-        ": nothing to do".to_string()
-    } else {
-        String::new()
-    };
-    format!("{built} built, {cached} cached{tail}")
+    let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        return Err(Error::usage(format!(
+            "--report/--output {}: the folder {} does not exist; create it or name another file",
+            output.display(),
+            folder.display()
+        )));
+    }
+    crate::support::fs::write_atomically(output, html.as_bytes(), Default::default())
 }

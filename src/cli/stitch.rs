@@ -2,7 +2,7 @@
 //! platform is in the registry; builds nothing.
 
 use crate::cli::planning::{plan_for, resolve_names, BaseFlags};
-use crate::farm::Farm;
+use crate::farm::{BuildReport, Farm};
 use crate::recipe::catalog::Catalog;
 use crate::support::error::{Error, Result};
 
@@ -20,6 +20,15 @@ pub async fn run(
     let plan = plan_for(farm, catalog, names, platform, bases).await?;
     let only = resolve_names(catalog, names)?;
     let report = crate::farm::stitch::run(farm, &plan, &only, staging).await?;
+    farm.progress().report(&BuildReport {
+        tags: report.tags.clone(),
+        errors: report
+            .missing
+            .iter()
+            .map(|m| format!("{}: not stitched: missing {}", m.image, m.platforms.join(", ")))
+            .collect(),
+        ..Default::default()
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("stitch report serializes"));
     } else {

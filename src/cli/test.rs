@@ -1,7 +1,7 @@
 //! `archfarm test` (make's `test-<image>`, the presubmit).
 
 use crate::cli::planned::Planned;
-use crate::cli::report::finish_report;
+use crate::cli::summary::finish_report;
 use crate::farm::progress::{Outcome, Source};
 use crate::farm::BuildOptions;
 use crate::support::error::Result;
