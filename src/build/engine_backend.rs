@@ -184,7 +184,7 @@ impl EngineBackend {
                             "{} {}: QEMU crashed `{}` on builder {builder} ({}); trying a builder that runs {} natively",
                             job.image, job.platform, fault.step, fault.crash.message, job.platform
                         ));
-                        history.push_str(&format!("{preamble}# archfarm: {}\n", fault.summary()));
+                        history = format!("{preamble}# archfarm: {}\n", fault.summary());
                         tried.push(lease.index);
                         drop(lease);
                         emulator_fault = Some(fault);
@@ -213,7 +213,8 @@ impl EngineBackend {
                 job.platform,
                 if answers { "engine error" } else { "it stopped answering" }
             ));
-            history.push_str(&format!("{preamble}# archfarm: builder {builder} failed: {}\n", e.message()));
+            // The preamble already holds the earlier attempts.
+            history = format!("{preamble}# archfarm: builder {builder} failed: {}\n", e.message());
             tried.push(lease.index);
             drop(lease);
             last_failure = Some(Error::failure(format!("on builder {builder}: {}", e.message())));
