@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use archfarm::engine::request::{Backend, BuildRequest, BuildSecret};
+use archfarm::engine::request::{Backend, BuildRequest, BuildSecret, StepFailure};
 use archfarm::engine::{BuildFailure, Engine, KEY_LABEL};
 use archfarm::image::platform::Platform;
 use archfarm::image::store::Store;
@@ -240,8 +240,11 @@ async fn builds_for_amd64_and_arm64_with_labels_args_tags_and_readable_logs() {
         );
         let spec = Spec { tags: vec![run.tag(&format!("fail-{arch}"))], ..Spec::new(Backend::BuildKit, arch) };
         let failure = run.build(&failing, &spec, &format!("fail-{arch}")).await.unwrap_err();
-        let BuildFailure::Recipe(e) = failure else { panic!("not the recipe's fault: {failure:?}") };
-        let msg = e.message();
+        let BuildFailure::Recipe(f) = failure else { panic!("not the recipe's fault: {failure:?}") };
+        // The step is data on the failure, as BuildKit names it.
+        assert_eq!((f.step.as_deref(), f.instruction()), (Some("[3/3] RUN false"), Some("RUN false")));
+        assert!(f.in_run_step());
+        let msg = f.error.message();
         assert!(msg.contains(&format!("for linux/{arch} failed at `[3/3] RUN false`: ")), "{msg}");
         assert!(msg.contains("exit code: 1") && msg.contains(&format!("fail-{arch}.log")), "{msg}");
         assert!(run.log(&format!("fail-{arch}")).contains("ERROR: "), "{}", run.log(&format!("fail-{arch}")));
@@ -311,7 +314,7 @@ async fn secrets_reach_the_build_and_nothing_else() {
     let spec = Spec { secrets: secrets.clone(), ..Spec::new(Backend::BuildKit, "amd64") };
     let failure = run.build(&ctx, &spec, "secret-fail").await.unwrap_err();
     let shown = format!("{failure:?}");
-    let BuildFailure::Recipe(e) = failure else { panic!("{shown}") };
+    let BuildFailure::Recipe(StepFailure { error: e, .. }) = failure else { panic!("{shown}") };
     assert!(e.message().contains("RUN --mount=type=secret,id=tok"), "{}", e.message());
     assert!(!shown.contains(&value) && !run.log("secret-fail").contains(&value));
 
@@ -319,7 +322,7 @@ async fn secrets_reach_the_build_and_nothing_else() {
     let missing = format!("FROM {base}\nRUN --mount=type=secret,id=other,required cat /run/secrets/other\n");
     let ctx = context(&run.path("secret-missing"), &[("Dockerfile", missing.as_bytes())]);
     let failure = run.build(&ctx, &spec, "secret-missing").await.unwrap_err();
-    let BuildFailure::Recipe(e) = failure else { panic!("{failure:?}") };
+    let BuildFailure::Recipe(StepFailure { error: e, .. }) = failure else { panic!("{failure:?}") };
     assert!(e.message().contains("other"), "{}", e.message());
 
     // The classic builder cannot mount secrets: a usage error before anything runs.

@@ -7,6 +7,10 @@
 //! Only an enabled handler with the F (fix binary) flag works inside containers: the
 //! kernel opens the interpreter when the handler is registered, so it need not exist in
 //! the container's file system.
+//!
+//! Also what QEMU says when it, not the program it runs, ends a build step
+//! ([`EMULATOR_CRASHES`], [`emulator_crash`]), and which QEMU emulates a platform here
+//! ([`qemu_version`]).
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +114,104 @@ pub fn emulations(arches: &ArchTable, host: Option<&Platform>, dir: &Path) -> Ve
 /// The platforms containers on this machine can run under emulation (usable handlers).
 pub fn usable_platforms(arches: &ArchTable, host: Option<&Platform>) -> Vec<Platform> {
     emulations(arches, host, Path::new(BINFMT_DIR)).into_iter().filter(|e| e.usable()).map(|e| e.platform).collect()
+}
+
+/// What QEMU's user-mode emulator prints when it ends an emulated program, as (the
+/// start of the message, what it means). Each was checked against QEMU's linux-user
+/// sources and against the strings of Debian 12's qemu-user-static 7.2 where it exists
+/// there. A line matches when it contains the text anywhere: builders prefix output
+/// (BuildKit's `#7 0.312 `, the classic builder's colour codes on stderr).
+pub const EMULATOR_CRASHES: &[(&str, &str)] = &[
+    // linux-user/signal.c, dump_core_and_abort (every version): the emulated program died
+    // of a signal, e.g. `qemu: uncaught target signal 11 (Segmentation fault) - core
+    // dumped` or `... 4 (Illegal instruction) ...`; under QEMU this is how an
+    // instruction it mis-emulates or lacks (QEMU 7.x and newer CPU features) ends a step.
+    ("qemu: uncaught target signal ", "the emulated program died of a signal under QEMU"),
+    // linux-user/<target>/cpu_loop.c: a CPU exception QEMU cannot model for the target.
+    ("qemu: unhandled CPU exception ", "QEMU met a CPU exception it cannot emulate"),
+    // cpu_abort: QEMU's own fatal error.
+    ("qemu: fatal: ", "QEMU aborted"),
+    // linux-user/signal.c, die_from_signal (QEMU 8 and later): a host signal inside
+    // QEMU itself, a QEMU bug.
+    ("QEMU internal SIG", "QEMU itself crashed"),
+    // linux-user/elfload.c: no room for the guest's address space (`Unable to reserve
+    // 0x... bytes of virtual address space ... for use as guest address space`).
+    ("Unable to reserve 0x", "QEMU could not reserve the guest's address space"),
+    // linux-user/fd-trans.c (QEMU 7.x): a netlink answer QEMU cannot translate, so the
+    // program (`ip`, network setup in a RUN step) gets a garbled one. Not a crash, but
+    // the step failed under it; the native retry tells whether the recipe is at fault.
+    ("Unknown host QEMU_IFLA type", "QEMU could not translate a netlink answer"),
+];
+
+/// An emulator crash found in a step's output: the message QEMU printed and what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    pub message: String,
+    pub meaning: &'static str,
+}
+
+/// The first of `lines` that carries one of the [`EMULATOR_CRASHES`] signatures.
+pub fn emulator_crash<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Crash> {
+    lines.into_iter().find_map(|line| {
+        EMULATOR_CRASHES.iter().find_map(|(text, meaning)| {
+            let at = line.find(text)?;
+            let message = without_colours(&line[at..]).trim().to_string();
+            Some(Crash { message, meaning })
+        })
+    })
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`), which the classic builder
+/// wraps around stderr output.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The version of the QEMU that emulates `platform` on this machine, as that binary
+/// reports it (`7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)`); None when no handler for it
+/// is registered or its interpreter cannot say.
+///
+/// Read from the registered handler's interpreter run with `--version`, not from
+/// `dpkg-query -W qemu-user-static`: the handler is what the kernel runs for the
+/// platform, and it need not be Debian's (tonistiigi/binfmt and multiarch/qemu-user-static
+/// register their own binaries, and other distributions have no dpkg). Debian's
+/// interpreters are `-binfmt-P` symlinks under whose name QEMU refuses to start outside
+/// binfmt_misc, so the path is resolved first. One limit: with the F flag the kernel
+/// keeps the file it opened at registration, so after an upgrade that was not followed
+/// by a re-registration this names the new binary while builds still run the old one.
+pub async fn qemu_version(arches: &ArchTable, platform: &Platform) -> Option<String> {
+    let interpreter = emulations(arches, None, Path::new(BINFMT_DIR))
+        .into_iter()
+        .find(|e| &e.platform == platform && e.usable())?
+        .interpreter;
+    let binary = std::fs::canonicalize(&interpreter).ok()?;
+    let run = tokio::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(5), run).await.ok()?.ok()?;
+    parse_qemu_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The version in QEMU's `--version` text (`qemu-aarch64 version 7.2.22 (Debian ...)`).
+fn parse_qemu_version(text: &str) -> Option<String> {
+    let first = text.lines().next()?;
+    let (program, version) = first.split_once(" version ")?;
+    program.starts_with("qemu").then(|| version.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// A handler definition from Debian's `/usr/share/binfmts/<name>` (`key value` lines).
@@ -288,6 +390,49 @@ mod tests {
             ":qemu-aarch64:M:0:\\x7f\\x45\\x4c\\x46\\x02:\\xff\\xff\\xff\\xff\\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:FP"
         );
         assert!(Definition::parse("x", "package y\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn emulator_crash_signatures_are_found_in_either_builders_output() {
+        let classic = [
+            "---> Running in 5f1c",
+            "\u{1b}[91mqemu: uncaught target signal 11 (Segmentation fault) - core dumped\n\u{1b}[0m",
+        ];
+        let crash = emulator_crash(classic).unwrap();
+        assert_eq!(crash.message, "qemu: uncaught target signal 11 (Segmentation fault) - core dumped");
+        assert_eq!(crash.meaning, "the emulated program died of a signal under QEMU");
+        let buildkit =
+            ["#7 0.245 compiling", "#7 0.273 qemu: uncaught target signal 4 (Illegal instruction) - core dumped"];
+        assert_eq!(
+            emulator_crash(buildkit).unwrap().message,
+            "qemu: uncaught target signal 4 (Illegal instruction) - core dumped"
+        );
+        for (line, meaning) in [
+            ("qemu: unhandled CPU exception 0x8 - aborting", "QEMU met a CPU exception it cannot emulate"),
+            ("qemu: fatal: Lockup: can't escalate 3 to HardFault", "QEMU aborted"),
+            ("QEMU internal SIGSEGV {code=MAPERR, addr=0x20}", "QEMU itself crashed"),
+            (
+                "qemu-aarch64: Unable to reserve 0xffff0000 bytes of virtual address space at 0x1000 (Success) for use as guest address space",
+                "QEMU could not reserve the guest's address space",
+            ),
+            ("Unknown host QEMU_IFLA type: 54", "QEMU could not translate a netlink answer"),
+        ] {
+            assert_eq!(emulator_crash([line]).map(|c| c.meaning), Some(meaning), "{line}");
+        }
+        // A program's own crash, as a native shell reports it, is not QEMU's.
+        for line in ["Segmentation fault (core dumped)", "Illegal instruction", "make: *** [all] Error 139", "qemu"] {
+            assert_eq!(emulator_crash([line]), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn qemu_version_text_parses() {
+        let text =
+            "qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n";
+        assert_eq!(parse_qemu_version(text).as_deref(), Some("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"));
+        assert_eq!(parse_qemu_version("qemu-riscv64 version 8.2.2\n").as_deref(), Some("8.2.2"));
+        assert_eq!(parse_qemu_version("usage: something else\n"), None);
+        assert_eq!(parse_qemu_version(""), None);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The engine backend: a Dockerfile job placed on a builder of the fleet, its parents
 //! put on that builder from the store, built (BuildKit or classic), and exported into
 //! the store. An engine or connection failure marks a builder that no longer answers
-//! unhealthy and tries the next builder; a failure of the recipe itself is final.
+//! unhealthy and tries the next builder; a failure of the recipe itself is final, except
+//! a RUN step on an emulated route that QEMU crashed ([`binfmt::EMULATOR_CRASHES`]):
+//! an emulator fault, tried once more on a builder that runs the platform natively, or
+//! failed with the QEMU version and what to do when there is none.
 //!
 //! Its memo ([`Backend::find`]) is the local engine (`DOCKER_HOST`): an image there
 //! labelled with the job's key is taken into the store instead of being rebuilt.
@@ -14,9 +17,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::OnceCell;
 
-use crate::build::fleet::{watchdog, Fleet, Lease, Placement, Wants};
+use crate::build::binfmt::{self, Crash};
+use crate::build::fleet::{watchdog, Fleet, Lease, Placement, Route, Wants};
 use crate::build::{Backend, BackendKind, Fault, Parents, Produced, Report, Retry, Trace};
-use crate::engine::request::{BuildRequest, BuildSecret};
+use crate::engine::request::{BuildRequest, BuildSecret, StepFailure};
 use crate::engine::{self, BuildFailure, Engine};
 use crate::image::platform::Platform;
 use crate::image::store::StoredImage;
@@ -78,11 +82,14 @@ impl EngineBackend {
         let mut history = String::new();
         let mut started = false;
         let mut last_failure: Option<Error> = None;
+        // Set once QEMU crashed an emulated step: from then on, native builders only.
+        let mut emulator_fault: Option<EmulatorFault> = None;
         loop {
             let wants = Wants {
                 platform: &job.platform,
                 build_platform: job.build_platform.as_ref(),
                 buildkit: job.needs.buildkit_only.is_some() || !job.needs.secrets.is_empty(),
+                native: emulator_fault.is_some(),
             };
             let asked = Instant::now();
             let acquired = fleet.acquire(wants, &tried).await;
@@ -91,10 +98,14 @@ impl EngineBackend {
                 Ok(lease) => lease,
                 // Say what went wrong where it was tried, not only that nothing is left.
                 Err(e) => {
+                    let e = match &emulator_fault {
+                        Some(fault) => fault.unretried(&job.platform, &self.config, &e).await,
+                        None => e,
+                    };
                     return Err(match last_failure {
                         Some(last) => Error::failure(format!("{}; then {}", last.message(), e.message())),
                         None => e,
-                    })
+                    });
                 }
             };
             let backend = if lease.buildkit() && !job.needs.classic_only {
@@ -140,13 +151,46 @@ impl EngineBackend {
                     trace.update(|t| t.fault = Some(Fault::Local));
                     return Err(e);
                 }
-                Err(BuildFailure::Recipe(e)) => {
-                    // The engine reported the failure; if it still answers, the recipe failed.
+                Err(BuildFailure::Recipe(f)) => {
+                    // The engine reported the failure; if it still answers, the recipe
+                    // failed, or the emulator it ran under.
                     if answers(&lease).await {
-                        trace.update(|t| t.fault = Some(Fault::Recipe));
-                        return Err(e);
+                        trace.update(|t| t.failing_step.clone_from(&f.step));
+                        let crash = (lease.route == Route::Emulated && f.in_run_step())
+                            .then(|| binfmt::emulator_crash(crash_lines(&f)))
+                            .flatten();
+                        let Some(crash) = crash else {
+                            trace.update(|t| t.fault = Some(Fault::Recipe));
+                            return Err(f.error);
+                        };
+                        let builder = lease.builder().to_string();
+                        let fault = EmulatorFault {
+                            job: format!("{} for {}", job.image, job.platform),
+                            builder: builder.clone(),
+                            on_this_machine: lease.on_this_machine(),
+                            step: f.instruction().unwrap_or("RUN").to_string(),
+                            crash,
+                            log: self.store.log_path(&job.image, &job.platform, &job.key),
+                        };
+                        trace.update(|t| {
+                            t.fault = Some(Fault::Emulator);
+                            t.retries.push(Retry {
+                                builder: builder.clone(),
+                                fault: Fault::Emulator,
+                                error: fault.summary(),
+                            });
+                        });
+                        self.report.note(&format!(
+                            "{} {}: QEMU crashed `{}` on builder {builder} ({}); trying a builder that runs {} natively",
+                            job.image, job.platform, fault.step, fault.crash.message, job.platform
+                        ));
+                        history = format!("{preamble}# archfarm: {}\n", fault.summary());
+                        tried.push(lease.index);
+                        drop(lease);
+                        emulator_fault = Some(fault);
+                        continue;
                     }
-                    e
+                    f.error
                 }
                 Err(BuildFailure::Engine(e)) => e,
             };
@@ -169,7 +213,8 @@ impl EngineBackend {
                 job.platform,
                 if answers { "engine error" } else { "it stopped answering" }
             ));
-            history.push_str(&format!("{preamble}# archfarm: builder {builder} failed: {}\n", e.message()));
+            // The preamble already holds the earlier attempts.
+            history = format!("{preamble}# archfarm: builder {builder} failed: {}\n", e.message());
             tried.push(lease.index);
             drop(lease);
             last_failure = Some(Error::failure(format!("on builder {builder}: {}", e.message())));
@@ -282,6 +327,65 @@ impl Backend for EngineBackend {
 
     fn configuration_error(&self) -> Option<Error> {
         self.fleet.configuration_error()
+    }
+}
+
+/// The lines of a failed step that may carry QEMU's message: its last output, then the
+/// engine's error.
+fn crash_lines(f: &StepFailure) -> impl Iterator<Item = &str> {
+    f.output.iter().map(String::as_str).chain(f.error.message().lines())
+}
+
+/// A RUN step that QEMU, not the recipe, failed on an emulated route.
+struct EmulatorFault {
+    /// `IMAGE for PLATFORM`.
+    job: String,
+    builder: String,
+    /// The builder is an engine of this machine (so it emulated with this machine's QEMU).
+    on_this_machine: bool,
+    /// The failing instruction (`RUN make`).
+    step: String,
+    crash: Crash,
+    log: std::path::PathBuf,
+}
+
+impl EmulatorFault {
+    /// What happened, for the job's retries and its next attempt's log.
+    fn summary(&self) -> String {
+        format!(
+            "building {}: QEMU crashed the emulated step `{}` on builder {}: `{}` ({}): an emulator fault, \
+             not the recipe's (log: {})",
+            self.job,
+            self.step,
+            self.builder,
+            self.crash.message,
+            self.crash.meaning,
+            self.log.display()
+        )
+    }
+
+    /// The job's error when no builder runs `platform` natively to try it again
+    /// (`nowhere`: the fleet's account of why), naming the QEMU that crashed and what to do.
+    async fn unretried(&self, platform: &Platform, config: &Config, nowhere: &Error) -> Error {
+        let qemu = if self.on_this_machine {
+            match binfmt::qemu_version(&config.arches, platform).await {
+                Some(v) => format!("this machine emulates {platform} with QEMU {v} (its binfmt handler's interpreter)"),
+                None => format!("the version of this machine's QEMU for {platform} could not be read (its binfmt handler's interpreter did not say)"),
+            }
+        } else {
+            format!(
+                "builder {} emulates {platform} with its own machine's QEMU, whose version archfarm cannot read",
+                self.builder
+            )
+        };
+        Error::failure(format!(
+            "{}; no builder can try it again natively ({}); {qemu}. To build it: add a builder that runs {platform} \
+             natively (`platforms: [{platform}]` under `builders:` in archfarm.yaml), or update qemu-user-static \
+             and register its handlers again (`archfarm binfmt --install`), or move the step into a cross stage \
+             (`FROM --platform=$BUILDPLATFORM`) that produces its files for {platform} without running them",
+            self.summary(),
+            nowhere.message()
+        ))
     }
 }
 

@@ -6,8 +6,10 @@
 //! free slots (free / jobs). A builder that stops answering is marked unhealthy and
 //! the job is retried elsewhere; a build whose recipe fails is not (the retry loop is
 //! the engine backend's, `build::engine_backend`; the fleet hands it a [`Lease`] on the
-//! chosen builder).
+//! chosen builder). A job whose emulated step QEMU crashed asks for a native builder
+//! only ([`Wants::native`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub(crate) struct Wants<'a> {
     pub build_platform: Option<&'a Platform>,
     /// The recipe needs BuildKit (RUN --mount, secrets).
     pub buildkit: bool,
+    /// Only a builder that runs `platform` natively will do (the emulator failed it).
+    pub native: bool,
 }
 
 /// What a probe of a builder found.
@@ -72,6 +76,10 @@ pub struct BuilderStatus {
     pub buildkit: Option<bool>,
     /// The configured `buildkit:` (auto, true, false).
     pub buildkit_mode: BuildKitMode,
+    /// For each platform it emulates, the version of the QEMU that emulates it on this
+    /// machine ([`binfmt::qemu_version`]); null when it cannot be read, and for builders
+    /// on other machines (whose QEMU archfarm does not see).
+    pub qemu_versions: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +196,20 @@ impl Fleet {
     /// Every builder's health, version and platforms (`archfarm builders`).
     pub async fn status(&self) -> Vec<BuilderStatus> {
         self.probe().await;
+        let local: Vec<Platform> = {
+            let mut v: Vec<Platform> = self
+                .builders
+                .iter()
+                .filter(|b| b.spec.on_this_machine())
+                .filter_map(|b| b.facts.get())
+                .flat_map(|f| f.emulates.iter().cloned())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let versions = futures::future::join_all(local.iter().map(|p| binfmt::qemu_version(&self.arches, p))).await;
+        let versions: BTreeMap<&Platform, Option<String>> = local.iter().zip(versions).collect();
         let slots = self.slots.lock().expect("fleet lock").clone();
         self.builders
             .iter()
@@ -209,6 +231,14 @@ impl Fleet {
                     emulates_from: if b.spec.on_this_machine() { "binfmt" } else { "declared" }.into(),
                     buildkit: b.facts.get().map(|f| f.buildkit),
                     buildkit_mode: b.spec.buildkit,
+                    qemu_versions: f
+                        .emulates
+                        .iter()
+                        .map(|p| {
+                            let v = if b.spec.on_this_machine() { versions.get(p).cloned().flatten() } else { None };
+                            (p.to_string(), v)
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -254,6 +284,7 @@ impl Fleet {
                     Choice::Wait => {}
                     Choice::Nowhere(why) => {
                         let what = match wants.build_platform {
+                            _ if wants.native => format!("no healthy builder runs {} natively", wants.platform),
                             Some(b) if b != wants.platform => {
                                 format!("no healthy builder runs {b} (its cross stages) and {}", wants.platform)
                             }
@@ -279,9 +310,17 @@ impl Fleet {
         let fits = |f: &Facts| f.runs(platform) && f.runs(primary) && (f.buildkit || !wants.buildkit);
         let eligible: Vec<usize> =
             (0..self.builders.len()).filter(|&i| usable(i) && facts(i).is_some_and(fits)).collect();
-        let native: Vec<usize> =
-            eligible.iter().copied().filter(|&i| facts(i).is_some_and(|f| f.native.contains(primary))).collect();
-        let pool = if native.is_empty() { eligible } else { native };
+        let pool = if wants.native {
+            eligible.into_iter().filter(|&i| facts(i).is_some_and(|f| f.native.contains(platform))).collect()
+        } else {
+            let native: Vec<usize> =
+                eligible.iter().copied().filter(|&i| facts(i).is_some_and(|f| f.native.contains(primary))).collect();
+            if native.is_empty() {
+                eligible
+            } else {
+                native
+            }
+        };
         if pool.is_empty() {
             let why = (0..self.builders.len())
                 .map(|i| {
@@ -393,6 +432,11 @@ impl Lease<'_> {
     /// The version the builder's engine reported when it was probed.
     pub(crate) fn engine_version(&self) -> Option<String> {
         self.chosen().facts.get().and_then(|f| f.version.clone())
+    }
+
+    /// The builder is an engine of this machine, which emulates with this machine's QEMU.
+    pub(crate) fn on_this_machine(&self) -> bool {
+        self.chosen().spec.on_this_machine()
     }
 
     /// The first platform the builder runs natively.
@@ -648,7 +692,7 @@ mod tests {
     use super::*;
 
     fn wants(p: &Platform) -> Wants<'_> {
-        Wants { platform: p, build_platform: None, buildkit: false }
+        Wants { platform: p, build_platform: None, buildkit: false, native: false }
     }
 
     fn fleet_with(facts: &[(&str, &[&str], &[&str], usize)]) -> Fleet {
@@ -722,6 +766,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_native_only_job_skips_emulating_builders() {
+        let t = ArchTable::builtin();
+        let (arm, amd) = (t.parse_platform("arm64").unwrap(), t.parse_platform("amd64").unwrap());
+        // Cross stages pinned to amd64: the amd64 builder is preferred, and emulates arm64.
+        let fleet = fleet_with(&[("amd", &["amd64"], &["arm64"], 1), ("arm", &["arm64"], &["amd64"], 1)]);
+        let cross = Wants { platform: &arm, build_platform: Some(&amd), buildkit: false, native: false };
+        let l = fleet.acquire(cross, &[]).await.unwrap();
+        assert_eq!((l.index, l.route), (0, Route::Emulated));
+        drop(l);
+        let native = Wants { native: true, ..cross };
+        let l = fleet.acquire(native, &[0]).await.unwrap();
+        assert_eq!((l.index, l.route), (1, Route::Native));
+        drop(l);
+        // Nobody else runs arm64 natively: the error says so, not "or can emulate it".
+        let Err(e) = fleet.acquire(native, &[1]).await else { panic!("placed on an emulating builder") };
+        assert!(e.message().contains("no healthy builder runs linux/arm64 natively ("), "{}", e.message());
+    }
+
+    #[tokio::test]
     async fn buildkit_needs_and_a_contradicted_buildkit_true() {
         let t = ArchTable::builtin();
         let amd = t.parse_platform("amd64").unwrap();
@@ -734,7 +797,7 @@ mod tests {
             fleet.builders[0].facts = OnceCell::new_with(Some(f0));
             fleet
         };
-        let needs = Wants { platform: &amd, build_platform: None, buildkit: true };
+        let needs = Wants { platform: &amd, build_platform: None, buildkit: true, native: false };
         let l = fleet.acquire(needs, &[]).await.unwrap();
         assert_eq!(l.index, 1);
         let Err(e) = fleet.acquire(needs, &[1]).await else { panic!("placed on a builder without BuildKit") };

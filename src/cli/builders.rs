@@ -1,5 +1,7 @@
 //! `archfarm builders`: the builders of archfarm.yaml with health, engine version, native
-//! and emulated platforms.
+//! and emulated platforms, and the version of the QEMU that emulates each.
+
+use std::collections::BTreeMap;
 
 use crate::build::fleet::Fleet;
 use crate::recipe::config::Config;
@@ -33,6 +35,19 @@ pub async fn run(config: Config, json: bool) -> Result<bool> {
                     join(&b.emulates),
                     b.emulates_from
                 );
+                if !b.qemu_versions.is_empty() {
+                    // One entry per version: the handlers usually come from one package.
+                    let mut by_version: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                    for (p, v) in &b.qemu_versions {
+                        by_version.entry(v.as_deref().unwrap_or("unknown")).or_default().push(p);
+                    }
+                    let versions = by_version
+                        .iter()
+                        .map(|(v, platforms)| format!("{v} for {}", platforms.join(", ")))
+                        .collect::<Vec<_>>();
+                    let whose = if b.emulates_from == "binfmt" { "this machine's" } else { "its own machine's" };
+                    println!("  QEMU ({whose}): {}", versions.join("; "));
+                }
             }
         }
     }

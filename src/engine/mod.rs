@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use self::buildkit::transport::RawEndpoint;
-use self::request::{Backend, BuildRequest, StreamOutcome};
+use self::request::{keep_tail, Backend, BuildRequest, StepFailure, StreamOutcome};
 use crate::image::docker_archive::{self, ImportedImage};
 use crate::image::platform::Platform;
 use crate::image::reference::Reference;
@@ -70,8 +70,9 @@ pub struct Engine {
 #[derive(Debug)]
 pub enum BuildFailure {
     /// The engine ran the recipe and reported an error (a RUN step failed, a file is
-    /// missing): the recipe's fault, the same on any engine.
-    Recipe(Error),
+    /// missing): the recipe's fault, the same on any engine (unless the step ran under
+    /// an emulator that crashed: the caller judges that from the step and its output).
+    Recipe(StepFailure),
     /// The engine or the connection to it failed (refused, reset, a stream that ended
     /// without a result): another engine may succeed.
     Engine(Error),
@@ -82,7 +83,8 @@ pub enum BuildFailure {
 impl BuildFailure {
     pub fn into_error(self) -> Error {
         match self {
-            BuildFailure::Recipe(e) | BuildFailure::Engine(e) | BuildFailure::Local(e) => e,
+            BuildFailure::Recipe(f) => f.error,
+            BuildFailure::Engine(e) | BuildFailure::Local(e) => e,
         }
     }
 }
@@ -422,7 +424,12 @@ impl Engine {
             ));
             // An error the engine reported is the recipe's, unless the engine is gone.
             let recipe = by_engine && self.answers(Duration::from_secs(10)).await;
-            return Err(if recipe { BuildFailure::Recipe(e) } else { BuildFailure::Engine(e) }.into());
+            return Err(if recipe {
+                BuildFailure::Recipe(StepFailure { error: e, step: outcome.failed_step, output: outcome.failed_output })
+            } else {
+                BuildFailure::Engine(e)
+            }
+            .into());
         }
         let id = match outcome.image_id {
             Some(id) => id,
@@ -515,6 +522,7 @@ impl Engine {
         }
         drop(stream);
         outcome.failed_step = lines.last_step;
+        outcome.failed_output = lines.step_output.into();
         if let (None, Some(short)) = (&outcome.image_id, lines.built) {
             match self.docker.inspect_image(&short).await {
                 Ok(image) => outcome.image_id = Some(image.id.unwrap_or(short)),
@@ -669,12 +677,13 @@ impl Error {
     }
 }
 
-/// Splits the engine's `stream` text into lines; remembers the last `Step N/M : ...`
-/// and `Successfully built <id>`.
+/// Splits the engine's `stream` text into lines; remembers the last `Step N/M : ...`,
+/// the last lines printed since, and `Successfully built <id>`.
 #[derive(Default)]
 struct LineTracker {
     partial: String,
     last_step: Option<String>,
+    step_output: std::collections::VecDeque<String>,
     built: Option<String>,
 }
 
@@ -686,8 +695,11 @@ impl LineTracker {
             let line = line.trim();
             if line.starts_with("Step ") {
                 self.last_step = Some(line.to_string());
+                self.step_output.clear();
             } else if let Some(id) = line.strip_prefix("Successfully built ") {
                 self.built = Some(id.trim().to_string());
+            } else if !line.is_empty() {
+                keep_tail(&mut self.step_output, line);
             }
         }
     }
@@ -983,5 +995,13 @@ mod tests {
         t.push("Successfully built 0123abcd\n");
         assert_eq!(t.last_step.as_deref(), Some("Step 2/2 : RUN false"));
         assert_eq!(t.built.as_deref(), Some("0123abcd"));
+        let mut t = LineTracker::default();
+        t.push("Step 1/2 : RUN echo one\n ---> Running in 1\none\nStep 2/2 : RUN ./crash\n");
+        t.push(" ---> Running in 2\n\u{1b}[91mqemu: uncaught target sig");
+        t.push("nal 11 (Segmentation fault) - core dumped\n");
+        assert_eq!(
+            Vec::from(t.step_output),
+            ["---> Running in 2", "\u{1b}[91mqemu: uncaught target signal 11 (Segmentation fault) - core dumped"]
+        );
     }
 }

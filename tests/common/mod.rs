@@ -333,3 +333,25 @@ pub fn make_cert(dir: &Path, ca: &str, name: &str, usage: &str) {
         ],
     );
 }
+
+/// True when the real services answer and so does every extra engine of `endpoints`
+/// (ci/extra-dockerd.sh); in CI (CI=true) a missing one fails the test.
+pub fn engines_up(test: &str, endpoints: &[&str]) -> bool {
+    if !services_up(test) {
+        return false;
+    }
+    let answers = |e: &&str| {
+        Command::new("docker")
+            .args(["-H", e, "version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = endpoints.iter().filter(|e| !answers(e)).copied().collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: extra engines {} missing; run ci/extra-dockerd.sh", missing.join(", "));
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+    eprintln!("SKIP {msg}");
+    false
+}

@@ -154,6 +154,7 @@ pub(crate) async fn build(
         handle_line(&pending, &mut progress, &mut outcome, log)?;
     }
     outcome.failed_step = progress.failed_step().map(str::to_string);
+    outcome.failed_output = progress.failed_output();
     drop(session);
     Ok(outcome)
 }

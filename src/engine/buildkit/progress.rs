@@ -4,9 +4,9 @@
 //! `#5 0.312 compiling...` (seconds since the step started), then `#5 CACHED`,
 //! `#5 DONE 1.2s` or `#5 ERROR: ...`. The first step that failed (or, if the stream
 //! broke, the last one running) names the build's error, like the classic builder's
-//! last `Step N/M`.
+//! last `Step N/M`, and its last output lines go with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 
 use bollard_buildkit_proto::google::protobuf::Timestamp;
@@ -16,7 +16,8 @@ use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
 #[derive(Default)]
 pub struct Progress {
     steps: HashMap<String, Step>,
-    failed_step: Option<String>,
+    /// The digest of the first step that failed.
+    failed: Option<String>,
 }
 
 #[derive(Default)]
@@ -29,6 +30,8 @@ struct Step {
     finished: bool,
     /// Output after its last newline, kept until the line is complete.
     partial: Vec<u8>,
+    /// Its last complete output lines.
+    tail: VecDeque<String>,
 }
 
 fn seconds(t: &Timestamp) -> f64 {
@@ -42,10 +45,20 @@ impl Progress {
     /// The name of the first step that failed (`[2/3] RUN false`); if none did (the
     /// stream broke), the last one that started and did not finish.
     pub fn failed_step(&self) -> Option<&str> {
-        let running = || {
-            self.steps.values().filter(|s| s.announced && !s.finished).max_by_key(|s| s.number).map(|s| s.name.as_str())
-        };
-        self.failed_step.as_deref().or_else(running)
+        self.failed().map(|s| s.name.as_str())
+    }
+
+    /// The last output lines of [`failed_step`](Self::failed_step).
+    pub fn failed_output(&self) -> Vec<String> {
+        self.failed().map(|s| s.tail.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn failed(&self) -> Option<&Step> {
+        let running = || self.steps.values().filter(|s| s.announced && !s.finished).max_by_key(|s| s.number);
+        match &self.failed {
+            Some(digest) => self.steps.get(digest),
+            None => running(),
+        }
     }
 
     /// Writes what `status` says happened to `out`: steps that started, then their
@@ -79,7 +92,9 @@ impl Progress {
             while let Some(i) = step.partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = step.partial.drain(..=i).collect();
                 let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                writeln!(out, "#{} {elapsed:.3} {}", step.number, text.trim_end_matches('\r'))?;
+                let text = text.trim_end_matches('\r');
+                writeln!(out, "#{} {elapsed:.3} {text}", step.number)?;
+                crate::engine::request::keep_tail(&mut step.tail, text);
             }
         }
         for w in &status.warnings {
@@ -94,12 +109,14 @@ impl Progress {
             step.finished = true;
             let n = step.number;
             if !step.partial.is_empty() {
-                writeln!(out, "#{n} {}", String::from_utf8_lossy(&std::mem::take(&mut step.partial)))?;
+                let text = String::from_utf8_lossy(&std::mem::take(&mut step.partial)).into_owned();
+                writeln!(out, "#{n} {text}")?;
+                crate::engine::request::keep_tail(&mut step.tail, &text);
             }
             if !v.error.is_empty() {
                 writeln!(out, "#{n} ERROR: {}", v.error)?;
-                if self.failed_step.is_none() && !v.error.contains(CANCELED) {
-                    self.failed_step = Some(self.steps[&v.digest].name.clone());
+                if self.failed.is_none() && !v.error.contains(CANCELED) {
+                    self.failed = Some(v.digest.clone());
                 }
             } else if let (Some(start), Some(end)) = (step.started, v.completed.as_ref()) {
                 writeln!(out, "#{n} DONE {:.1}s", (seconds(end) - start).max(0.0))?;
@@ -152,5 +169,6 @@ mod tests {
              #2 ERROR: exit code: 2\n#3 ERROR: context canceled\n"
         );
         assert_eq!(p.failed_step(), Some("[2/3] RUN make"));
+        assert_eq!(p.failed_output(), ["compiling", "half"]);
     }
 }
