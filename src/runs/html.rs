@@ -10,6 +10,7 @@ use super::critical::{active_millis, critical_path};
 use super::{JobRecord, RunRecord};
 use crate::build::BackendKind;
 use crate::farm::report::Outcome;
+use crate::support::error::human_size;
 use crate::support::time::parse_rfc3339_millis;
 
 const STYLE: &str = "
@@ -19,9 +20,9 @@ h1{font-size:1.3rem;overflow-wrap:anywhere}h2{font-size:1.1rem;margin-top:1.5rem
 .timeline{min-width:720px;position:relative}
 .lane{display:flex;align-items:stretch;border-bottom:1px solid #ddd;min-height:1.6rem}
 .lane>.name{flex:0 0 9rem;padding:.2rem;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.lane>.track{flex:1;position:relative}
-.bar{position:absolute;height:1.2rem;top:.2rem;display:flex;overflow:hidden;border-radius:2px;font-size:11px;color:#fff;white-space:nowrap;min-width:2px}
-.bar .wait{opacity:.35;background:inherit}.bar .work{flex:1;padding:0 2px}
+.lane>.track{flex:1}.rows{position:relative}
+.bar{position:absolute;height:1.2rem;overflow:hidden;border-radius:2px;font-size:11px;line-height:1.2rem;color:#fff;white-space:nowrap;min-width:2px;padding:0 2px;box-sizing:border-box;z-index:1}
+.waiting{position:absolute;height:2px;background:#9e9e9e;opacity:.6}
 .bar[data-outcome=built]{background:#2e7d32}.bar[data-outcome=cached]{background:#607d8b}.bar[data-outcome=failed]{background:#c62828}
 .bar[data-critical=true]{outline:2px solid #ff9800;z-index:1}
 .axis{display:flex}.axis>.name{flex:0 0 9rem}.axis>.track{flex:1;position:relative;height:1.2rem;font-size:11px;color:#666}
@@ -146,13 +147,14 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
             }
             None => page.push_str("<div class=\"lane\" data-lane=\"memo\"><div class=\"name\">memo / no builder</div><div class=\"track\">"),
         }
-        for (i, job) in run.jobs.iter().enumerate().filter(|(_, j)| lane(j) == l) {
+        let in_lane: Vec<usize> = (0..run.jobs.len()).filter(|&i| lane(&run.jobs[i]) == l).collect();
+        let (rows, row_of) = pack_rows(run, &in_lane);
+        let _ = write!(page, "<div class=\"rows\" style=\"height:{:.1}rem\">", rows as f64 * ROW_REM);
+        for (&i, row) in in_lane.iter().zip(row_of) {
+            let job = &run.jobs[i];
             let j = &job.job;
-            let start = parse_rfc3339_millis(&j.started_at).unwrap_or(t0);
-            let end = parse_rfc3339_millis(&j.ended_at).unwrap_or(start).max(start);
-            let active = active_millis(job).min(end - start);
-            let wait_share =
-                if end > start { (end - start - active) as f64 / (end - start) as f64 * 100.0 } else { 0.0 };
+            let (start, end) = job_span(job, t0);
+            let work = work_start(job, t0);
             let route = match (j.route, j.cross) {
                 (Some(r), true) => format!("{r:?} cross").to_lowercase(),
                 (Some(r), false) => format!("{r:?}").to_lowercase(),
@@ -164,22 +166,32 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
                 _ => "",
             };
             let name = esc(&job_name(job));
+            let top = row as f64 * ROW_REM + 0.2;
+            if work > start {
+                let _ = write!(
+                    page,
+                    "<span class=\"waiting\" style=\"left:{:.3}%;width:{:.3}%;top:{:.2}rem\" title=\"{name} waited {}\"></span>",
+                    at(start),
+                    at(work) - at(start),
+                    top + 0.55,
+                    seconds(work - start),
+                );
+            }
             let _ = write!(
                 page,
                 "<div class=\"bar\" data-job=\"{name}\" data-outcome=\"{}\" data-route=\"{route}\"{} \
-                 style=\"left:{:.3}%;width:{:.3}%\" title=\"{name}: {} {} ({}, waited {})\">\
-                 <span class=\"wait\" style=\"flex:0 0 {wait_share:.1}%\"></span><span class=\"work\">{mark}{name}</span></div>",
+                 style=\"left:{:.3}%;width:{:.3}%;top:{top:.1}rem\" title=\"{name}: {} {} ({}, waited {} before)\">{mark}{name}</div>",
                 outcome(j.outcome),
                 if critical.contains(&i) { " data-critical=\"true\"" } else { "" },
-                at(start),
-                (at(end) - at(start)).max(0.0),
+                at(work),
+                at(end) - at(work),
                 outcome(j.outcome),
                 esc(&route),
-                seconds(end - start),
-                seconds(end - start - active),
+                seconds(end - work),
+                seconds(work - start),
             );
         }
-        page.push_str("</div></div>\n");
+        page.push_str("</div></div></div>\n");
     }
     page.push_str("<div class=\"axis\"><div class=\"name\"></div><div class=\"track\">");
     let step = tick_step(t1 - t0);
@@ -188,7 +200,52 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
         let _ = write!(page, "<span class=\"tick\" style=\"left:{:.3}%\">{}</span>", at(t0 + tick), seconds(tick));
         tick += step;
     }
-    page.push_str("</div></div>\n</div></div>\n<p>Bars: green built, grey cached, red failed; the pale part is waiting (for parents or a builder); \u{2248} emulated, \u{21c4} emulated with native cross stages; an orange outline is the critical path.</p>\n");
+    page.push_str("</div></div>\n</div></div>\n<p>Bars: green built, grey cached, red failed; the thin line before a bar is waiting (for parents or a builder slot); jobs at once on one builder take rows of their own; \u{2248} emulated, \u{21c4} emulated with native cross stages; an orange outline is the critical path.</p>\n");
+}
+
+/// The height of one row of bars in a lane, in rem.
+const ROW_REM: f64 = 1.4;
+
+/// A job's start and end (ms since the epoch; a job without times starts at `t0`).
+fn job_span(job: &JobRecord, t0: u64) -> (u64, u64) {
+    let start = parse_rfc3339_millis(&job.job.started_at).unwrap_or(t0);
+    (start, parse_rfc3339_millis(&job.job.ended_at).unwrap_or(start).max(start))
+}
+
+/// When the job's own work began: its end less its active time (a memo hit's lookup, a
+/// build from when a builder took it), so waits are drawn apart from work.
+fn work_start(job: &JobRecord, t0: u64) -> u64 {
+    let (start, end) = job_span(job, t0);
+    end.saturating_sub(active_millis(job)).max(start)
+}
+
+/// Rows for the jobs `in_lane` (indexes into the run's jobs) so that no two bars of a
+/// row overlap: a builder with several slots runs jobs at once, and stacked bars would
+/// hide each other. Each job takes the first row free when its work begins (waits may
+/// overlap: they are drawn beneath the bars), in order of that time.
+/// Returns the number of rows and each job's row, in the order of `in_lane`.
+fn pack_rows(run: &RunRecord, in_lane: &[usize]) -> (usize, Vec<usize>) {
+    let mut order: Vec<usize> = (0..in_lane.len()).collect();
+    let span = |k: usize| {
+        let job = &run.jobs[in_lane[k]];
+        (work_start(job, 0), job_span(job, 0).1)
+    };
+    order.sort_by_key(|&k| span(k));
+    let mut row_ends: Vec<u64> = Vec::new();
+    let mut row_of = vec![0; in_lane.len()];
+    for k in order {
+        let (start, end) = span(k);
+        let row = match row_ends.iter().position(|&e| e <= start) {
+            Some(r) => r,
+            None => {
+                row_ends.push(0);
+                row_ends.len() - 1
+            }
+        };
+        row_ends[row] = end.max(start + 1);
+        row_of[k] = row;
+    }
+    (row_ends.len().max(1), row_of)
 }
 
 /// A round tick interval giving at most about ten ticks.
@@ -284,11 +341,14 @@ fn failures(page: &mut String, run: &RunRecord) {
 
 fn totals(page: &mut String, run: &RunRecord) {
     let wall_ms = (run.wall_seconds * 1000.0).round() as u64;
-    let span_of = |j: &JobRecord| {
-        let s = parse_rfc3339_millis(&j.job.started_at).unwrap_or(0);
-        parse_rfc3339_millis(&j.job.ended_at).unwrap_or(s).saturating_sub(s)
-    };
-    let job_ms: u64 = run.jobs.iter().map(span_of).sum();
+    let job_ms: u64 = run
+        .jobs
+        .iter()
+        .map(|j| {
+            let (start, end) = job_span(j, 0);
+            end - start
+        })
+        .sum();
     let counts = run.counts();
     let bytes: u64 = run.jobs.iter().map(|j| j.job.bytes_pushed).sum();
     let _ = write!(
@@ -301,7 +361,7 @@ fn totals(page: &mut String, run: &RunRecord) {
         counts.cached,
         counts.failed,
         percent(counts.cached as u64, (counts.built + counts.cached) as u64),
-        human_bytes(bytes),
+        human_size(bytes),
     );
     for l in lanes(run).into_iter().flatten() {
         let busy: u64 = run.jobs.iter().filter(|j| lane(j).as_ref() == Some(&l)).map(active_millis).sum();
@@ -360,21 +420,6 @@ fn percent(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         part as f64 * 100.0 / whole as f64
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -355,3 +355,40 @@ pub fn engines_up(test: &str, endpoints: &[&str]) -> bool {
     eprintln!("SKIP {msg}");
     false
 }
+
+/// True when headless Chromium can be driven here (ci/browser.sh installs chromium and
+/// chromium-driver, ci/python-tools.sh selenium); in CI (CI=true) a missing part fails.
+pub fn browser_up(test: &str) -> bool {
+    if !python_modules_up(test, "selenium") {
+        return false;
+    }
+    let missing: Vec<&str> =
+        ["/usr/bin/chromium", "/usr/bin/chromedriver"].into_iter().filter(|p| !Path::new(p).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: {} missing; run ci/browser.sh", missing.join(" and "));
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+    eprintln!("SKIP {msg}");
+    false
+}
+
+/// Opens the HTML report `page` in headless Chromium at `width` x `height`, keeps a
+/// screenshot under target/test-artifacts/`shot`.png, and returns what the page shows
+/// (tests/common/report_page.py): its jobs, lanes, failures, console and page errors,
+/// scroll width and load time.
+pub fn open_report(page: &Path, width: u32, height: u32, shot: &str) -> (serde_json::Value, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let png = root.join("target/test-artifacts").join(format!("{shot}.png"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/common/report_page.py"))
+        .arg(page)
+        .args([width.to_string(), height.to_string()])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "report_page.py {} failed:\n{}", page.display(), stderr(&out));
+    let facts = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report_page.py printed no JSON ({e}):\n{}", stdout(&out)));
+    (facts, png)
+}

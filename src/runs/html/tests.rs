@@ -152,5 +152,26 @@ fn totals_and_units() {
     assert!(page.contains("<dt>pushed</dt><dd>1.5 MiB</dd>"), "{page}");
     assert!(page.contains("<dt>cache hits</dt><dd>50%</dd>"), "{page}");
     assert!(page.contains("<dt>parallelism on x</dt><dd>0.50 (busy 2.0s of 4.0s)</dd>"), "{page}");
-    assert_eq!(human_bytes(512), "512 B");
+}
+
+#[test]
+fn jobs_at_once_on_one_builder_get_rows_of_their_own() {
+    let r = run(
+        vec![
+            job("a", "built", Some("alpha"), &[], 0, 0, 2000),
+            job("b", "built", Some("alpha"), &[], 500, 500, 1500),
+            job("c", "built", Some("alpha"), &[], 2000, 2000, 3000),
+        ],
+        3000,
+    );
+    let page = render(&r, None);
+    let top = |name: &str| {
+        let bar = &page[page.find(&format!("data-job=\"{name} linux/amd64\"")).unwrap()..];
+        let at = bar.find("top:").unwrap() + 4;
+        bar[at..at + bar[at..].find("rem").unwrap()].to_string()
+    };
+    // b overlaps a: a row below it; c starts as a ends: back on the first row.
+    assert_ne!(top("a"), top("b"));
+    assert_eq!(top("a"), top("c"));
+    assert!(page.contains("class=\"rows\" style=\"height:2.8rem\""), "{page}");
 }
