@@ -23,43 +23,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = runtime.block_on(async {
-        tokio::select! {
-            r = archfarm::cli::run(cli) => match r {
-                Ok(true) => 0,
-                Ok(false) => 1,
-                Err(e) => {
-                    eprintln!("error: {}", e.message());
-                    e.exit_code()
-                }
-            },
-            signal = stop_signal() => {
-                // Every store write is atomic and tags are written last, so stopping here
-                // leaves no half-written entry and no tag over an incomplete image.
-                eprintln!("interrupted");
-                128 + signal as i32
-            }
+    // A signal ends the command inside cli::run, which records the run and says so.
+    let code = match runtime.block_on(archfarm::cli::run(cli)) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("error: {}", e.message());
+            e.exit_code()
         }
-    });
+    };
     std::process::exit(code);
-}
-
-/// Waits for Ctrl-C (SIGINT) or SIGTERM and says which came.
-async fn stop_signal() -> nix::sys::signal::Signal {
-    use nix::sys::signal::Signal;
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => Signal::SIGINT,
-                _ = term.recv() => Signal::SIGTERM,
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            Signal::SIGINT
-        }
-    }
 }
 
 /// Diagnostics on stderr: warnings by default, archfarm's debug lines with -v;

@@ -1,6 +1,7 @@
 //! Run records on real services: every command that runs jobs leaves one in the store,
 //! `history` lists them newest first, `report` and `build --report` write the page, and
-//! a run killed with SIGKILL leaves the earlier records whole and no partial one.
+//! a run killed with SIGKILL leaves the earlier records whole and no partial one, and a
+//! run stopped by Ctrl-C is recorded with exit 130 and the jobs it stopped.
 
 mod common;
 
@@ -21,6 +22,24 @@ fn records(repo: &Repo) -> Vec<serde_json::Value> {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{n:?} is not whole JSON ({e}): {text}"))
         })
         .collect()
+}
+
+/// `build slow` started, once archfarm says it builds slow (its RUN step sleeps 60 s).
+fn building_slow(repo: &Repo) -> std::process::Child {
+    let mut slow =
+        repo.command(&["build", "slow", "--platform", "linux/amd64"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(slow.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines.next().expect("archfarm said it builds slow").unwrap();
+        if line.contains("building slow") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow never started");
+    }
+    // Its stderr stays open (and drained) so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    slow
 }
 
 #[test]
@@ -87,31 +106,36 @@ fn runs_are_recorded_listed_bounded_and_survive_a_killed_run() {
         "images/slow/Dockerfile",
         &format!("FROM archfarm.local/images/base/busybox\nRUN echo {} && sleep 60\n", repo.namespace),
     );
-    let mut slow =
-        repo.command(&["build", "slow", "--platform", "linux/amd64"]).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(slow.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let line = lines.next().expect("archfarm said it builds slow").unwrap();
-        if line.contains("building slow") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slow never started");
-    }
+    let mut slow = building_slow(&repo);
     slow.kill().unwrap();
     slow.wait().unwrap();
     let after = records(&repo);
     assert_eq!(after.len(), 2, "the killed run left no record");
     assert_eq!(after, records(&repo));
 
+    // Ctrl-C: the run is recorded with exit 130, naming the job it stopped.
+    let slow = building_slow(&repo);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(slow.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let after = records(&repo);
+    assert_eq!(after.len(), 3, "the interrupted run is recorded");
+    let stopped = &after[2];
+    assert_eq!(stopped["exit_code"], 130, "{stopped:#}");
+    assert_eq!(
+        stopped["errors"],
+        serde_json::json!(["interrupted by SIGINT while these jobs ran: slow linux/amd64"]),
+        "{stopped:#}"
+    );
+
     // The bound: history: 3 keeps the last three.
-    for _ in 0..2 {
+    for _ in 0..3 {
         let out = repo.run(&["build", "greeter", "--platform", "linux/amd64"]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let kept = records(&repo);
     assert_eq!(kept.len(), 3);
-    assert!(kept.iter().all(|r| r["exit_code"] == 0), "the failed first run was pruned first");
+    assert!(kept.iter().all(|r| r["exit_code"] == 0), "the failed and the interrupted runs were pruned first");
 }
 
 #[test]

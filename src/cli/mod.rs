@@ -386,7 +386,16 @@ pub async fn run(cli: Cli) -> Result<bool> {
     let config = Config::load(&cwd, &overrides)?;
     let progress = Progress::new(cli.verbose);
     let recording = cli.command.runs_jobs().then(|| Recording::new(&config, started, cli.command.report_file()));
-    let result = dispatch(cli, config, progress.clone()).await;
+    // A signal ends the command here, not in main, so that its run is recorded too.
+    // Dropping the command's future closes its builds' connections (the engines cancel
+    // them); every store write is atomic and tags are written last, so stopping leaves
+    // no half-written entry and no tag over an incomplete image.
+    let result = tokio::select! {
+        r = dispatch(cli, config, progress.clone()) => r,
+        signal = crate::support::signal::stopped() => {
+            Err(Error::interrupted(signal as i32, signal.as_str(), &progress.running()))
+        }
+    };
     match recording {
         Some(recording) => recording.finish(&progress, result),
         None => result,

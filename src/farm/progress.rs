@@ -24,6 +24,9 @@ struct Inner {
     verbose: bool,
     /// Everything the run reported so far, for its run record.
     reported: Mutex<BuildReport>,
+    /// The jobs started and not yet finished, as `IMAGE PLATFORM`: what an interrupted
+    /// run's record names.
+    running: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Progress {
@@ -31,11 +34,20 @@ impl Progress {
     pub fn new(verbose: bool) -> Self {
         let live = std::io::stderr().is_terminal().then(MultiProgress::new);
         let reported = Mutex::new(BuildReport::default());
-        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), verbose, reported }) }
+        Progress {
+            inner: Arc::new(Inner {
+                live,
+                bars: Mutex::new(BTreeMap::new()),
+                verbose,
+                reported,
+                running: Mutex::default(),
+            }),
+        }
     }
 
     pub fn started(&self, image: &str, platform: &Platform) {
         let name = format!("{image} {platform}");
+        self.inner.running.lock().expect("progress lock").insert(name.clone());
         match &self.inner.live {
             Some(m) => {
                 let bar = m.add(ProgressBar::new_spinner());
@@ -96,8 +108,15 @@ impl Progress {
         self.note(message);
     }
 
+    /// The jobs started and not yet finished, in name order.
+    pub fn running(&self) -> Vec<String> {
+        self.inner.running.lock().expect("progress lock").iter().cloned().collect()
+    }
+
     fn clear(&self, image: &str, platform: &Platform) {
-        if let Some(bar) = self.inner.bars.lock().expect("progress lock").remove(&format!("{image} {platform}")) {
+        let name = format!("{image} {platform}");
+        self.inner.running.lock().expect("progress lock").remove(&name);
+        if let Some(bar) = self.inner.bars.lock().expect("progress lock").remove(&name) {
             bar.finish_and_clear();
         }
     }

@@ -14,6 +14,9 @@ pub enum Kind {
     /// error) while it wrote or read its own files (exit 1): never a builder's or a
     /// registry's fault, so never retried elsewhere.
     Disk,
+    /// The process was stopped by this signal (Ctrl-C, SIGTERM): exit 128 + its number,
+    /// as shells report it.
+    Interrupted(i32),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,16 @@ impl Error {
     /// Something that should have worked did not: a build, an engine, a registry.
     pub fn failure(message: impl Into<String>) -> Self {
         Error { kind: Kind::Failure, message: message.into() }
+    }
+
+    /// Stopped by `signal` (its number and name), while `running` were under way.
+    pub fn interrupted(signal: i32, name: &str, running: &[String]) -> Self {
+        let message = if running.is_empty() {
+            format!("interrupted by {name}")
+        } else {
+            format!("interrupted by {name} while these jobs ran: {}", running.join(", "))
+        };
+        Error { kind: Kind::Interrupted(signal), message }
     }
 
     /// An I/O error on a path, with what archfarm was doing. A local disk error (see
@@ -89,11 +102,13 @@ impl Error {
         &self.message
     }
 
-    /// The process exit code for this error: 2 usage/configuration, 1 failure.
+    /// The process exit code for this error: 2 usage/configuration, 1 failure, 128 + N
+    /// stopped by signal N.
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             Kind::Usage => 2,
             Kind::Failure | Kind::Disk => 1,
+            Kind::Interrupted(signal) => 128 + signal,
         }
     }
 
