@@ -135,9 +135,21 @@ fn an_emulator_crash_is_tried_again_on_the_native_builder() {
     let repo = Repo::dockerfile_only("qn");
     add_image(&repo, "crashy", 2376, "/crash", true);
     write_fleet(&repo, true);
-    let (report, code, err) = build(&repo, &["build", "crashy", "--platform", "linux/arm64", "--json"]);
+    let page = repo.path().join("run.html");
+    let (report, code, err) =
+        build(&repo, &["build", "crashy", "--platform", "linux/arm64", "--json", "--report", page.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}\n{report:#}");
     let j = job(&report, "crashy");
+    // The run's record and its report tell the emulator fault too.
+    let recorded = &repo.json(&["history", "--json"])[0];
+    assert_eq!((recorded["failed"].as_u64(), recorded["exit_code"].as_i64()), (Some(0), Some(0)), "{recorded:#}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("data-job=\"crashy linux/arm64\" data-outcome=\"built\" data-route=\"native cross\""),
+        "{html}"
+    );
+    assert!(html.contains("data-retried=\"emulator\""), "{html}");
+    assert!(html.contains("emu-box (emulator): "), "{html}");
     assert_eq!(j["outcome"], "built", "{j:#}");
     assert_eq!(j["builder"], "arm-box", "{j:#}");
     assert_eq!(j["route"], "native", "{j:#}");

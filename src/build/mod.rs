@@ -105,6 +105,18 @@ pub enum Fault {
     Local,
 }
 
+impl Fault {
+    /// Its name, as records and `--json` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Recipe => "recipe",
+            Fault::Emulator => "emulator",
+            Fault::Engine => "engine",
+            Fault::Local => "local",
+        }
+    }
+}
+
 /// An attempt of a job that failed on one builder before the job went on elsewhere.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Retry {

@@ -64,6 +64,7 @@ pub fn render(run: &RunRecord, previous: Option<&RunRecord>) -> String {
     );
     matrix(&mut page, run);
     failures(&mut page, run);
+    retried(&mut page, run);
     totals(&mut page, run);
     if let Some(previous) = previous {
         difference(&mut page, run, previous);
@@ -179,10 +180,11 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
             }
             let _ = write!(
                 page,
-                "<div class=\"bar\" data-job=\"{name}\" data-outcome=\"{}\" data-route=\"{route}\"{} \
+                "<div class=\"bar\" data-job=\"{name}\" data-outcome=\"{}\" data-route=\"{route}\"{}{} \
                  style=\"left:{:.3}%;width:{:.3}%;top:{top:.1}rem\" title=\"{name}: {} {} ({}, waited {} before)\">{mark}{name}</div>",
                 outcome(j.outcome),
                 if critical.contains(&i) { " data-critical=\"true\"" } else { "" },
+                faults(j),
                 at(work),
                 at(end) - at(work),
                 outcome(j.outcome),
@@ -201,6 +203,20 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
         tick += step;
     }
     page.push_str("</div></div>\n</div></div>\n<p>Bars: green built, grey cached, red failed; the thin line before a bar is waiting (for parents or a builder slot); jobs at once on one builder take rows of their own; \u{2248} emulated, \u{21c4} emulated with native cross stages; an orange outline is the critical path.</p>\n");
+}
+
+/// A bar's `data-fault` (why a failed job failed) and `data-retried` (the faults of the
+/// attempts before the one that counted, as `emulator engine`).
+fn faults(j: &crate::farm::report::JobReport) -> String {
+    let mut attrs = String::new();
+    if let Some(f) = j.fault {
+        let _ = write!(attrs, " data-fault=\"{}\"", f.name());
+    }
+    if !j.retries.is_empty() {
+        let all: Vec<&str> = j.retries.iter().map(|r| r.fault.name()).collect();
+        let _ = write!(attrs, " data-retried=\"{}\"", all.join(" "));
+    }
+    attrs
 }
 
 /// The height of one row of bars in a lane, in rem.
@@ -314,27 +330,49 @@ fn failures(page: &mut String, run: &RunRecord) {
             esc(&job_name(job)),
             esc(&job_name(job)),
             field(j.stage.map(|s| s.name().to_string())),
-            field(j.fault.map(|f| format!("{f:?}").to_lowercase())),
+            field(j.fault.map(|f| f.name().to_string())),
             field(j.failing_step.clone()),
             field(j.builder.clone()),
             field(j.error.clone()),
         );
-        if !j.retries.is_empty() {
-            page.push_str("<p>Retries:</p><ul>");
-            for r in &j.retries {
-                let _ = write!(
-                    page,
-                    "<li>{} ({}): {}</li>",
-                    esc(&r.builder),
-                    format!("{:?}", r.fault).to_lowercase(),
-                    esc(&r.error)
-                );
-            }
-            page.push_str("</ul>");
-        }
+        retries(page, job);
         if let Some(tail) = &job.log_tail {
             let _ = write!(page, "<p>Log tail:</p><pre class=\"log\">{}</pre>", esc(tail));
         }
+        page.push_str("</section>\n");
+    }
+}
+
+/// The attempts of `job` that failed on a builder before it went on to another.
+fn retries(page: &mut String, job: &JobRecord) {
+    if job.job.retries.is_empty() {
+        return;
+    }
+    page.push_str("<p>Retries:</p><ul>");
+    for r in &job.job.retries {
+        let _ = write!(page, "<li>{} ({}): {}</li>", esc(&r.builder), r.fault.name(), esc(&r.error));
+    }
+    page.push_str("</ul>");
+}
+
+/// Jobs that succeeded after a failed attempt: an emulator fault settled on a native
+/// builder, a builder lost mid-build.
+fn retried(page: &mut String, run: &RunRecord) {
+    let retried: Vec<&JobRecord> =
+        run.jobs.iter().filter(|j| j.job.outcome != Outcome::Failed && !j.job.retries.is_empty()).collect();
+    if retried.is_empty() {
+        return;
+    }
+    page.push_str("<h2>Retried</h2>\n");
+    for job in retried {
+        let name = esc(&job_name(job));
+        let _ = write!(
+            page,
+            "<section class=\"retried\" data-retried=\"{name}\"><h3>{name}</h3><p>{} on {}</p>",
+            outcome(job.job.outcome),
+            esc(job.job.builder.as_deref().unwrap_or("-")),
+        );
+        retries(page, job);
         page.push_str("</section>\n");
     }
 }

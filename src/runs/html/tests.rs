@@ -175,3 +175,19 @@ fn jobs_at_once_on_one_builder_get_rows_of_their_own() {
     assert_eq!(top("a"), top("c"));
     assert!(page.contains("class=\"rows\" style=\"height:2.8rem\""), "{page}");
 }
+
+#[test]
+fn a_job_built_after_an_emulator_fault_says_so() {
+    let mut j = job("crashy", "built", Some("arm-box"), &[], 0, 500, 2000);
+    j["retries"] = json!([{"builder": "amd-box", "fault": "emulator", "error": "qemu: uncaught target signal 11"}]);
+    let mut f = job("broken", "failed", Some("amd-box"), &[], 0, 100, 900);
+    f["fault"] = json!("recipe");
+    let page = render(&run(vec![j, f], 2000), None);
+    assert!(page.contains("data-retried=\"emulator\""), "{page}");
+    assert!(page.contains("data-fault=\"recipe\""), "{page}");
+    let section = &page[page.find("<section class=\"retried\" data-retried=\"crashy linux/amd64\">").expect(&page)..];
+    assert!(
+        section.contains("built on arm-box") && section.contains("amd-box (emulator): qemu: uncaught"),
+        "{section}"
+    );
+}
