@@ -14,28 +14,9 @@ use std::time::{Duration, Instant};
 const AMD_BOX: &str = "tcp://127.0.0.1:2376";
 const ARM_BOX: &str = "tcp://127.0.0.1:2377";
 
-fn engine_up(endpoint: &str) -> bool {
-    Command::new("docker")
-        .args(["-H", endpoint, "version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// The real services plus the two extra engines.
 fn fleet_up(test: &str) -> bool {
-    if !services_up(test) {
-        return false;
-    }
-    if engine_up(AMD_BOX) && engine_up(ARM_BOX) {
-        return true;
-    }
-    let msg = format!("{test}: extra engines on {AMD_BOX} and {ARM_BOX} missing; run ci/extra-dockerd.sh");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIP {msg}");
-    false
+    engines_up(test, &[AMD_BOX, ARM_BOX])
 }
 
 fn script(name: &str) -> std::path::PathBuf {
