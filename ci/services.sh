@@ -13,6 +13,7 @@
 #   ARCHFARM_HUB_MIRROR_ADDR where the Docker Hub mirror listens (default 127.0.0.1:5096)
 #   ARCHFARM_STATE           where the registries and dockerd logs live (default /var/lib/archfarm-ci)
 set -euo pipefail
+. "$(dirname "$0")/apt.sh"
 
 registry_addr=${ARCHFARM_REGISTRY_ADDR:-127.0.0.1:5000}
 hub_mirror=http://${ARCHFARM_HUB_MIRROR_ADDR:-127.0.0.1:5096}
@@ -37,16 +38,8 @@ wait_for() {
 }
 
 install_packages() {
-  local wanted=(docker.io qemu-user-static binfmt-support docker-registry skopeo umoci curl ca-certificates make xz-utils iproute2)
-  local missing=()
-  for p in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  apt_install_missing services docker.io qemu-user-static binfmt-support docker-registry skopeo umoci curl \
+    ca-certificates make xz-utils iproute2
 }
 
 start_binfmt() {
