@@ -21,7 +21,7 @@ use publish_support::*;
 /// digest; SBOM predicates written to files and validated with spdx-tools. Prints
 /// `digest predicate-type` per attestation.
 const CHECK: &str = r#"
-import hashlib, json, sys, urllib.request
+import hashlib, json, sys, tempfile, urllib.request
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import json_format
 from in_toto_attestation.v1 import statement_pb2
@@ -67,9 +67,11 @@ for digest in sys.argv[4:]:
                 assert details["version"].get("engine"), details
         else:
             assert ptype == "https://spdx.dev/Document", ptype
-            path = f"/tmp/archfarm-sbom-{hexd}.spdx.json"
-            json.dump(raw["predicate"], open(path, "w"))
-            errors = validate_full_spdx_document(parse_file(path), "SPDX-2.3")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = f"{tmp}/sbom-{hexd}.spdx.json"
+                with open(path, "w") as f:
+                    json.dump(raw["predicate"], f)
+                errors = validate_full_spdx_document(parse_file(path), "SPDX-2.3")
             assert not errors, [e.validation_message for e in errors]
         print(digest, ptype)
 "#;

@@ -11,6 +11,7 @@ the window's width, and the load time (navigationStart to loadEventEnd, ms).
 import json
 import pathlib
 import sys
+import tempfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -35,10 +36,17 @@ return {jobs, lanes, failures, scroll_width: document.documentElement.scrollWidt
 
 def main():
     page, width, height, shot = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    # A profile of its own, removed afterwards (chromedriver's default is left in /tmp).
+    with tempfile.TemporaryDirectory(prefix="report-page-") as profile:
+        facts = look(page, width, height, shot, profile)
+    json.dump(facts, sys.stdout)
+
+
+def look(page, width, height, shot, profile):
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}"):
+                f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -54,7 +62,7 @@ def main():
         driver.save_screenshot(shot)
     finally:
         driver.quit()
-    json.dump(facts, sys.stdout)
+    return facts
 
 
 if __name__ == "__main__":
