@@ -18,14 +18,15 @@ body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:1rem;color:#222;max-wid
 h1{font-size:1.3rem;overflow-wrap:anywhere}h2{font-size:1.1rem;margin-top:1.5rem}
 .scroll{overflow-x:auto;max-width:100%}
 .timeline{min-width:720px;position:relative}
-.lane{display:flex;align-items:stretch;border-bottom:1px solid #ddd;min-height:1.6rem}
-.lane>.name{flex:0 0 9rem;padding:.2rem;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.lane>.track{flex:1}.rows{position:relative}
+.lane,.phases{display:flex;align-items:stretch;border-bottom:1px solid #ddd;min-height:1.6rem}
+.lane>.name,.phases>.name{flex:0 0 9rem;padding:.2rem;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.lane>.track,.phases>.track{flex:1}
+.phase{position:absolute;top:.2rem;height:1.2rem;background:repeating-linear-gradient(45deg,#e0e0e0 0 4px,#f5f5f5 4px 8px);color:#444;font-size:11px;line-height:1.2rem;white-space:nowrap;overflow:hidden;padding:0 2px;box-sizing:border-box;border-radius:2px}.rows{position:relative}
 .bar{position:absolute;height:1.2rem;overflow:hidden;border-radius:2px;font-size:11px;line-height:1.2rem;color:#fff;white-space:nowrap;min-width:2px;padding:0 2px;box-sizing:border-box;z-index:1}
 .waiting{position:absolute;height:2px;background:#9e9e9e;opacity:.6}
 .bar[data-outcome=built]{background:#2e7d32}.bar[data-outcome=cached]{background:#607d8b}.bar[data-outcome=failed]{background:#c62828}
 .bar[data-critical=true]{outline:2px solid #ff9800;z-index:1}
-.axis{display:flex}.axis>.name{flex:0 0 9rem}.axis>.track{flex:1;position:relative;height:1.2rem;font-size:11px;color:#666}
+.axis{display:flex}.axis>.name{flex:0 0 9rem}.axis>.track{flex:1;position:relative;height:1.2rem;font-size:11px;color:#666;overflow:hidden}
 .axis .tick{position:absolute;border-left:1px solid #aaa;padding-left:2px}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .4rem;text-align:left;vertical-align:top}
 td code{font-size:12px}.state-failed{background:#fde0e0}.state-built{background:#e3f2e3}.state-cached{background:#eceff1}
@@ -141,6 +142,7 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
     let width = (t1 - t0) as f64;
     let at = |ms: u64| (ms.saturating_sub(t0) as f64 / width * 100.0).min(100.0);
     page.push_str("<h2>Timeline</h2>\n<div class=\"scroll\"><div class=\"timeline\">\n");
+    phases(page, run, &at);
     for l in lanes(run) {
         match &l {
             Some(name) => {
@@ -198,7 +200,8 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
     page.push_str("<div class=\"axis\"><div class=\"name\"></div><div class=\"track\">");
     let step = tick_step(t1 - t0);
     let mut tick = 0;
-    while tick <= t1 - t0 {
+    // A label needs room to its right: none in the last twentieth.
+    while tick * 20 < (t1 - t0) * 19 {
         let _ = write!(page, "<span class=\"tick\" style=\"left:{:.3}%\">{}</span>", at(t0 + tick), seconds(tick));
         tick += step;
     }
@@ -226,6 +229,32 @@ const ROW_REM: f64 = 1.4;
 fn job_span(job: &JobRecord, t0: u64) -> (u64, u64) {
     let start = parse_rfc3339_millis(&job.job.started_at).unwrap_or(t0);
     (start, parse_rfc3339_millis(&job.job.ended_at).unwrap_or(start).max(start))
+}
+
+/// The run's own time outside its jobs, as a row above the lanes: from its start to its
+/// first job's start (planning: content keys, bases, the memo's index) and from its last
+/// job's end to its end (canonical tags, attestations, the record).
+fn phases(page: &mut String, run: &RunRecord, at: &dyn Fn(u64) -> f64) {
+    let starts = run.jobs.iter().filter_map(|j| parse_rfc3339_millis(&j.job.started_at));
+    let ends = run.jobs.iter().filter_map(|j| parse_rfc3339_millis(&j.job.ended_at));
+    let (Some(first), Some(last), Some(end)) = (starts.min(), ends.max(), parse_rfc3339_millis(&run.ended_at)) else {
+        return;
+    };
+    let start = run.started_millis();
+    page.push_str("<div class=\"phases\"><div class=\"name\">run</div><div class=\"track\"><div class=\"rows\" style=\"height:1.4rem\">");
+    for (phase, from, to) in [("planning", start, first), ("after the jobs", last, end)] {
+        if to > from {
+            let _ = write!(
+                page,
+                "<div class=\"phase\" data-phase=\"{phase}\" style=\"left:{:.3}%;width:{:.3}%\" title=\"{phase}: {}\">{phase} {}</div>",
+                at(from),
+                at(to) - at(from),
+                seconds(to - from),
+                seconds(to - from),
+            );
+        }
+    }
+    page.push_str("</div></div></div>\n");
 }
 
 /// When the job's own work began: its end less its active time (a memo hit's lookup, a
@@ -317,7 +346,10 @@ fn failures(page: &mut String, run: &RunRecord) {
         return;
     }
     page.push_str("<h2>Failures</h2>\n");
-    for error in &run.errors {
+    // A failed job's error is also the run's (`IMAGE for PLATFORM: ERROR`); its section
+    // below tells it.
+    let told = |error: &str| failed.iter().filter_map(|j| j.job.error.as_deref()).any(|e| error.ends_with(e));
+    for error in run.errors.iter().filter(|e| !told(e)) {
         let _ = writeln!(page, "<pre class=\"run-error\">{}</pre>", esc(error));
     }
     for job in failed {

@@ -191,3 +191,17 @@ fn a_job_built_after_an_emulator_fault_says_so() {
         "{section}"
     );
 }
+
+#[test]
+fn the_run_outside_its_jobs_is_shown_and_a_jobs_error_is_told_once() {
+    let mut f = job("broken", "failed", Some("x"), &[], 1000, 1100, 2000);
+    f["error"] = json!("RUN make exited with 2");
+    let mut r = run(vec![f], 2500);
+    r.errors =
+        vec!["broken for linux/amd64: RUN make exited with 2".into(), "broken: canonical tag not written".into()];
+    let page = render(&r, None);
+    assert!(page.contains("data-phase=\"planning\" style=\"left:0.000%;width:40.000%\""), "{page}");
+    assert!(page.contains("data-phase=\"after the jobs\" style=\"left:80.000%;width:20.000%\""), "{page}");
+    assert_eq!(page.matches("RUN make exited with 2").count(), 1, "{page}");
+    assert!(page.contains("<pre class=\"run-error\">broken: canonical tag not written</pre>"), "{page}");
+}
