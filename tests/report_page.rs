@@ -79,6 +79,14 @@ fn check_page(page: &Path, record: &serde_json::Value, shot: &str) {
         // their own boxes.
         let (scroll, window) = (facts["scroll_width"].as_u64().unwrap(), facts["window_width"].as_u64().unwrap());
         assert!(scroll <= window, "the page is {scroll}px wide in a {window}px window: {context}");
+        // A wide window shows the whole timeline; a narrow one scrolls it in its box.
+        let (timeline, room) =
+            (facts["timeline_scroll_width"].as_u64().unwrap(), facts["timeline_box_width"].as_u64().unwrap());
+        if width >= 1000 {
+            assert_eq!(timeline, room, "the timeline scrolls in a {width}px window: {context}");
+        } else {
+            assert!(timeline > room, "a {width}px window cannot hold a 720px timeline: {context}");
+        }
         let image = std::fs::read(&png).unwrap();
         assert!(image.starts_with(b"\x89PNG") && image.len() > 10_000, "{}: no screenshot", png.display());
     }

@@ -17,15 +17,17 @@ const STYLE: &str = "
 body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:1rem;color:#222;max-width:100%;box-sizing:border-box}
 h1{font-size:1.3rem;overflow-wrap:anywhere}h2{font-size:1.1rem;margin-top:1.5rem}
 .scroll{overflow-x:auto;max-width:100%}
-.timeline{min-width:720px;position:relative}
+.timeline{min-width:720px;position:relative;overflow:hidden}
 .lane,.phases{display:flex;align-items:stretch;border-bottom:1px solid #ddd;min-height:1.6rem}
 .lane>.name,.phases>.name{flex:0 0 9rem;padding:.2rem;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .lane>.track,.phases>.track{flex:1}
-.phase{position:absolute;top:.2rem;height:1.2rem;background:repeating-linear-gradient(45deg,#e0e0e0 0 4px,#f5f5f5 4px 8px);color:#444;font-size:11px;line-height:1.2rem;white-space:nowrap;overflow:hidden;padding:0 2px;box-sizing:border-box;border-radius:2px}.rows{position:relative}
-.bar{position:absolute;height:1.2rem;overflow:hidden;border-radius:2px;font-size:11px;line-height:1.2rem;color:#fff;white-space:nowrap;min-width:2px;padding:0 2px;box-sizing:border-box;z-index:1}
-.waiting{position:absolute;height:2px;background:#9e9e9e;opacity:.6}
-.bar[data-outcome=built]{background:#2e7d32}.bar[data-outcome=cached]{background:#607d8b}.bar[data-outcome=failed]{background:#c62828}
-.bar[data-critical=true]{outline:2px solid #ff9800;z-index:1}
+.phase{position:absolute;top:.2rem;height:1.2rem;background:repeating-linear-gradient(45deg,#e0e0e0 0 4px,#f5f5f5 4px 8px);color:#444;font-size:11px;line-height:1.2rem;white-space:nowrap;overflow:hidden;padding:0 2px;box-sizing:border-box;border-radius:2px}
+.rows{position:relative}
+.bar{position:absolute;height:1.2rem;min-width:2px;pointer-events:none}
+.bar>.waiting{position:absolute;left:0;top:.55rem;height:2px;background:#9e9e9e;opacity:.6}
+.bar>.work{position:absolute;top:0;bottom:0;right:0;min-width:2px;overflow:hidden;border-radius:2px;font-size:11px;line-height:1.2rem;color:#fff;white-space:nowrap;padding:0 2px;box-sizing:border-box;z-index:1;pointer-events:auto}
+.bar[data-outcome=built]>.work{background:#2e7d32}.bar[data-outcome=cached]>.work{background:#607d8b}.bar[data-outcome=failed]>.work{background:#c62828}
+.bar[data-critical=true]>.work{outline:2px solid #ff9800;z-index:2}
 .axis{display:flex}.axis>.name{flex:0 0 9rem}.axis>.track{flex:1;position:relative;height:1.2rem;font-size:11px;color:#666;overflow:hidden}
 .axis .tick{position:absolute;border-left:1px solid #aaa;padding-left:2px}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .4rem;text-align:left;vertical-align:top}
@@ -170,29 +172,25 @@ fn timeline(page: &mut String, run: &RunRecord, critical: &[usize]) {
             };
             let name = esc(&job_name(job));
             let top = row as f64 * ROW_REM + 0.2;
-            if work > start {
-                let _ = write!(
-                    page,
-                    "<span class=\"waiting\" style=\"left:{:.3}%;width:{:.3}%;top:{:.2}rem\" title=\"{name} waited {}\"></span>",
-                    at(start),
-                    at(work) - at(start),
-                    top + 0.55,
-                    seconds(work - start),
-                );
-            }
+            // The bar spans the job from start to end: its wait, a thin line, then its
+            // work, the coloured part. Only the work takes room in its row.
+            let span = (end - start).max(1) as f64;
             let _ = write!(
                 page,
                 "<div class=\"bar\" data-job=\"{name}\" data-outcome=\"{}\" data-route=\"{route}\"{}{} \
-                 style=\"left:{:.3}%;width:{:.3}%;top:{top:.1}rem\" title=\"{name}: {} {} ({}, waited {} before)\">{mark}{name}</div>",
+                 style=\"left:{:.3}%;width:{:.3}%;top:{top:.1}rem\">\
+                 <span class=\"waiting\" style=\"width:{wait:.2}%\"></span>\
+                 <span class=\"work\" style=\"left:{wait:.2}%\" title=\"{name}: {} {} ({}, waited {} before)\">{mark}{name}</span></div>",
                 outcome(j.outcome),
                 if critical.contains(&i) { " data-critical=\"true\"" } else { "" },
                 faults(j),
-                at(work),
-                at(end) - at(work),
+                at(start),
+                at(end) - at(start),
                 outcome(j.outcome),
                 esc(&route),
                 seconds(end - work),
                 seconds(work - start),
+                wait = (work - start) as f64 / span * 100.0,
             );
         }
         page.push_str("</div></div></div>\n");

@@ -6,7 +6,8 @@ usage: report_page.py PAGE WIDTH HEIGHT SCREENSHOT
 Prints one JSON object: the console errors (SEVERE browser log entries) and page
 errors, each data-job with its data-outcome and its lane's data-builder (null for the
 memo lane), the lanes, the failure sections' text, the document's scrollWidth against
-the window's width, and the load time (navigationStart to loadEventEnd, ms).
+the window's width, the timeline's against its box, and the load time
+(navigationStart to loadEventEnd, ms).
 """
 import json
 import pathlib
@@ -28,7 +29,9 @@ const lanes = [...document.querySelectorAll('.lane')].map(e =>
 const failures = [...document.querySelectorAll('[data-failure]')].map(e =>
   ({job: e.dataset.failure, text: e.innerText}));
 const t = performance.getEntriesByType('navigation')[0];
+const box = document.querySelector('.timeline').parentElement;
 return {jobs, lanes, failures, scroll_width: document.documentElement.scrollWidth,
+        timeline_scroll_width: box.scrollWidth, timeline_box_width: box.clientWidth,
         window_width: window.innerWidth, load_ms: t ? t.loadEventEnd - t.startTime : null,
         page_errors: window.__errors || []};
 """
