@@ -29,7 +29,8 @@ const lanes = [...document.querySelectorAll('.lane')].map(e =>
 const failures = [...document.querySelectorAll('[data-failure]')].map(e =>
   ({job: e.dataset.failure, text: e.innerText}));
 const t = performance.getEntriesByType('navigation')[0];
-const box = document.querySelector('.timeline').parentElement;
+const timeline = document.querySelector('.timeline');
+const box = timeline ? timeline.parentElement : {scrollWidth: null, clientWidth: null};
 return {jobs, lanes, failures, scroll_width: document.documentElement.scrollWidth,
         timeline_scroll_width: box.scrollWidth, timeline_box_width: box.clientWidth,
         window_width: window.innerWidth, load_ms: t ? t.loadEventEnd - t.startTime : null,
