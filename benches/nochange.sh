@@ -59,8 +59,16 @@ echo "history: 0" >>"$quiet/archfarm.yaml"
 unrecorded() { (cd "$quiet" && "$bin" build --push); }
 must unrecorded
 rounds_rec=$((rounds * 5))
-tn=$(for _ in $(seq "$rounds_rec"); do t unrecorded; done | median)
-tr=$(for _ in $(seq "$rounds_rec"); do t archfarm_way; done | median)
+# Interleaved, so that the machine's drift falls on both alike.
+pairs=$(mktemp)
+trap 'rm -rf "$ARCHFARM_STORE" "$quiet" "$pairs"' EXIT
+for _ in $(seq "$rounds_rec"); do
+  a=$(t unrecorded)
+  b=$(t archfarm_way)
+  echo "$a $b" >>"$pairs"
+done
+tn=$(cut -d' ' -f1 "$pairs" | median)
+tr=$(cut -d' ' -f2 "$pairs" | median)
 runs=$(ls "$ARCHFARM_STORE/runs" | wc -l)
 [ "$runs" -ge "$rounds_rec" ] || bench_fail "expected at least $rounds_rec run records, found $runs"
 printf '%-60s %8.3f s\n' "archfarm build --push (no change), history: 0" "$tn"
