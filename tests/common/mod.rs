@@ -7,6 +7,14 @@ use std::process::{Command, Output};
 
 pub const REGISTRY: &str = "127.0.0.1:5000";
 
+/// A service a test needs is missing, as `msg` says: in CI (CI=true) the test fails;
+/// elsewhere it says SKIP and returns false, for the test to return.
+pub fn service_missing(msg: &str) -> bool {
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+    eprintln!("SKIP {msg}");
+    false
+}
+
 /// True when the real services answer. In CI (CI=true) a missing service fails the
 /// test instead of skipping it.
 pub fn services_up(test: &str) -> bool {
@@ -21,11 +29,7 @@ pub fn services_up(test: &str) -> bool {
         return true;
     }
     let msg = format!("{test}: services missing (dockerd: {docker_ok}, registry: {registry_ok}); run ci/services.sh");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIP {msg}");
-    false
+    service_missing(&msg)
 }
 
 /// A private copy of the bundled images/ with its own store and registry namespace.
@@ -188,11 +192,7 @@ pub fn hub_mirror_up(test: &str) -> bool {
          --registry-mirror=http://{HUB_MIRROR}: {engine_uses_it}); run ci/services.sh (and restart a dockerd \
          started without the mirror)"
     );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIP {msg}");
-    false
+    service_missing(&msg)
 }
 
 impl Repo {
@@ -287,11 +287,7 @@ pub fn keypair(dir: &Path, name: &str) -> (String, String) {
 /// them); in CI their absence fails the test.
 pub fn python_modules_up(test: &str, modules: &str) -> bool {
     let ok = Command::new("python3").args(["-c", &format!("import {modules}")]).status().is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: python3 lacks {modules}");
-        eprintln!("SKIP {test}: python3 lacks {modules}; run ci/python-tools.sh");
-    }
-    ok
+    ok || service_missing(&format!("{test}: python3 lacks {modules}; run ci/python-tools.sh"))
 }
 
 /// `openssl req` options for a fresh unencrypted P-256 key.
@@ -351,9 +347,7 @@ pub fn engines_up(test: &str, endpoints: &[&str]) -> bool {
         return true;
     }
     let msg = format!("{test}: extra engines {} missing; run ci/extra-dockerd.sh", missing.join(", "));
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
-    eprintln!("SKIP {msg}");
-    false
+    service_missing(&msg)
 }
 
 /// True when headless Chromium can be driven here (ci/browser.sh installs chromium and
@@ -368,9 +362,7 @@ pub fn browser_up(test: &str) -> bool {
         return true;
     }
     let msg = format!("{test}: {} missing; run ci/browser.sh", missing.join(" and "));
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
-    eprintln!("SKIP {msg}");
-    false
+    service_missing(&msg)
 }
 
 /// Opens the HTML report `page` in headless Chromium at `width` x `height`, keeps a
